@@ -1,0 +1,314 @@
+"""Settings of the Close emulator: org data, fault knobs, rate limits, and their CLI flags.
+
+Every knob can come from the environment (prefix ``EMULATOR_``, e.g. ``EMULATOR_ERROR_RATE=0.1``),
+from command-line flags (``add_emulator_arguments`` / ``options_from_args``), or be changed at
+runtime: assignments to ``EmulatorState.options`` are validated, and ``POST /_emulator/config``
+applies a validated JSON patch. Lists accept JSON in the environment; ``EMULATOR_API_KEYS`` and
+``EMULATOR_ERROR_STATUSES`` also accept comma-separated values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_API_KEY = "emulator-api-key"
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+CustomFieldType = Literal["text", "number", "choices", "date", "datetime"]
+RateLimitBody = Literal["wrapped", "flat", "none"]
+
+
+def derived_id(prefix: str, text: str) -> str:
+    """A stable Close-looking id (``prefix`` + 43 base62 chars) derived from ``text``."""
+    number = int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
+    chars = []
+    for _ in range(43):
+        number, digit = divmod(number, 62)
+        chars.append(_BASE62[digit])
+    return prefix + "".join(chars)
+
+
+class LeadStatus(BaseModel):
+    """One lead status of the emulated organisation; a bare string is read as the label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = ""
+    label: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_label(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"label": value}
+        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("label"), str):
+            value = {**value, "id": derived_id("stat_", value["label"])}
+        return value
+
+
+class CustomFieldSpec(BaseModel):
+    """A custom field definition as ``GET /custom_field_schema/<type>/`` shows it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = ""
+    name: str = Field(min_length=1)
+    type: CustomFieldType = "text"
+    description: str = ""
+    choices: list[str] | None = None
+    accepts_multiple_values: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_id(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("name"), str):
+            value = {**value, "id": derived_id("cf_", value["name"])}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> CustomFieldSpec:
+        if not self.id.startswith(("cf_", "lcf_")):
+            raise ValueError("custom field ids start with cf_ (or lcf_ for old fields)")
+        if self.type == "choices" and not self.choices:
+            raise ValueError("a choices field needs a non-empty 'choices' list")
+        if self.accepts_multiple_values and self.type != "choices":
+            raise ValueError("only choices fields accept multiple values in the emulator")
+        return self
+
+    def check_value(self, value: Any) -> str | None:
+        """Return an error message if ``value`` is not a valid single value of this field.
+
+        The real Close messages for type/choice errors are UNKNOWN (close-api.md §6); these
+        texts are the emulator's own.
+        """
+        if self.type == "text":
+            return None if isinstance(value, str) else "Must be a string."
+        if self.type == "number":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            return None if ok else "Must be a number."
+        if self.type == "choices":
+            if isinstance(value, str) and value in (self.choices or []):
+                return None
+            return f"Not a valid choice: {value!r}."
+        parse = date.fromisoformat if self.type == "date" else datetime.fromisoformat
+        try:
+            parse(value)
+        except (TypeError, ValueError):
+            return f"Not a valid {self.type}."
+        return None
+
+
+def _default_statuses() -> list[LeadStatus]:
+    return [LeadStatus(label=label) for label in ("Potential", "Bad Fit", "Qualified", "Customer")]
+
+
+def _default_lead_fields() -> list[CustomFieldSpec]:
+    return [
+        CustomFieldSpec(name="Lead Source", type="text"),
+        CustomFieldSpec(name="Budget", type="choices", choices=["<10k", "10k-50k", ">50k"]),
+        CustomFieldSpec(
+            name="Interests",
+            type="choices",
+            choices=["Product", "Pricing", "Partnership", "Support"],
+            accepts_multiple_values=True,
+        ),
+        CustomFieldSpec(name="External ID", type="text"),
+        CustomFieldSpec(name="Employees", type="number"),
+    ]
+
+
+def _split_list(value: Any) -> Any:
+    """Environment helper: a JSON list, or comma-separated values."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class EmulatorOptions(BaseSettings):
+    """Everything that shapes the emulator's behaviour. Assignments are validated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EMULATOR_", extra="forbid", validate_assignment=True
+    )
+
+    # Auth and organisation data.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_API_KEY])
+    """Accepted API keys (Basic ``<key>:`` or Bearer). An empty list accepts any non-empty key."""
+    organization_id: str = derived_id("orga_", "emulator")
+    user_id: str = derived_id("user_", "emulator")
+    user_name: str = "Emulator User"
+    lead_statuses: list[LeadStatus] = Field(default_factory=_default_statuses, min_length=1)
+    lead_custom_fields: list[CustomFieldSpec] = Field(default_factory=_default_lead_fields)
+    contact_custom_fields: list[CustomFieldSpec] = Field(default_factory=list)
+    default_region: str = "US"
+    """Region used to read phone numbers written without a country code."""
+    reject_invalid_phones: bool = False
+    """400 for a phone that cannot be parsed (real behaviour UNKNOWN; default keeps it as sent)."""
+    max_list_limit: int = Field(100, ge=1)
+    max_search_limit: int = Field(200, ge=1)
+
+    # Faults.
+    latency_ms: float = Field(0.0, ge=0)
+    latency_jitter_ms: float = Field(0.0, ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    """Probability of a 5xx answered before the request is applied (nothing changes)."""
+    error_after_apply_rate: float = Field(0.0, ge=0, le=1)
+    """Probability of a 5xx answered after the request was applied (the 'unknown outcome')."""
+    error_statuses: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [502, 503, 504], min_length=1
+    )
+    hang_rate: float = Field(0.0, ge=0, le=1)
+    """Probability of not answering for ``hang_seconds`` and then answering 504."""
+    hang_seconds: float = Field(120.0, ge=0)
+    seed: int | None = None
+    """Seed of the fault dice and of generated ids; None draws from the OS."""
+
+    # Rate limits.
+    rate_limit: int | None = Field(None, ge=1)
+    """Requests per ``rate_window`` seconds per API key and endpoint group; None disables."""
+    rate_window: float = Field(1.0, gt=0)
+    group_rate_limits: dict[str, int] = Field(default_factory=dict)
+    """Per-group overrides of ``rate_limit`` (groups: see ``emulator_limits.ENDPOINT_GROUPS``)."""
+    org_rate_limit: int | None = Field(None, ge=1)
+    """Organisation-wide limit per group across all keys (Close uses 3x the key limit)."""
+    rate_limit_body: RateLimitBody = "wrapped"
+    rate_limit_header: bool = True
+    """Send ``RateLimit: limit=N, remaining=N, reset=N``."""
+    legacy_rate_limit_headers: bool = False
+    """Send ``X-Rate-Limit-Limit/Remaining/Reset`` (fractional reset)."""
+    retry_after_header: bool = False
+    """Send ``Retry-After`` (whole seconds) on 429."""
+
+    # Search index.
+    search_lag_seconds: float = Field(0.0, ge=0)
+    """Writes become visible to /data/search/ only this long after they happen."""
+
+    request_log_limit: int = Field(100_000, ge=1)
+
+    @field_validator("api_keys", "error_statuses", mode="before")
+    @classmethod
+    def _env_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("error_statuses")
+    @classmethod
+    def _check_statuses(cls, value: list[int]) -> list[int]:
+        if any(not 500 <= status <= 599 for status in value):
+            raise ValueError("error statuses must be 5xx")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r}")
+        return region
+
+    @field_validator("group_rate_limits")
+    @classmethod
+    def _check_group_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(limit < 1 for limit in value.values()):
+            raise ValueError("group rate limits must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _check_unique_ids(self) -> EmulatorOptions:
+        for name, ids in (
+            ("lead_statuses", [status.id for status in self.lead_statuses]),
+            ("lead_custom_fields", [field.id for field in self.lead_custom_fields]),
+            ("contact_custom_fields", [field.id for field in self.contact_custom_fields]),
+        ):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{name} has duplicate ids")
+        return self
+
+    def patched(self, patch: dict[str, Any]) -> EmulatorOptions:
+        """A validated copy with ``patch`` applied (the environment is not read again)."""
+        return EmulatorOptions.model_validate({**self.model_dump(), **patch})
+
+
+class Fault(BaseModel):
+    """A scripted fault: the next ``count`` matching requests get this answer instead.
+
+    ``method``/``path`` None match anything; ``path`` may use ``*`` wildcards. With
+    ``after_apply`` the request is handled first (a lead is created) and the answer is then
+    replaced. ``hang`` waits ``hang_seconds`` (default: the options' value) before answering.
+    ``body``: dict/list → JSON, str → sent as text, None → empty. ``status`` defaults to 504
+    for a hang and 503 otherwise.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str | None = None
+    path: str | None = None
+    status: int | None = Field(None, ge=100, le=599)
+    count: int = Field(1, ge=1)
+    after_apply: bool = False
+    hang: bool = False
+    hang_seconds: float | None = Field(None, ge=0)
+    delay_ms: float = Field(0.0, ge=0)
+    body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def answer_status(self) -> int:
+        if self.status is not None:
+            return self.status
+        return 504 if self.hang else 503
+
+
+_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--latency-ms", "latency_ms", float, "fixed latency added to every /api/ request"),
+    ("--latency-jitter-ms", "latency_jitter_ms", float, "extra random latency, 0..N ms"),
+    ("--error-rate", "error_rate", float, "probability of a 5xx before applying"),
+    (
+        "--error-after-apply-rate",
+        "error_after_apply_rate",
+        float,
+        "probability of a 5xx after applying (outcome unknown to the client)",
+    ),
+    ("--hang-rate", "hang_rate", float, "probability of hanging, then answering 504"),
+    ("--hang-seconds", "hang_seconds", float, "how long a hang lasts"),
+    ("--rate-limit", "rate_limit", int, "requests per window per key and endpoint group"),
+    ("--rate-window", "rate_window", float, "rate limit window in seconds"),
+    ("--search-lag", "search_lag_seconds", float, "seconds before writes become searchable"),
+    ("--seed", "seed", int, "seed for reproducible faults and ids"),
+    ("--region", "default_region", str, "default phone region, e.g. US or GB"),
+)
+
+
+def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's flags; unset flags fall back to ``EMULATOR_*`` env, then defaults."""
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    for flag, dest, kind, text in _FLAGS:
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        default=None,
+        help=f"accepted API key (repeatable; default {DEFAULT_API_KEY})",
+    )
+
+
+def options_from_args(ns: argparse.Namespace) -> EmulatorOptions:
+    """Build options from parsed flags; raises ``pydantic.ValidationError`` on bad values."""
+    names = [dest for _, dest, _, _ in _FLAGS] + ["api_keys"]
+    given = {name: getattr(ns, name) for name in names if getattr(ns, name, None) is not None}
+    return EmulatorOptions(**given)
