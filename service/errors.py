@@ -1,0 +1,141 @@
+"""Errors raised inside Lead Intake.
+
+One base class, and one split the worker lives by: a ``TransientError`` means "try again
+later" (the submission goes back to the retry schedule), a ``PermanentError`` means "this can
+never succeed as sent" (the submission ends ``rejected`` or ``dead``)::
+
+    IntakeError
+    ├── ConfigError            bad settings or sources file; lists every issue with its key path
+    ├── QueueUnavailable       Redis could not be reached (the door answers 503)
+    ├── TransientError         retry later
+    │   ├── CloseUnavailable   5xx, timeout, connection lost: outcome of a POST unknown
+    │   ├── CloseRateLimited   429 after the in-request retries
+    │   └── CloseAuthFailed    401/403: delivery pauses, nothing is dead-lettered
+    └── PermanentError         never succeeds as sent
+        ├── Rejected           the payload itself is unusable (state ``rejected``)
+        │   └── MappingRejected  a mapping expression failed or a required field is missing
+        └── CloseRefused       Close answered 400/402/404/405/415 (state ``dead``)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class IntakeError(Exception):
+    """Base class of every error Lead Intake raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a configuration file: where (file and key path) and what."""
+
+    path: str
+    message: str
+    file: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(IntakeError):
+    """Unusable configuration; ``issues`` lists every problem found, not only the first."""
+
+    def __init__(self, issues: Iterable[ConfigIssue]) -> None:
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class QueueUnavailable(IntakeError):
+    """Redis could not be reached or refused the write."""
+
+
+class TransientError(IntakeError):
+    """The attempt failed for a reason that may go away: schedule a retry."""
+
+
+class PermanentError(IntakeError):
+    """The submission can never succeed as sent."""
+
+
+class Rejected(PermanentError):
+    """The payload is unusable; ``reason`` names what is wrong in words a user understands."""
+
+    def __init__(self, reason: str, detail: dict[str, Any] | None = None) -> None:
+        self.reason = reason
+        self.detail = detail or {}
+        super().__init__(reason)
+
+
+class MappingRejected(Rejected):
+    """Mapping the payload to a lead failed (missing required field, failing expression...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResponseInfo:
+    """What Close answered, kept in the submission record."""
+
+    status: int
+    body: Any
+    endpoint: str
+
+
+class CloseError(IntakeError):
+    """Base of the errors that carry Close's answer."""
+
+    def __init__(self, message: str, response: CloseResponseInfo | None = None) -> None:
+        self.response = response
+        super().__init__(message)
+
+
+class CloseUnavailable(CloseError, TransientError):
+    """5xx, timeout or connection lost: whether a POST took effect is unknown."""
+
+
+class CloseRateLimited(CloseError, TransientError):
+    """Close kept answering 429 after the in-request retries."""
+
+    def __init__(
+        self, message: str, response: CloseResponseInfo | None = None, *, retry_after: float
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, response)
+
+
+class CloseAuthFailed(CloseError, TransientError):
+    """401/403: the API key is wrong or revoked. Delivery pauses; nothing is dead-lettered."""
+
+
+class CloseRefused(CloseError, PermanentError):
+    """Close refused the request for good (400, 402, 404, 405, 415)."""
+
+
+def field_errors(body: Any) -> Sequence[str]:
+    """Flatten Close's ``errors``/``field-errors`` body into readable lines (nested per index)."""
+    lines: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for msg in node.get("errors", []) if isinstance(node.get("errors"), list) else []:
+                lines.append(f"{prefix or '<lead>'}: {msg}")
+            fe = node.get("field-errors")
+            if isinstance(fe, dict):
+                for key, value in fe.items():
+                    path = f"{prefix}.{key}" if prefix else str(key)
+                    if isinstance(value, dict):
+                        nested = value.get("errors")
+                        if isinstance(nested, dict):
+                            for index, child in nested.items():
+                                walk(child, f"{path}[{index}]")
+                        else:
+                            walk(value, path)
+                    else:
+                        lines.append(f"{path}: {value}")
+            if isinstance(node.get("error"), str):
+                lines.append(f"{prefix or '<request>'}: {node['error']}")
+
+    walk(body, "")
+    return lines

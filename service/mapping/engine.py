@@ -1,0 +1,375 @@
+"""The Mapper: one source's payload -> canonical record -> Close lead body, contact and note.
+
+Construction compiles every expression and checks the whole mapping, raising one
+``ConfigError`` that lists every problem. ``map`` never raises anything but
+``MappingRejected`` for bad payload data: a failing expression or a missing required field
+rejects the submission with a reason naming the field, the expression and the error.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+from jmespath.exceptions import JMESPathError
+
+from service.envelope import Envelope
+from service.errors import ConfigError, ConfigIssue, MappingRejected
+from service.mapping.functions import is_empty
+from service.mapping.normalize import Notice, RecordBuilder, address_of, scalar_text
+from service.mapping.note import NoteContext, NoteRenderer, iso_utc, template_problem
+from service.mapping.presets import Preset, PresetRegistry
+from service.mapping.schema import CloseSchema, check_value, status_entry
+from service.mapping.spec import (
+    NAME_ALIAS,
+    CompiledTemplate,
+    CustomEntry,
+    Expr,
+    Issues,
+    MappingSpec,
+    compile_template,
+    required_field_error,
+    required_groups,
+)
+
+logger = logging.getLogger(__name__)
+
+_DATA_ERRORS = (JMESPathError, ValueError, TypeError, RecursionError)
+_NAME_FIELDS = ("full_name", "first_name", "last_name")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the submission is about, for deduplication."""
+
+    email: str | None
+    phone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MappedLead:
+    """The outcome of mapping one submission."""
+
+    lead: dict[str, Any]
+    contact: dict[str, Any] | None
+    note: str | None
+    identity: Identity
+    record: dict[str, Any]
+    warnings: tuple[str, ...]
+
+
+def root_document(envelope: Envelope) -> dict[str, Any]:
+    """What extract expressions read: body, headers, query, client_ip, received_at, source."""
+    return {
+        "body": envelope.body,
+        "headers": {str(k).lower(): v for k, v in envelope.headers.items()},
+        "query": dict(envelope.query),
+        "client_ip": envelope.client_ip,
+        "received_at": iso_utc(envelope.received_at),
+        "source": envelope.source,
+        "submission_id": envelope.id,
+    }
+
+
+def evaluate(expr: Expr, document: Any) -> Any:
+    """Run ``expr``; a failure on this data becomes MappingRejected naming it."""
+    try:
+        return expr.run(document)
+    except _DATA_ERRORS as exc:
+        error = " ".join(str(exc).split()) or type(exc).__name__
+        raise MappingRejected(
+            f"mapping expression {expr.path} failed: {expr.text!r}: {error}",
+            {"path": expr.path, "expression": expr.text, "error": error},
+        ) from exc
+
+
+class Mapper:
+    """Maps envelopes of one source; immutable once built."""
+
+    def __init__(
+        self,
+        spec: MappingSpec,
+        *,
+        source: str,
+        presets: PresetRegistry,
+        schema: CloseSchema | None = None,
+    ) -> None:
+        self.spec = spec
+        self.source = source
+        self.presets = presets
+        self.schema = schema
+        issues = Issues(f"sources.{source}")
+        self.preset: Preset | None = None
+        if spec.preset is not None:
+            if spec.preset in presets:
+                self.preset = presets.get(spec.preset)
+            else:
+                known = ", ".join(presets.names())
+                issues.add("preset", f"unknown preset {spec.preset!r}; known: {known}")
+        self.region = self._region(issues)
+        self.template: CompiledTemplate = compile_template(
+            spec, self.preset, issues=issues, schema=schema
+        )
+        self._check_required(issues)
+        if spec.note.template is not None:
+            problem = template_problem(spec.note.template)
+            if problem:
+                issues.add("note.template", problem)
+        if issues.items:
+            raise ConfigError(issues.items)
+        self._note = NoteRenderer(spec.note.template, spec.limits)
+
+    def with_schema(self, schema: CloseSchema | None) -> Mapper:
+        """The same mapping checked and resolved against a newer Close schema."""
+        return Mapper(self.spec, source=self.source, presets=self.presets, schema=schema)
+
+    def _region(self, issues: Issues) -> str | None:
+        region = self.spec.default_region
+        if region is None:
+            return None
+        if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            issues.add("default_region", f"{region!r} is not an ISO 3166 alpha-2 region code")
+            return None
+        return region.upper()
+
+    def _check_required(self, issues: Issues) -> None:
+        extracted = set(self.template.extract)
+        for index, group in enumerate(required_groups(self.spec)):
+            if any(required_field_error(name) for name in group):
+                continue  # already reported as an unknown field
+            names = [n for n in group if n != NAME_ALIAS]
+            if NAME_ALIAS in group:
+                names.extend(_NAME_FIELDS)
+            if not extracted & set(names):
+                issues.add(
+                    f"required[{index}]",
+                    f"none of {', '.join(group)} is extracted by this source, so every "
+                    "submission would be rejected; add an extract entry or a preset",
+                )
+
+    def event_id(self, envelope: Envelope) -> str | None:
+        """The provider's event id per the preset (delivery dedup), if it has one."""
+        expr = self.template.event_id
+        if expr is None:
+            return None
+        try:
+            value = expr.run(root_document(envelope))
+        except _DATA_ERRORS:
+            return None
+        text = scalar_text(value) if not isinstance(value, (list, dict)) else None
+        return text.strip() if text and text.strip() else None
+
+    def map(self, envelope: Envelope) -> MappedLead:
+        """Map one submission; MappingRejected when it cannot become a lead."""
+        document = root_document(envelope)
+        raw = {path: evaluate(expr, document) for path, expr in self.template.extract.items()}
+        builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)
+        record = builder.build(raw)
+        notices = builder.notices
+        self._require(record, notices)
+        record.update(
+            source=envelope.source, received_at=document["received_at"], submission_id=envelope.id
+        )
+        lead, contact = self._lead_body(record, builder)
+        note = None
+        if self.spec.note.enabled:
+            note = self._note.render(
+                NoteContext(
+                    title=f"{self.template.note_title} \u2014 {envelope.source}",
+                    source=envelope.source,
+                    submission_id=envelope.id,
+                    received_at=envelope.received_at,
+                    fields=self._note_fields(document, notices),
+                    record=record,
+                    notices=tuple(notices),
+                )
+            )
+        identity = Identity(email=record.get("email"), phone=record.get("phone"))
+        logger.debug("mapped %s for %s: %d warning(s)", envelope.id, self.source, len(notices))
+        return MappedLead(
+            lead=lead,
+            contact=copy.deepcopy(contact),
+            note=note,
+            identity=identity,
+            record=record,
+            warnings=tuple(n.message for n in notices),
+        )
+
+    def _require(self, record: dict[str, Any], notices: list[Notice]) -> None:
+        for group in required_groups(self.spec):
+            if any(_present(record, name) for name in group):
+                continue
+            wanted = f"'{group[0]}'" if len(group) == 1 else "one of " + ", ".join(group)
+            related = [n.message for n in notices if n.message.split(" ", 1)[0] in group]
+            reason = f"missing required field: {wanted}"
+            if related:
+                reason += " (" + "; ".join(related) + ")"
+            raise MappingRejected(
+                reason, {"missing": list(group), "warnings": [n.message for n in notices]}
+            )
+
+    def _note_fields(self, document: dict[str, Any], notices: list[Notice]) -> Any:
+        expr = self.template.note_fields
+        if expr is None:
+            return document["body"]
+        try:
+            value = expr.run(document)
+        except _DATA_ERRORS:
+            notices.append(Notice(f"note fields expression {expr.path} failed; showing the body"))
+            return document["body"]
+        return document["body"] if is_empty(value) else value
+
+    def _lead_body(
+        self, record: dict[str, Any], builder: RecordBuilder
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        t, limits = self.template, self.spec.limits
+        default_name = record.get("company") or record.get("full_name") or record.get("email")
+        values = {
+            "name": _pick(t.lead, "name", record, default_name, builder.as_text("lead.name")),
+            "url": _pick(t.lead, "url", record, record.get("website"), builder.as_url),
+            "description": _pick(
+                t.lead,
+                "description",
+                record,
+                None if t.message_elsewhere else record.get("message"),
+                builder.as_text("lead.description", limits.message, multiline=True),
+            ),
+        }
+        lead: dict[str, Any] = {key: value for key, value in values.items() if value}
+        status = _pick(t.lead, "status", record, None, scalar_text)
+        if status and status.strip():
+            resolved = status_entry(status.strip(), self.schema)
+            if resolved is None:
+                builder.notices.append(Notice(UNKNOWN_STATUS, status))
+            else:
+                lead[resolved[0]] = resolved[1]
+        contact = self._contact(record, builder) if t.spec.include_contact else None
+        if contact:
+            lead["contacts"] = [contact]
+        address = address_of(record, t.spec.address_label) if t.spec.include_address else None
+        if address:
+            lead["addresses"] = [address]
+        lead.update(self._custom(t.custom, record, builder))
+        return lead, contact
+
+    def _contact(self, record: dict[str, Any], builder: RecordBuilder) -> dict[str, Any] | None:
+        exprs, spec = self.template.contact, self.template.spec.contact
+        name = _pick(
+            exprs, "name", record, record.get("full_name"), builder.as_text("contact.name")
+        )
+        title = _pick(exprs, "title", record, record.get("title"), builder.as_text("contact.title"))
+        email = _pick(exprs, "email", record, record.get("email"), builder.as_email)
+        phone = _pick(exprs, "phone", record, record.get("phone"), builder.as_phone)
+        urls = _pick(exprs, "urls", record, [], lambda v: [builder.as_url(u) for u in _as_list(v)])
+        contact: dict[str, Any] = {}
+        if name:
+            contact["name"] = name
+        if title:
+            contact["title"] = title
+        if email:
+            contact["emails"] = [{"email": email, "type": spec.email_type}]
+        if phone:
+            contact["phones"] = [{"phone": phone, "type": spec.phone_type}]
+        if urls and any(urls):
+            contact["urls"] = [{"url": url, "type": spec.url_type} for url in urls if url]
+        if not contact.keys() & {"name", "emails", "phones"}:
+            return None  # a title or URL alone is not a person
+        contact.update(self._custom(self.template.contact_custom, record, builder))
+        return contact
+
+    def _custom(
+        self, entries: list[CustomEntry], record: Any, builder: RecordBuilder
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for entry in entries:
+            value = evaluate(entry.expr, record)
+            if isinstance(value, str):
+                value = builder.text(value, entry.expr.path, self.spec.limits.extra, multiline=True)
+            if is_empty(value):
+                continue
+            if entry.target is None:
+                builder.notices.append(Notice(f"custom field '{entry.name}' {BY_NAME}"))
+                continue
+            if entry.field is not None:
+                checked = check_value(entry.field, value)
+                if checked.problem:
+                    builder.notices.append(Notice(checked.problem, scalar_text(value)))
+                value = checked.value
+            if not is_empty(value):
+                result[entry.target] = value
+        return result
+
+
+BY_NAME = "given by name; resolved when a Close schema is available"
+UNKNOWN_STATUS = "status is not a lead status of this organisation; the default status is used"
+
+
+def _pick(
+    exprs: dict[str, Expr | None],
+    key: str,
+    record: Any,
+    default: Any,
+    convert: Callable[[Any], Any],
+) -> Any:
+    """The template's value for ``key`` converted; ``default`` when not set; None if null."""
+    if key not in exprs:
+        return default
+    expr = exprs[key]
+    return None if expr is None else convert(evaluate(expr, record))
+
+
+def _present(record: dict[str, Any], path: str) -> bool:
+    if path == NAME_ALIAS:
+        return any(record.get(name) for name in _NAME_FIELDS)
+    group, _, name = path.partition(".")
+    value = record.get(group)
+    if name:
+        return isinstance(value, dict) and not is_empty(value.get(name))
+    return not is_empty(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def validate_spec(
+    spec: MappingSpec,
+    *,
+    source: str,
+    presets: PresetRegistry,
+    schema: CloseSchema | None = None,
+) -> list[ConfigIssue]:
+    """Every problem of a source's mapping (empty when it is usable); never raises."""
+    try:
+        Mapper(spec, source=source, presets=presets, schema=schema)
+    except ConfigError as exc:
+        return list(exc.issues)
+    return []
+
+
+def preview(mapped: MappedLead) -> dict[str, Any]:
+    """What the ``map`` command prints: the body Close would get, the note, identity, warnings."""
+    return {
+        "lead": mapped.lead,
+        "contact": mapped.contact,
+        "note": mapped.note,
+        "identity": {"email": mapped.identity.email, "phone": mapped.identity.phone},
+        "record": mapped.record,
+        "warnings": list(mapped.warnings),
+    }
+
+
+__all__ = [
+    "Identity",
+    "MappedLead",
+    "Mapper",
+    "preview",
+    "root_document",
+    "validate_spec",
+]

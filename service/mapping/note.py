@@ -1,0 +1,178 @@
+"""The submission note: a plain-text account of the submission for the salesperson.
+
+Close stores a plain ``note`` with HTML escaped and newlines turned into ``<br />``, so the
+note is plain text: a title line, when it was received, the page, the attribution, every
+submitted field as ``key: value`` (nested JSON flattened to dotted keys, in order), and the
+warnings (with the values as submitted, e.g. a phone that could not be read).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from service.mapping.normalize import Notice, clean_text, cut, scalar_text
+from service.mapping.spec import ATTRIBUTION_FIELDS, PERSON_FIELDS, MappingLimits
+
+_MAX_DEPTH = 12
+_MAX_FIELDS = 1_000
+BASE_PLACEHOLDERS = frozenset(
+    {"title", "source", "received_at", "page_url", "attribution", "fields", "warnings"}
+    | {"submission_id"}
+)
+#: The person's fields by name; the person's ``title`` is ``${job_title}`` (``${title}`` is
+#: the note's title line).
+PERSON_PLACEHOLDERS = {("job_title" if name == "title" else name): name for name in PERSON_FIELDS}
+NOTE_PLACEHOLDERS = BASE_PLACEHOLDERS | frozenset(PERSON_PLACEHOLDERS)
+
+
+def template_problem(template: str) -> str | None:
+    """Why a note template cannot be used, or None."""
+    parsed = string.Template(template)
+    if not parsed.is_valid():
+        return "invalid placeholder syntax (use ${name}; write $$ for a dollar sign)"
+    unknown = sorted(set(parsed.get_identifiers()) - NOTE_PLACEHOLDERS)
+    if unknown:
+        known = ", ".join(sorted(NOTE_PLACEHOLDERS))
+        return f"unknown placeholder(s) {', '.join(unknown)}; known: {known}"
+    return None
+
+
+def utc_text(timestamp: float) -> str:
+    """``2024-05-01 12:00:00 UTC`` (the raw number if it is not a usable time)."""
+    try:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso_utc(timestamp: float) -> str:
+    """``2024-05-01T12:00:00Z`` (the number as text if it is not a usable time)."""
+    try:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def flatten(value: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
+    """``(dotted key, text)`` for every non-empty leaf, in order; lists of scalars joined."""
+    if depth > _MAX_DEPTH:
+        yield prefix or "value", "(nested too deep)"
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from flatten(item, f"{prefix}.{key}" if prefix else str(key), depth + 1)
+        return
+    if isinstance(value, list):
+        if all(not isinstance(item, (Mapping, list)) for item in value):
+            text = scalar_text(value)
+            if text:
+                yield prefix or "value", text
+            return
+        for index, item in enumerate(value):
+            yield from flatten(item, f"{prefix}[{index}]", depth + 1)
+        return
+    text = scalar_text(value)
+    if text is not None and text.strip():
+        yield prefix or "value", text
+
+
+def _line(key: str, text: str, limit: int) -> str:
+    value, _ = cut(clean_text(text, multiline=True), limit)
+    return f"{clean_text(key)}: " + value.replace("\n", "\n    ")
+
+
+@dataclass(frozen=True)
+class NoteContext:
+    """Everything a note shows."""
+
+    title: str
+    source: str
+    submission_id: str
+    received_at: float
+    fields: Any
+    record: Mapping[str, Any] = field(default_factory=dict)
+    notices: tuple[Notice, ...] = ()
+
+
+class NoteRenderer:
+    """Renders notes for one source (template and limits fixed at construction)."""
+
+    def __init__(self, template: str | None, limits: MappingLimits) -> None:
+        self._template = string.Template(template) if template is not None else None
+        self._limits = limits
+
+    def render(self, ctx: NoteContext) -> str:
+        attribution = ctx.record.get("attribution") or {}
+        parts: dict[str, str] = {
+            "title": ctx.title,
+            "source": ctx.source,
+            "submission_id": ctx.submission_id,
+            "received_at": utc_text(ctx.received_at),
+            "page_url": str(attribution.get("page_url") or ""),
+            "attribution": "\n".join(
+                f"{name}: {attribution[name]}"
+                for name in ATTRIBUTION_FIELDS
+                if name != "page_url" and attribution.get(name)
+            ),
+            "warnings": "\n".join(_warning_line(n) for n in ctx.notices),
+        }
+        for placeholder, name in PERSON_PLACEHOLDERS.items():
+            parts[placeholder] = str(ctx.record.get(name) or "")
+        fixed = self._assemble(parts, "")
+        budget = self._limits.note - len(fixed) - 80
+        parts["fields"] = self._fields(ctx.fields, budget)
+        text = self._assemble(parts, parts["fields"])
+        return cut(text, self._limits.note)[0]
+
+    def _fields(self, fields: Any, budget: int) -> str:
+        lines: list[str] = []
+        used = 0
+        pairs = list(flatten(fields))
+        for count, (key, text) in enumerate(pairs[:_MAX_FIELDS]):
+            line = _line(key, text, self._limits.note_value)
+            if used + len(line) + 1 > budget:
+                lines.append(f"... {len(pairs) - count} more field(s) not shown (note size limit)")
+                break
+            lines.append(line)
+            used += len(line) + 1
+        else:
+            if len(pairs) > _MAX_FIELDS:
+                lines.append(f"... {len(pairs) - _MAX_FIELDS} more field(s) not shown")
+        return "\n".join(lines)
+
+    def _assemble(self, parts: dict[str, str], fields: str) -> str:
+        if self._template is not None:
+            return self._template.safe_substitute({**parts, "fields": fields}).strip()
+        blocks = [
+            "\n".join(
+                line
+                for line in (
+                    parts["title"],
+                    f"Received: {parts['received_at']}",
+                    f"Page: {parts['page_url']}" if parts["page_url"] else "",
+                    f"Submission: {parts['submission_id']}",
+                )
+                if line
+            )
+        ]
+        for heading, body in (
+            ("Attribution", parts["attribution"]),
+            ("Submitted fields", fields),
+            ("Warnings", parts["warnings"]),
+        ):
+            if body:
+                blocks.append(f"{heading}:\n{body}")
+        return "\n\n".join(blocks)
+
+
+def _warning_line(notice: Notice) -> str:
+    if notice.value is None:
+        return f"- {notice.message}"
+    shown = cut(clean_text(notice.value), 200)[0]
+    return f"- {notice.message} (as submitted: {shown})"

@@ -1,0 +1,97 @@
+"""The submission note: readable plain text with every submitted field, capped in size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.mapping import Mapper, MappingLimits, MappingSpec, NoteSpec, load_presets
+from service.mapping.note import flatten
+from tests.mapping import envelope
+
+PRESETS = load_presets()
+
+
+def _note(body: Any, **spec: Any) -> str:
+    mapping = MappingSpec.model_validate({"preset": "generic-form", **spec})
+    headers = {"referer": "https://example.com/contact?utm_source=ads"}
+    note = (
+        Mapper(mapping, source="website", presets=PRESETS).map(envelope(body, headers=headers)).note
+    )
+    assert note is not None
+    return note
+
+
+def test_default_note_layout() -> None:
+    body = {
+        "name": "Ann Lee",
+        "email": "ann@example.com",
+        "phone": "12",
+        "message": "Line one\r\nLine two",
+        "utm_campaign": "spring",
+        "empty": "",
+        "interests": ["CRM", "Calling"],
+    }
+    assert _note(body, default_region="US") == (
+        "Web form submission \u2014 website\n"
+        "Received: 2023-11-14 22:13:20 UTC\n"
+        "Page: https://example.com/contact?utm_source=ads\n"
+        "Submission: sub_01TEST\n"
+        "\n"
+        "Attribution:\n"
+        "utm_source: ads\n"
+        "utm_campaign: spring\n"
+        "\n"
+        "Submitted fields:\n"
+        "name: Ann Lee\n"
+        "email: ann@example.com\n"
+        "phone: 12\n"
+        "message: Line one\n"
+        "    Line two\n"
+        "utm_campaign: spring\n"
+        "interests: CRM, Calling\n"
+        "\n"
+        "Warnings:\n"
+        "- phone is not a valid number (default region US); left out of the contact "
+        "(as submitted: 12)"
+    )
+
+
+def test_flatten_nested_json_with_dotted_keys_in_order() -> None:
+    body = {
+        "b": 1,
+        "a": {"y": True, "x": None, "z": [1, 2]},
+        "rows": [{"k": "v"}, ["p", "q"]],
+        "": "blank key",
+    }
+    assert list(flatten(body)) == [
+        ("b", "1"),
+        ("a.y", "yes"),
+        ("a.z", "1, 2"),
+        ("rows[0].k", "v"),
+        ("rows[1]", "p, q"),
+        ("value", "blank key"),
+    ]
+
+
+def test_note_template_placeholders() -> None:
+    template = "New lead for ${company} (${email}) from ${source}\n${attribution}\n--\n${fields}"
+    note = _note(
+        {"email": "a@example.com", "company": "Co"},
+        note=NoteSpec(template=template, fields="{company: body.company}"),
+    )
+    assert note == "New lead for Co (a@example.com) from website\nutm_source: ads\n--\ncompany: Co"
+
+
+def test_note_size_is_capped() -> None:
+    body = {f"field_{i:03}": "x" * 50 for i in range(300)}
+    body["email"] = "a@example.com"
+    note = _note(body, limits=MappingLimits(note=2_000, note_value=40))
+    assert len(note) <= 2_000
+    assert "field_000: " + "x" * 39 + "\u2026" in note
+    assert "more field(s) not shown (note size limit)" in note
+
+
+def test_failing_note_fields_expression_falls_back_to_body() -> None:
+    note = _note({"email": "a@example.com"}, note=NoteSpec(fields="join(',', body.email)"))
+    assert "email: a@example.com" in note
+    assert "- note fields expression sources.website.note.fields failed; showing the body" in note
