@@ -1,0 +1,189 @@
+"""The Close API client: one shared aiohttp session, wrapped by aiohttp-retry, deliberately.
+
+aiohttp-retry retries POST by default, retries no exception unless told, has no jitter and
+ignores Retry-After. Here it is configured so a request is repeated only when it surely had no
+effect: a 429 (any method), a connection that failed before anything was sent (any method), and
+5xx/timeouts for GETs only. A POST whose outcome is unknown raises ``CloseUnavailable`` and the
+caller decides (the worker looks the person up again before creating).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp_retry import RetryClient, RetryOptionsBase
+from pydantic import SecretStr
+
+from service import __version__
+from service.close.ratelimit import wait_after_429
+from service.errors import (
+    CloseAuthFailed,
+    CloseRateLimited,
+    CloseRefused,
+    CloseResponseInfo,
+    CloseUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+PERMANENT_STATUSES = frozenset({400, 402, 404, 405, 415})
+AUTH_STATUSES = frozenset({401, 403})
+
+
+class CloseRetry(RetryOptionsBase):
+    """Retry rules for one method family; waits follow Close's rate-limit headers with jitter."""
+
+    def __init__(
+        self,
+        *,
+        attempts: int,
+        retry_server_errors: bool,
+        exceptions: tuple[type[Exception], ...],
+        base: float = 0.25,
+        cap: float = 30.0,
+    ) -> None:
+        super().__init__(
+            attempts=attempts,
+            statuses=set(),
+            exceptions=set(exceptions),
+            retry_all_server_errors=False,
+            evaluate_response_callback=self._done,
+        )
+        self.retry_server_errors = retry_server_errors
+        self.base = base
+        self.cap = cap
+        self._waits: dict[int, float] = {}
+
+    async def _done(self, response: aiohttp.ClientResponse) -> bool:
+        """True when the response is final; False to retry (the response is released then)."""
+        retry = response.status == 429 or (self.retry_server_errors and response.status >= 500)
+        if not retry:
+            return True
+        body = await response.read() if response.status == 429 else b""
+        wait = wait_after_429(response.headers, body) if response.status == 429 else None
+        if wait is not None:
+            self._waits[id(response)] = wait
+        response.release()
+        return False
+
+    def get_timeout(self, attempt: int, response: aiohttp.ClientResponse | None = None) -> float:
+        told = self._waits.pop(id(response), None) if response is not None else None
+        if told is not None:
+            return told + random.uniform(0, min(1.0, told * 0.1 + 0.05))  # noqa: S311
+        # Exponential backoff with full jitter.
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311
+
+
+def retry_rules(attempts: int) -> dict[str, CloseRetry]:
+    """The per-method retry rules (see the module docstring)."""
+    before_send = (aiohttp.ClientConnectorError,)
+    return {
+        "GET": CloseRetry(
+            attempts=attempts,
+            retry_server_errors=True,
+            exceptions=(aiohttp.ClientError, TimeoutError),
+        ),
+        "WRITE": CloseRetry(attempts=attempts, retry_server_errors=False, exceptions=before_send),
+    }
+
+
+class CloseClient:
+    """Typed calls to the parts of the Close API Lead Intake uses."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        api_key: SecretStr,
+        timeout: float = 20.0,
+        connect_timeout: float = 5.0,
+        attempts: int = 4,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        token = base64.b64encode(f"{api_key.get_secret_value()}:".encode()).decode()
+        self._headers = {
+            "Authorization": f"Basic {token}",  # Close: the API key as user, empty password
+            "User-Agent": f"lead-intake/{__version__}",
+            "Accept": "application/json",
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self._rules = retry_rules(attempts)
+        self._client = RetryClient(client_session=session, retry_options=self._rules["GET"])
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request; return the parsed JSON of a 2xx or raise a CloseError."""
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        rules = self._rules["GET" if method == "GET" else "WRITE"]
+        endpoint = f"{method} /{path.lstrip('/')}"
+        try:
+            async with self._client.request(
+                method,
+                url,
+                retry_options=rules,
+                json=body,
+                params=params,
+                timeout=self._timeout,
+                headers=self._headers,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                headers = response.headers
+        except aiohttp.ClientConnectorError as exc:
+            raise CloseUnavailable(f"{endpoint}: cannot connect ({exc.os_error})") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CloseUnavailable(f"{endpoint}: {type(exc).__name__} (outcome unknown)") from None
+        return self._result(endpoint, status, headers, raw)
+
+    @staticmethod
+    def _result(endpoint: str, status: int, headers: Mapping[str, str], raw: bytes) -> Any:
+        try:
+            parsed: Any = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw[:500].decode("utf-8", "replace")
+        if 200 <= status < 300:
+            return parsed
+        info = CloseResponseInfo(status=status, body=parsed, endpoint=endpoint)
+        if status == 429:
+            wait = wait_after_429(headers, raw)
+            raise CloseRateLimited(
+                f"{endpoint}: 429", info, retry_after=5.0 if wait is None else wait
+            )
+        if status in AUTH_STATUSES:
+            raise CloseAuthFailed(f"{endpoint}: {status} (API key refused)", info)
+        if status in PERMANENT_STATUSES:
+            raise CloseRefused(f"{endpoint}: {status}", info)
+        raise CloseUnavailable(f"{endpoint}: {status}", info)
+
+    # -- the calls -------------------------------------------------------------------------
+
+    async def create_lead(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("POST", "lead/", body=body)
+        return result
+
+    async def create_note(self, lead_id: str, note: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "POST", "activity/note/", body={"lead_id": lead_id, "note": note}
+        )
+        return result
+
+    async def custom_field_schema(self, object_type: str = "lead") -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"custom_field_schema/{object_type}/")
+        return result
+
+    async def lead_statuses(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", "status/lead/")
+        return result

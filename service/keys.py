@@ -1,0 +1,58 @@
+"""Every Redis key name and TTL Lead Intake uses, in one place.
+
+All keys share one hash tag, ``{<prefix>}``, so every key a Lua script touches sits in one
+Redis Cluster slot. Every key except the work stream itself has a TTL (or, for the dead-letter
+stream, is trimmed by age).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "workers"
+"""The consumer group every worker reads the work stream through."""
+
+DEFAULT_RECORD_TTL = 30 * 24 * 3600
+"""Seconds a submission record (state, history, payload) is kept after its last change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix, e.g. ``Keys("intake").stream == "{intake}:stream"``."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.prefix + "}"
+
+    @property
+    def stream(self) -> str:
+        """The work stream: one entry per submission waiting for (or in) processing."""
+        return f"{self.tag}:stream"
+
+    @property
+    def retry(self) -> str:
+        """Sorted set of ``<submission id>`` scored by the unix time the next attempt is due."""
+        return f"{self.tag}:retry"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter stream: one entry per submission that ended ``dead``; trimmed by age."""
+        return f"{self.tag}:dead"
+
+    def sub(self, submission_id: str) -> str:
+        """Hash holding one submission's record, payload and history."""
+        return f"{self.tag}:sub:{submission_id}"
+
+    def idem(self, source: str, key: str) -> str:
+        return f"{self.tag}:idem:{source}:{key}"
+
+    def lock(self, identity: str) -> str:
+        return f"{self.tag}:lock:{identity}"
+
+    def lead(self, identity: str) -> str:
+        return f"{self.tag}:lead:{identity}"
+
+    def close(self, name: str) -> str:
+        return f"{self.tag}:close:{name}"

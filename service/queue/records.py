@@ -1,0 +1,131 @@
+"""The submission record: what happened to one submission, as kept in its Redis hash."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+State = Literal[
+    "queued", "processing", "retrying", "created", "attached", "skipped", "rejected", "dead"
+]
+TERMINAL_STATES: frozenset[str] = frozenset({"created", "attached", "skipped", "rejected", "dead"})
+STATES: tuple[str, ...] = (
+    "queued",
+    "processing",
+    "retrying",
+    "created",
+    "attached",
+    "skipped",
+    "rejected",
+    "dead",
+)
+
+# Hash fields holding JSON rather than plain strings.
+_JSON_FIELDS = ("last_error", "close_response", "warnings", "lead")
+
+
+def iso(ts: float) -> str:
+    """Unix seconds → ISO-8601 UTC with milliseconds, the one time format of records."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def history_event(ts: float, state: str, detail: Mapping[str, Any] | None = None) -> str:
+    event: dict[str, Any] = {"at": iso(ts), "state": state}
+    if detail:
+        event["detail"] = dict(detail)
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionRecord:
+    id: str
+    source: str
+    state: str
+    received_at: float
+    updated_at: float
+    attempts: int
+    lead_id: str | None = None
+    envelope: str | None = None
+    history: tuple[dict[str, Any], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> SubmissionRecord:
+        history = tuple(
+            json.loads(line) for line in (raw.get("history") or "").split("\n") if line.strip()
+        )
+        known = {
+            "id",
+            "source",
+            "state",
+            "received_at",
+            "updated_at",
+            "attempts",
+            "lead_id",
+            "envelope",
+            "history",
+        }
+        extra: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in known:
+                continue
+            if key in _JSON_FIELDS:
+                try:
+                    extra[key] = json.loads(value)
+                except ValueError:
+                    extra[key] = value
+            else:
+                extra[key] = value
+        return cls(
+            id=raw.get("id", ""),
+            source=raw.get("source", ""),
+            state=raw.get("state", ""),
+            received_at=float(raw.get("received_at") or 0),
+            updated_at=float(raw.get("updated_at") or 0),
+            attempts=int(raw.get("attempts") or 0),
+            lead_id=raw.get("lead_id") or None,
+            envelope=raw.get("envelope"),
+            history=history,
+            extra=extra,
+        )
+
+    def to_public(self, *, include_payload: bool = True) -> dict[str, Any]:
+        """The record as the admin API shows it."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "source": self.source,
+            "state": self.state,
+            "received_at": iso(self.received_at),
+            "updated_at": iso(self.updated_at),
+            "attempts": self.attempts,
+            "lead_id": self.lead_id,
+        }
+        out.update(self.extra)
+        if include_payload and self.envelope:
+            try:
+                out["payload"] = json.loads(self.envelope).get("body")
+            except ValueError:
+                out["payload"] = None
+        out["history"] = list(self.history)
+        return out
+
+
+def encode_fields(fields: Mapping[str, Any]) -> list[str]:
+    """Flatten field/value pairs for the transition script; dicts and lists become JSON."""
+    flat: list[str] = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        else:
+            text = str(value)
+        flat.extend((key, text))
+    return flat

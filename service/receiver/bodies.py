@@ -1,0 +1,143 @@
+"""Request bodies → Python values. Used by the receiver and by ``lead-intake map``.
+
+JSON must be UTF-8; form bodies become ``dict[str, str | list[str]]`` (a repeated field becomes a
+list); multipart keeps its fields and drops file parts (their names are listed under
+``_files_dropped``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import parse_qsl
+
+JSON_TYPES = ("application/json",)
+FORM_TYPE = "application/x-www-form-urlencoded"
+MULTIPART_TYPE = "multipart/form-data"
+MAX_FORM_FIELDS = 1000
+
+
+class BodyError(ValueError):
+    """The body does not parse; ``status`` and ``slug`` say how the door answers."""
+
+    def __init__(self, status: int, slug: str, detail: str) -> None:
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        super().__init__(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBody:
+    media_type: str
+    body: Any
+
+
+def media_type_of(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type header into a lower-case media type and its parameters."""
+    if not content_type:
+        return "", {}
+    msg = Message()
+    msg["content-type"] = content_type
+    params = {k.lower(): v for k, v in msg.get_params(failobj=[])[1:]}
+    return msg.get_content_type().lower(), params
+
+
+def is_json(media_type: str) -> bool:
+    return media_type in JSON_TYPES or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def supported(media_type: str) -> bool:
+    return is_json(media_type) or media_type in (FORM_TYPE, MULTIPART_TYPE)
+
+
+def _fold(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            existing = out[key]
+            if isinstance(existing, list):
+                existing.append(value)
+            else:
+                out[key] = [existing, value]
+        else:
+            out[key] = value
+    return out
+
+
+def _decode(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(
+            400, "malformed-body", f"{what} is not valid UTF-8 (byte {exc.start})"
+        ) from None
+
+
+def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
+    """Parse ``raw`` according to ``content_type``; raise BodyError (400/415) if it cannot be."""
+    media_type, params = media_type_of(content_type)
+    if is_json(media_type):
+        text = _decode(raw, "JSON body")
+        try:
+            return ParsedBody(media_type, json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise BodyError(
+                400,
+                "malformed-body",
+                f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            ) from None
+        except RecursionError:
+            raise BodyError(400, "malformed-body", "JSON nested too deeply") from None
+    if media_type == FORM_TYPE:
+        text = _decode(raw, "form body")
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError as exc:
+            raise BodyError(400, "malformed-body", f"invalid form body: {exc}") from None
+        return ParsedBody(media_type, _fold(pairs))
+    if media_type == MULTIPART_TYPE:
+        return ParsedBody(media_type, _parse_multipart(params.get("boundary"), raw))
+    raise BodyError(
+        415,
+        "unsupported-media-type",
+        f"content type {media_type or '(none)'!r} is not accepted; send application/json, "
+        f"{FORM_TYPE} or {MULTIPART_TYPE}",
+    )
+
+
+def _parse_multipart(boundary: str | None, raw: bytes) -> dict[str, Any]:
+    if not boundary:
+        raise BodyError(400, "malformed-body", "multipart body without a boundary parameter")
+    head = f'Content-Type: multipart/form-data; boundary="{boundary}"\r\n\r\n'.encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + raw)
+    if not message.is_multipart() or message.defects:
+        raise BodyError(400, "malformed-body", "multipart body does not parse")
+    pairs: list[tuple[str, str]] = []
+    dropped: list[str] = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            raise BodyError(400, "malformed-body", "multipart part without a field name")
+        if part.get_filename() is not None:
+            dropped.append(name)
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            pairs.append((name, data.decode(charset)))
+        except (LookupError, UnicodeDecodeError):
+            raise BodyError(
+                400, "malformed-body", f"multipart field {name!r} is not valid text"
+            ) from None
+    out = _fold(pairs)
+    if dropped:
+        out["_files_dropped"] = dropped
+    return out

@@ -1,0 +1,120 @@
+"""The sources file (``config/sources.yaml``): one entry per form or webhook endpoint.
+
+Loaded and validated at start; a bad file raises ``ConfigError`` listing every problem with
+its file and key path, and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from service.errors import ConfigError, ConfigIssue
+from service.mapping.spec import MappingSpec
+
+SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class SourceConfig(MappingSpec):
+    """One endpoint, ``POST /hooks/<name>``: what it accepts and how it maps to a lead."""
+
+    kind: Literal["form", "webhook"]
+    description: str = ""
+    max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
+
+
+class Sources:
+    """The validated sources, by name."""
+
+    def __init__(self, by_name: Mapping[str, SourceConfig], path: Path | None = None) -> None:
+        self._by_name = dict(by_name)
+        self.path = path
+
+    def get(self, name: str) -> SourceConfig | None:
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def items(self) -> list[tuple[str, SourceConfig]]:
+        return sorted(self._by_name.items())
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def validate_sources(data: Any, *, file: str | None = None) -> tuple[Sources, list[ConfigIssue]]:
+    """Validate each source on its own: the valid ones, and every issue of the others."""
+    issues: list[ConfigIssue] = []
+    valid: dict[str, SourceConfig] = {}
+    if not isinstance(data, dict):
+        return Sources({}), [
+            ConfigIssue("", "the file must be a mapping with a 'sources' key", file)
+        ]
+    unknown = sorted(set(data) - {"sources"})
+    for key in unknown:
+        issues.append(ConfigIssue(str(key), "unknown top-level key (only 'sources')", file))
+    entries = data.get("sources")
+    if not isinstance(entries, dict) or not entries:
+        issues.append(ConfigIssue("sources", "must map source names to their settings", file))
+        return Sources({}), issues
+    for name, entry in entries.items():
+        if not isinstance(name, str) or not re.match(SOURCE_NAME_PATTERN, name):
+            issues.append(
+                ConfigIssue(
+                    f"sources.{name}",
+                    "source names are 1-63 characters of a-z, 0-9, '-' and '_' "
+                    "(they appear in URLs and Redis keys)",
+                    file,
+                )
+            )
+            continue
+        try:
+            valid[name] = SourceConfig.model_validate(entry)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                path = _loc(("sources", name, *err["loc"]))
+                issues.append(ConfigIssue(path, err["msg"], file))
+    return Sources(valid), issues
+
+
+def parse_sources(data: Any, *, file: str | None = None) -> Sources:
+    """Validate already-parsed YAML/JSON data; raise ConfigError with every issue."""
+    sources, issues = validate_sources(data, file=file)
+    if issues:
+        raise ConfigError(issues)
+    return sources
+
+
+def read_sources_file(path: Path) -> Any:
+    """The parsed YAML of the sources file (ConfigError when unreadable or not YAML)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read: {exc.strerror}", str(path))]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(where, f"not valid YAML: {problem}", str(path))]) from None
+
+
+def load_sources(path: Path) -> Sources:
+    """Read and validate the sources file at ``path``."""
+    sources = parse_sources(read_sources_file(path), file=str(path))
+    sources.path = path
+    return sources

@@ -1,0 +1,1 @@
+"""The worker side: a pool of asyncio tasks turning queued submissions into Close leads."""

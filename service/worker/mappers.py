@@ -1,0 +1,130 @@
+"""The compiled mappers of every source, kept in step with the Close organisation's schema.
+
+Custom fields and statuses given by name are resolved through Close's custom field schema and
+status list, read when the worker starts (it waits until Close answers, since mapping without
+them would drop those fields) and re-read every ``refresh_seconds``. A refresh that would break a
+source (a field renamed in Close, say) is logged loudly and the previous mappers are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+
+from service.close.client import CloseClient
+from service.errors import CloseError, ConfigError, ConfigIssue
+from service.mapping import CloseSchema, Mapper, PresetRegistry, load_presets
+from service.sources import Sources
+
+logger = logging.getLogger(__name__)
+
+
+def build_mappers(
+    sources: Sources, schema: CloseSchema | None, presets: PresetRegistry | None = None
+) -> dict[str, Mapper]:
+    """One compiled mapper per source; every problem of every source in one ConfigError."""
+    presets = presets or load_presets()
+    mappers: dict[str, Mapper] = {}
+    issues: list[ConfigIssue] = []
+    for name, source in sources.items():
+        try:
+            mappers[name] = Mapper(source, source=name, presets=presets, schema=schema)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise ConfigError(issues)
+    return mappers
+
+
+async def fetch_schema(close: CloseClient) -> CloseSchema:
+    """The organisation's lead and contact custom fields and lead statuses (raises CloseError)."""
+    lead_fields = await close.custom_field_schema("lead")
+    contact_fields = await close.custom_field_schema("contact")
+    statuses = await close.lead_statuses()
+    return CloseSchema.from_api(lead_fields, statuses, contact_field_schema=contact_fields)
+
+
+class MapperSet(Mapping[str, Mapper]):
+    """``mappers[source]``, rebuilt when Close's schema changes. Also a worker service."""
+
+    def __init__(
+        self, sources: Sources, close: CloseClient, *, refresh_seconds: float = 600.0
+    ) -> None:
+        self.sources = sources
+        self.close = close
+        self.refresh_seconds = refresh_seconds
+        self.presets = load_presets()
+        self.schema: CloseSchema | None = None
+        # Compiled without a schema first: catches every error that does not need Close.
+        self._mappers = build_mappers(sources, None, self.presets)
+
+    def __getitem__(self, name: str) -> Mapper:
+        return self._mappers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mappers)
+
+    def __len__(self) -> int:
+        return len(self._mappers)
+
+    def apply(self, schema: CloseSchema) -> bool:
+        """Rebuild against ``schema``; False (old mappers kept) when a source no longer fits."""
+        if schema == self.schema:
+            return True
+        try:
+            mappers = build_mappers(self.sources, schema, self.presets)
+        except ConfigError as exc:
+            logger.error(
+                "Close's custom fields or statuses no longer fit the sources; keeping "
+                "the previous mapping:\n%s",
+                exc,
+            )
+            return False
+        self._mappers = mappers
+        self.schema = schema
+        return True
+
+    async def start(self, stopping: asyncio.Event) -> None:
+        """Wait until Close's schema has been read (or stopping is asked)."""
+        delay = 1.0
+        while not stopping.is_set():
+            try:
+                schema = await fetch_schema(self.close)
+            except CloseError as exc:
+                logger.warning(
+                    "cannot read Close's custom fields and statuses yet (%s); retrying in %.0fs",
+                    exc,
+                    delay,
+                )
+            else:
+                if self.apply(schema):
+                    return
+                # The sources name fields or statuses this organisation does not have.
+                raise ConfigError(build_mappers_issues(self.sources, schema, self.presets))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+            delay = min(delay * 2, 60.0)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Re-read the schema every ``refresh_seconds`` until stopping."""
+        while not stopping.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.refresh_seconds)
+            if stopping.is_set():
+                return
+            try:
+                self.apply(await fetch_schema(self.close))
+            except CloseError as exc:
+                logger.warning("refreshing Close's schema failed (%s); keeping the last one", exc)
+
+
+def build_mappers_issues(
+    sources: Sources, schema: CloseSchema | None, presets: PresetRegistry
+) -> list[ConfigIssue]:
+    try:
+        build_mappers(sources, schema, presets)
+    except ConfigError as exc:
+        return list(exc.issues)
+    return []

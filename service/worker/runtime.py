@@ -1,0 +1,80 @@
+"""Wiring a worker process: Redis, the Close session, the mappers, the pool."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aiohttp
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from service.close.client import CloseClient
+from service.errors import ConfigError, ConfigIssue
+from service.keys import Keys
+from service.queue.connection import redis_from_url
+from service.queue.stream import WorkQueue
+from service.settings import Settings
+from service.sources import Sources
+from service.worker.mappers import MapperSet
+from service.worker.pipeline import Pipeline, RetryPolicy
+from service.worker.pool import Worker
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_worker(
+    settings: Settings,
+    sources: Sources,
+    *,
+    redis: Redis | None = None,
+    consumer: str | None = None,
+    maintenance_interval: float | None = None,
+) -> AsyncIterator[Worker]:
+    """A ready Worker whose resources are released on exit. Call ``worker.run()`` inside."""
+    if settings.close_api_key is None:
+        raise ConfigError(
+            [ConfigIssue("INTAKE_CLOSE_API_KEY", "not set: the worker cannot reach Close")]
+        )
+    async with AsyncExitStack() as stack:
+        if redis is None:
+            if not settings.redis_url:
+                raise RuntimeError("INTAKE_REDIS_URL is not set")
+            redis = redis_from_url(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 2)
+        )
+        stack.push_async_callback(session.close)
+        close = CloseClient(
+            session,
+            base_url=settings.close_base_url,
+            api_key=settings.close_api_key or SecretStr(""),
+            timeout=settings.close_timeout_seconds,
+            connect_timeout=settings.close_connect_timeout_seconds,
+            attempts=settings.close_inrequest_attempts,
+        )
+        mappers = MapperSet(sources, close, refresh_seconds=settings.schema_refresh_seconds)
+        queue = WorkQueue(redis, Keys(settings.key_prefix), record_ttl=settings.record_ttl_seconds)
+        pipeline = Pipeline(
+            queue,
+            close,
+            mappers,
+            RetryPolicy(
+                base=settings.retry_base_seconds,
+                cap=settings.retry_max_seconds,
+                max_attempts=settings.retry_max_attempts,
+            ),
+        )
+        yield Worker(
+            queue,
+            pipeline,
+            concurrency=settings.worker_concurrency,
+            visibility_timeout=settings.visibility_timeout_seconds,
+            consumer=consumer or settings.consumer_name,
+            block_ms=settings.read_block_ms,
+            maintenance_interval=maintenance_interval,
+            services=[mappers],
+        )

@@ -1,0 +1,124 @@
+"""The Close client's retry rules, against the emulator's faults."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from service.close.client import CloseClient
+from service.errors import CloseAuthFailed, CloseRefused, CloseUnavailable
+from service.redis_server import free_port
+from tests.conftest import API_KEY, emulator_state
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def client_for(
+    session: aiohttp.ClientSession, base: str, key: str = API_KEY, **kw: float
+) -> CloseClient:
+    return CloseClient(session, base_url=base, api_key=SecretStr(key), **kw)  # type: ignore[arg-type]
+
+
+def lead_posts(server: TestServer) -> list[int]:
+    return [
+        r.status
+        for r in emulator_state(server).requests
+        if r.method == "POST" and r.path == "/api/v1/lead/"
+    ]
+
+
+async def test_create_lead_sends_basic_auth_and_returns_the_lead(
+    session: aiohttp.ClientSession, emulator: TestServer
+) -> None:
+    close = client_for(session, str(emulator.make_url("/api/v1")))
+    lead = await close.create_lead({"name": "Acme", "contacts": [{"name": "Ann"}]})
+    assert lead["id"].startswith("lead_")
+    assert lead["contacts"][0]["id"].startswith("cont_")
+
+
+async def test_post_429_is_retried_after_the_reset_it_names(
+    session: aiohttp.ClientSession, emulator: TestServer
+) -> None:
+    emulator_state(emulator).add_fault(
+        method="POST",
+        path="/api/v1/lead/",
+        status=429,
+        count=1,
+        headers={"RateLimit": "limit=10, remaining=0, reset=1"},
+        body={"error": {"message": "API call count exceeded", "rate_reset": 1}},
+    )
+    close = client_for(session, str(emulator.make_url("/api/v1")))
+    started = time.monotonic()
+    await close.create_lead({"name": "Acme"})
+    assert time.monotonic() - started >= 1.0
+    assert lead_posts(emulator) == [429, 200]
+    assert len(emulator_state(emulator).leads) == 1
+
+
+async def test_post_5xx_is_not_resent(session: aiohttp.ClientSession, emulator: TestServer) -> None:
+    emulator_state(emulator).add_fault(method="POST", path="/api/v1/lead/", status=503, count=1)
+    close = client_for(session, str(emulator.make_url("/api/v1")))
+    with pytest.raises(CloseUnavailable) as info:
+        await close.create_lead({"name": "Acme"})
+    assert info.value.response is not None and info.value.response.status == 503
+    assert lead_posts(emulator) == [503]
+
+
+async def test_post_timeout_is_not_resent(
+    session: aiohttp.ClientSession, emulator: TestServer
+) -> None:
+    emulator_state(emulator).add_fault(
+        method="POST", path="/api/v1/lead/", hang=True, hang_seconds=2, after_apply=True
+    )
+    close = client_for(session, str(emulator.make_url("/api/v1")), timeout=0.3)
+    with pytest.raises(CloseUnavailable, match="outcome unknown"):
+        await close.create_lead({"name": "Acme"})
+    assert len([r for r in emulator_state(emulator).requests if r.path == "/api/v1/lead/"]) == 1
+
+
+async def test_get_5xx_is_retried(session: aiohttp.ClientSession, emulator: TestServer) -> None:
+    emulator_state(emulator).add_fault(
+        method="GET", path="/api/v1/status/lead/", status=502, count=2
+    )
+    close = client_for(session, str(emulator.make_url("/api/v1")))
+    statuses = await close.lead_statuses()
+    assert statuses["data"]
+    gets = [r.status for r in emulator_state(emulator).requests if r.path == "/api/v1/status/lead/"]
+    assert gets == [502, 502, 200]
+
+
+async def test_connection_refused_is_retried_then_unavailable(
+    session: aiohttp.ClientSession,
+) -> None:
+    close = client_for(session, f"http://127.0.0.1:{free_port()}/api/v1")
+    with pytest.raises(CloseUnavailable, match="cannot connect"):
+        await close.create_lead({"name": "Acme"})
+
+
+async def test_400_is_refused_with_the_field_errors(
+    session: aiohttp.ClientSession, emulator: TestServer
+) -> None:
+    close = client_for(session, str(emulator.make_url("/api/v1")))
+    with pytest.raises(CloseRefused) as info:
+        await close.create_lead({"name": "Acme", "status": "No such status"})
+    assert info.value.response is not None
+    assert info.value.response.status == 400
+    assert "status" in info.value.response.body["field-errors"]
+
+
+async def test_wrong_key_is_auth_failed(
+    session: aiohttp.ClientSession, emulator: TestServer
+) -> None:
+    close = client_for(session, str(emulator.make_url("/api/v1")), key="revoked")
+    with pytest.raises(CloseAuthFailed):
+        await close.create_lead({"name": "Acme"})
+    assert emulator_state(emulator).leads == {}

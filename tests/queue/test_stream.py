@@ -1,0 +1,149 @@
+"""The Redis side of the pipeline against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+from service.envelope import Envelope, new_submission_id
+from service.keys import GROUP, Keys
+from service.queue.stream import WorkQueue
+
+
+def envelope(source: str = "website", body: object = None) -> Envelope:
+    now = time.time()
+    return Envelope(
+        id=new_submission_id(now),
+        source=source,
+        received_at=now,
+        content_type="application/json",
+        body=body or {"email": "ann@example.com"},
+    )
+
+
+async def test_keys_share_one_hash_tag() -> None:
+    keys = Keys("intake")
+    assert keys.stream == "{intake}:stream"
+    assert keys.sub("x") == "{intake}:sub:x"
+    for key in (keys.retry, keys.dead, keys.idem("s", "k"), keys.lock("i"), keys.lead("i")):
+        assert key.startswith("{intake}:")
+
+
+async def test_submission_ids_sort_by_time() -> None:
+    first = new_submission_id(1_700_000_000.0)
+    second = new_submission_id(1_700_000_000.5)
+    assert first.startswith("sub_") and len(first) == 30
+    assert first < second
+
+
+async def test_enqueue_writes_record_and_entry_with_ttl(
+    queue: WorkQueue, redis: Redis, keys: Keys
+) -> None:
+    env = envelope()
+    entry_id = await queue.enqueue(env)
+    entries = await redis.xrange(keys.stream)
+    assert entries == [(entry_id, {"sub": env.id, "source": "website"})]
+    record = await queue.record(env.id)
+    assert record is not None
+    assert record.state == "queued" and record.attempts == 0
+    assert [e["state"] for e in record.history] == ["queued"]
+    assert Envelope.from_json(record.envelope or "") == env
+    ttl = await redis.ttl(keys.sub(env.id))
+    assert 0 < ttl <= queue.record_ttl
+
+
+async def test_finish_records_acks_and_deletes_in_one_step(
+    queue: WorkQueue, redis: Redis, keys: Keys
+) -> None:
+    env = envelope()
+    await queue.enqueue(env)
+    [entry] = await queue.read("c1", 10, 100)
+    assert (await redis.xpending(keys.stream, GROUP))["pending"] == 1
+    attempts = await queue.transition(env.id, "processing", count_attempt=True)
+    assert attempts == 1
+    await queue.transition(env.id, "created", ack=entry, fields={"lead_id": "lead_1"})
+    assert (await redis.xpending(keys.stream, GROUP))["pending"] == 0
+    assert await redis.xlen(keys.stream) == 0
+    record = await queue.record(env.id)
+    assert record is not None
+    assert (record.state, record.lead_id, record.attempts) == ("created", "lead_1", 1)
+    assert [e["state"] for e in record.history] == ["queued", "processing", "created"]
+
+
+async def test_transition_does_not_resurrect_an_erased_record(
+    queue: WorkQueue, redis: Redis, keys: Keys
+) -> None:
+    env = envelope()
+    await queue.enqueue(env)
+    [entry] = await queue.read("c1", 10, 100)
+    await redis.delete(keys.sub(env.id))
+    assert await queue.transition(env.id, "created", ack=entry) == -1
+    assert not await redis.exists(keys.sub(env.id))
+    assert (await redis.xpending(keys.stream, GROUP))["pending"] == 0
+
+
+async def test_retry_schedule_moves_due_entries_back_once(
+    queue: WorkQueue, redis: Redis, keys: Keys
+) -> None:
+    env = envelope()
+    await queue.enqueue(env)
+    [entry] = await queue.read("c1", 10, 100)
+    due = time.time() + 0.1
+    await queue.transition(env.id, "retrying", ack=entry, retry_at=due, source="website")
+    assert await redis.xlen(keys.stream) == 0
+    assert await queue.move_due(now=due - 1) == 0
+    # Several workers race to move the same due entry: exactly one re-queues it.
+    moved = await asyncio.gather(*(queue.move_due(now=due + 1) for _ in range(8)))
+    assert sum(moved) == 1
+    [again] = await queue.read("c2", 10, 100)
+    assert (again.sub_id, again.source) == (env.id, "website")
+    assert await redis.zcard(keys.retry) == 0
+
+
+async def test_dead_adds_a_dead_letter_entry(queue: WorkQueue, redis: Redis, keys: Keys) -> None:
+    env = envelope()
+    await queue.enqueue(env)
+    [entry] = await queue.read("c1", 10, 100)
+    await queue.transition(
+        env.id, "dead", ack=entry, dead=True, source="website", detail={"reason": "Close said 400"}
+    )
+    dead = await redis.xrange(keys.dead)
+    assert [fields for _, fields in dead] == [{"sub": env.id, "source": "website"}]
+    assert await redis.xlen(keys.stream) == 0
+
+
+async def test_autoclaim_takes_over_idle_entries_only(queue: WorkQueue) -> None:
+    env = envelope()
+    await queue.enqueue(env)
+    [entry] = await queue.read("dying-consumer", 10, 100)
+    assert await queue.autoclaim("rescuer", min_idle_ms=10_000, count=10) == []
+    await asyncio.sleep(0.15)
+    [claimed] = await queue.autoclaim("rescuer", min_idle_ms=100, count=10)
+    assert claimed == entry
+
+
+async def test_touch_keeps_an_entry_from_being_reclaimed(queue: WorkQueue) -> None:
+    await queue.enqueue(envelope())
+    [entry] = await queue.read("busy", 10, 100)
+    await asyncio.sleep(0.15)
+    await queue.touch("busy", [entry.entry_id])
+    assert await queue.autoclaim("other", min_idle_ms=100, count=10) == []
+
+
+async def test_missing_group_is_recreated(queue: WorkQueue, redis: Redis, keys: Keys) -> None:
+    await redis.delete(keys.stream)
+    assert not await queue.group_exists()
+    assert await queue.read("c1", 1, 10) == []
+    assert await queue.group_exists()
+    env = envelope()
+    await queue.enqueue(env)
+    [entry] = await queue.read("c1", 1, 100)
+    assert entry.sub_id == env.id
+
+
+async def test_ensure_group_is_idempotent(queue: WorkQueue) -> None:
+    await queue.ensure_group()
+    await queue.ensure_group()
+    assert await queue.group_exists()

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+
+from service.receiver.bodies import BodyError, media_type_of, parse_body
+
+
+def test_json_object_parses() -> None:
+    parsed = parse_body("application/json; charset=utf-8", b'{"email": "a@b.co", "n": [1, 2]}')
+    assert parsed.media_type == "application/json"
+    assert parsed.body == {"email": "a@b.co", "n": [1, 2]}
+
+
+def test_vendor_json_suffix_is_json() -> None:
+    assert parse_body("application/vnd.partner+json", b"[1]").body == [1]
+
+
+def test_form_repeated_field_becomes_list_and_blank_kept() -> None:
+    parsed = parse_body("application/x-www-form-urlencoded", b"name=Ann+Lee&tag=a&tag=b&empty=")
+    assert parsed.body == {"name": "Ann Lee", "tag": ["a", "b"], "empty": ""}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status", "fragment"),
+    [
+        ("application/json", b'{"a": ', 400, "invalid JSON at line 1"),
+        ("application/json", b'{"a": "\xff"}', 400, "not valid UTF-8"),
+        ("application/x-www-form-urlencoded", b"a=\xff", 400, "not valid UTF-8"),
+        ("text/plain", b"hi", 415, "'text/plain' is not accepted"),
+        (None, b"hi", 415, "(none)"),
+        ("multipart/form-data", b"--x\r\n", 400, "boundary"),
+    ],
+)
+def test_bad_bodies_raise_with_status(
+    content_type: str | None, raw: bytes, status: int, fragment: str
+) -> None:
+    with pytest.raises(BodyError) as info:
+        parse_body(content_type, raw)
+    assert info.value.status == status
+    assert fragment in info.value.detail
+
+
+def test_deep_json_is_a_clear_400() -> None:
+    with pytest.raises(BodyError) as info:
+        parse_body("application/json", b"[" * 100_000 + b"]" * 100_000)
+    assert info.value.status == 400
+
+
+def test_multipart_keeps_fields_and_drops_files() -> None:
+    raw = (
+        b"--BOUND\r\n"
+        b'Content-Disposition: form-data; name="email"\r\n\r\n'
+        b"ann@example.com\r\n"
+        b"--BOUND\r\n"
+        b'Content-Disposition: form-data; name="cv"; filename="cv.pdf"\r\n'
+        b"Content-Type: application/pdf\r\n\r\n"
+        b"%PDF-1.4 binary\r\n"
+        b"--BOUND\r\n"
+        b'Content-Disposition: form-data; name="name"\r\n\r\n'
+        b"Ann L\xc3\xa9e\r\n"
+        b"--BOUND--\r\n"
+    )
+    parsed = parse_body("multipart/form-data; boundary=BOUND", raw)
+    assert parsed.body == {"email": "ann@example.com", "name": "Ann Lée", "_files_dropped": ["cv"]}
+
+
+def test_media_type_is_lower_cased_with_params() -> None:
+    assert media_type_of("Application/JSON; Charset=UTF-8") == (
+        "application/json",
+        {"charset": "UTF-8"},
+    )

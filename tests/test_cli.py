@@ -1,0 +1,172 @@
+"""The command line: map, check-config, and refusing to start on a bad sources file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import API_KEY, ROOT
+
+PAYLOADS = ROOT / "tests" / "mapping" / "payloads"
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes = b""
+) -> tuple[int, str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE_")}
+    clean.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        cwd=ROOT,
+        env=clean,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+BAD_SOURCES = """
+sources:
+  website:
+    kind: form
+    preset: no-such-preset
+    extract:
+      email: "body.email["
+      favourite_colour: body.colour
+  partner:
+    kind: carrier-pigeon
+  Bad Name:
+    kind: webhook
+"""
+
+
+async def test_check_config_accepts_the_shipped_file() -> None:
+    code, out, _ = await run_cli("check-config")
+    assert code == 0
+    assert "config/sources.yaml: OK" in out and "partner, website" in out
+
+
+async def test_check_config_lists_every_problem_with_file_and_key_path(tmp_path: Path) -> None:
+    bad = tmp_path / "sources.yaml"
+    bad.write_text(BAD_SOURCES)
+    code, _, err = await run_cli("check-config", str(bad))
+    assert code == 2
+    for path in (
+        "sources.Bad Name",
+        "sources.partner.kind",
+        "sources.website.preset",
+        "sources.website.extract.email",
+        "sources.website.extract.favourite_colour",
+    ):
+        assert f"{bad}: {path}:" in err, err
+
+
+async def test_unreadable_yaml_names_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "sources.yaml"
+    bad.write_text("sources:\n  website: [unclosed\n")
+    code, _, err = await run_cli("check-config", str(bad))
+    assert code == 2
+    assert "line 3" in err and "not valid YAML" in err
+
+
+async def test_processes_refuse_to_start_on_a_bad_sources_file(tmp_path: Path) -> None:
+    bad = tmp_path / "sources.yaml"
+    bad.write_text(BAD_SOURCES)
+    for command in ("serve", "worker", "dev"):
+        code, _, err = await run_cli(
+            command,
+            env={"INTAKE_SOURCES_FILE": str(bad), "INTAKE_REDIS_URL": "redis://127.0.0.1:1/0"},
+        )
+        assert code == 2, (command, err)
+        assert "sources.partner.kind" in err
+
+
+async def test_map_preset_prints_the_close_body() -> None:
+    code, out, _ = await run_cli("map", "--preset", "typeform", str(PAYLOADS / "typeform.json"))
+    assert code == 0
+    result = json.loads(out)
+    assert set(result) >= {"lead", "note", "identity", "warnings"}
+    assert result["lead"]["contacts"][0]["emails"][0]["email"] == result["identity"]["email"]
+    assert result["note"].startswith("Typeform")
+
+
+async def test_map_source_with_form_body_from_stdin() -> None:
+    code, out, _ = await run_cli(
+        "map",
+        "--source",
+        "website",
+        "--content-type",
+        "form",
+        "--query",
+        "utm_source=ads",
+        "-",
+        stdin=b"name=Ann+Lee&email=Ann%40Example.com&phone=415-555-2671",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["identity"] == {"email": "ann@example.com", "phone": "+14155552671"}
+    assert result["lead"]["name"] == "Ann Lee"
+    assert "utm_source: ads" in result["note"]
+
+
+async def test_map_multipart_without_boundary_parameter(tmp_path: Path) -> None:
+    body = tmp_path / "post.txt"
+    body.write_bytes(
+        b"--XyZ\r\n"
+        b'Content-Disposition: form-data; name="email"\r\n\r\n'
+        b"bo@example.com\r\n--XyZ--\r\n"
+    )
+    code, out, _ = await run_cli(
+        "map", "--source", "website", "--content-type", "multipart", str(body)
+    )
+    assert code == 0, out
+    assert json.loads(out)["identity"]["email"] == "bo@example.com"
+
+
+async def test_map_rejected_payload_exits_3_with_reason(tmp_path: Path) -> None:
+    body = tmp_path / "empty.json"
+    body.write_text(json.dumps({"contact": {"note": "no way to reach me"}}))
+    code, out, _ = await run_cli("map", "--source", "partner", str(body))
+    assert code == 3
+    assert "missing required field" in json.loads(out)["rejected"]
+
+
+async def test_map_resolves_custom_field_names_through_close(
+    tmp_path: Path, emulator: TestServer
+) -> None:
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        "sources:\n  site:\n    kind: form\n    preset: generic-form\n"
+        "    lead:\n      status: \"'Qualified'\"\n"
+        "      custom:\n        Lead Source: \"'Website'\"\n"
+    )
+    body = tmp_path / "b.json"
+    body.write_text(json.dumps({"email": "cy@example.com"}))
+    env = {
+        "INTAKE_SOURCES_FILE": str(sources),
+        "INTAKE_CLOSE_API_KEY": API_KEY,
+        "INTAKE_CLOSE_BASE_URL": str(emulator.make_url("/api/v1")),
+    }
+    code, out, err = await run_cli("map", "--source", "site", str(body), env=env)
+    assert code == 0, err
+    lead = json.loads(out)["lead"]
+    assert lead["status_id"].startswith("stat_")
+    assert [k for k in lead if k.startswith("custom.")] and all(
+        k.startswith("custom.cf_") for k in lead if k.startswith("custom.")
+    )
+    code, out, err = await run_cli("check-config", env=env)
+    assert code == 0 and "checked against Close" in out
+    sources.write_text(sources.read_text().replace("Lead Source", "No Such Field"))
+    code, _, err = await run_cli("check-config", env=env)
+    assert code == 2 and "sources.site.lead.custom.No Such Field" in err
