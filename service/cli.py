@@ -35,8 +35,14 @@ from service.mapping import CloseSchema, Mapper, MappingSpec, load_presets, prev
 from service.receiver.app import create_app
 from service.receiver.bodies import BodyError, media_type_of, parse_body
 from service.settings import Settings, load_settings
-from service.sources import Sources, load_sources, read_sources_file, validate_sources
-from service.worker.mappers import build_mappers_issues, fetch_schema
+from service.sources import (
+    Sources,
+    build_mappers_issues,
+    load_sources,
+    read_sources_file,
+    validate_sources,
+)
+from service.worker.mappers import fetch_schema
 from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2

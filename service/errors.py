@@ -92,7 +92,14 @@ class CloseError(IntakeError):
 
 
 class CloseUnavailable(CloseError, TransientError):
-    """5xx, timeout or connection lost: whether a POST took effect is unknown."""
+    """5xx, timeout or connection lost: whether a POST took effect is unknown, unless
+    ``maybe_applied`` is False (the connection failed before anything was sent)."""
+
+    def __init__(
+        self, message: str, response: CloseResponseInfo | None = None, *, maybe_applied: bool = True
+    ) -> None:
+        self.maybe_applied = maybe_applied
+        super().__init__(message, response)
 
 
 class CloseRateLimited(CloseError, TransientError):

@@ -55,4 +55,9 @@ class Keys:
         return f"{self.tag}:lead:{identity}"
 
     def close(self, name: str) -> str:
+        """Close delivery state shared by all workers: ``bucket:<group>``, ``pause``, ``auth``."""
         return f"{self.tag}:close:{name}"
+
+    def throttle(self, scope: str) -> str:
+        """A token bucket of the door's rate limits, e.g. ``ip:<source>:<address>``."""
+        return f"{self.tag}:throttle:{scope}"

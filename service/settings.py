@@ -51,9 +51,22 @@ class Settings(BaseSettings):
     read_block_ms: int = Field(default=1000, ge=10)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=6 * 3600.0, gt=0)
-    retry_max_attempts: int = Field(default=20, ge=1)
+    retry_max_attempts: int = Field(default=50, ge=1)
+    retry_deadline_seconds: float = Field(default=72 * 3600.0, gt=0)
     consumer_name: str | None = None
     schema_refresh_seconds: float = Field(default=600.0, ge=1)
+
+    # Delivery to Close (deduplication, pacing).
+    close_rate_limit: float = Field(default=10.0, gt=0)
+    """Requests per second per endpoint group, all workers together."""
+    close_group_rate_limits: dict[str, float] = Field(default_factory=dict)
+    """Per-group ceilings overriding ``close_rate_limit``: read, write, search."""
+    identity_lock_seconds: float = Field(default=30.0, ge=1)
+    identity_lock_wait_seconds: float = Field(default=15.0, ge=0)
+    lead_cache_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    unknown_outcome_grace_seconds: float = Field(default=120.0, ge=0)
+    """After a create whose outcome is unknown, how long to wait for Close's search index."""
+    auth_probe_seconds: float = Field(default=15.0, gt=0)
 
     @field_validator("close_base_url")
     @classmethod

@@ -12,12 +12,41 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import ConfigError, ConfigIssue
+from service.mapping import CloseSchema, Mapper, PresetRegistry, load_presets
 from service.mapping.spec import MappingSpec
 
 SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+# Form fields that differ on every submit of the same form (CAPTCHA tokens) or steer the
+# answer: left out of the body hash that recognises a double submit.
+DEFAULT_HASH_IGNORED = (
+    "cf-turnstile-response",
+    "g-recaptcha-response",
+    "h-captcha-response",
+    "_redirect",
+    "_next",
+)
+
+
+class DedupSpec(BaseModel):
+    """How repeats are recognised: the same delivery, and the same person."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on_match: Literal["note", "contact", "skip", "create"] = "note"
+    """When the person already has a lead: attach the note (``note``), add them as a contact
+    if missing plus the note (``contact``), do nothing (``skip``), or make a new lead."""
+    choose: Literal["recently_updated", "recently_created", "oldest"] = "recently_updated"
+    """Which lead to use when Close finds several for the person."""
+    event_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long a sender's event id (Idempotency-Key, webhook-id...) is remembered."""
+    body_window_seconds: int = Field(default=600, ge=0)
+    """Without an event id, the same body within this window is the same delivery (0: off)."""
+    hash_ignored_fields: tuple[str, ...] = DEFAULT_HASH_IGNORED
 
 
 class SourceConfig(MappingSpec):
@@ -26,6 +55,7 @@ class SourceConfig(MappingSpec):
     kind: Literal["form", "webhook"]
     description: str = ""
     max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
+    dedup: DedupSpec = Field(default_factory=DedupSpec)
 
 
 class Sources:
@@ -118,3 +148,31 @@ def load_sources(path: Path) -> Sources:
     sources = parse_sources(read_sources_file(path), file=str(path))
     sources.path = path
     return sources
+
+
+def build_mappers(
+    sources: Sources, schema: CloseSchema | None, presets: PresetRegistry | None = None
+) -> dict[str, Mapper]:
+    """One compiled mapper per source; every problem of every source in one ConfigError."""
+    presets = presets or load_presets()
+    mappers: dict[str, Mapper] = {}
+    issues: list[ConfigIssue] = []
+    for name, source in sources.items():
+        try:
+            mappers[name] = Mapper(source, source=name, presets=presets, schema=schema)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise ConfigError(issues)
+    return mappers
+
+
+def build_mappers_issues(
+    sources: Sources, schema: CloseSchema | None, presets: PresetRegistry
+) -> list[ConfigIssue]:
+    """Every mapping problem of every source (empty when all compile)."""
+    try:
+        build_mappers(sources, schema, presets)
+    except ConfigError as exc:
+        return list(exc.issues)
+    return []

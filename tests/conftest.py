@@ -107,6 +107,10 @@ def make_settings(
             "retry_max_seconds": 0.2,
             "close_timeout_seconds": 5.0,
             "worker_concurrency": 4,
+            "unknown_outcome_grace_seconds": 0.3,
+            "identity_lock_seconds": 3.0,
+            "auth_probe_seconds": 0.2,
+            "close_rate_limit": 1000.0,
         }
         values.update(overrides)
         return Settings(**values)

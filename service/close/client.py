@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -21,7 +21,9 @@ from aiohttp_retry import RetryClient, RetryOptionsBase
 from pydantic import SecretStr
 
 from service import __version__
+from service.close.pacing import Pacer, endpoint_group
 from service.close.ratelimit import wait_after_429
+from service.close.search import leads_by_contact
 from service.errors import (
     CloseAuthFailed,
     CloseRateLimited,
@@ -47,6 +49,7 @@ class CloseRetry(RetryOptionsBase):
         exceptions: tuple[type[Exception], ...],
         base: float = 0.25,
         cap: float = 30.0,
+        observer: Observer | None = None,
     ) -> None:
         super().__init__(
             attempts=attempts,
@@ -58,6 +61,7 @@ class CloseRetry(RetryOptionsBase):
         self.retry_server_errors = retry_server_errors
         self.base = base
         self.cap = cap
+        self.observer = observer
         self._waits: dict[int, float] = {}
 
     async def _done(self, response: aiohttp.ClientResponse) -> bool:
@@ -67,6 +71,12 @@ class CloseRetry(RetryOptionsBase):
             return True
         body = await response.read() if response.status == 429 else b""
         wait = wait_after_429(response.headers, body) if response.status == 429 else None
+        if self.observer is not None:
+            # Tell every worker before this one waits: the shared pause starts now.
+            observed = await self.observer(
+                response.method, response.url.path, response.status, response.headers, body
+            )
+            wait = observed if observed is not None else wait
         if wait is not None:
             self._waits[id(response)] = wait
         response.release()
@@ -80,7 +90,10 @@ class CloseRetry(RetryOptionsBase):
         return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311
 
 
-def retry_rules(attempts: int) -> dict[str, CloseRetry]:
+Observer = Callable[[str, str, int, Mapping[str, str], bytes], Awaitable[float | None]]
+
+
+def retry_rules(attempts: int, observer: Observer | None = None) -> dict[str, CloseRetry]:
     """The per-method retry rules (see the module docstring)."""
     before_send = (aiohttp.ClientConnectorError,)
     return {
@@ -88,8 +101,11 @@ def retry_rules(attempts: int) -> dict[str, CloseRetry]:
             attempts=attempts,
             retry_server_errors=True,
             exceptions=(aiohttp.ClientError, TimeoutError),
+            observer=observer,
         ),
-        "WRITE": CloseRetry(attempts=attempts, retry_server_errors=False, exceptions=before_send),
+        "WRITE": CloseRetry(
+            attempts=attempts, retry_server_errors=False, exceptions=before_send, observer=observer
+        ),
     }
 
 
@@ -105,8 +121,10 @@ class CloseClient:
         timeout: float = 20.0,
         connect_timeout: float = 5.0,
         attempts: int = 4,
+        pacer: Pacer | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.pacer = pacer
         token = base64.b64encode(f"{api_key.get_secret_value()}:".encode()).decode()
         self._headers = {
             "Authorization": f"Basic {token}",  # Close: the API key as user, empty password
@@ -114,7 +132,7 @@ class CloseClient:
             "Accept": "application/json",
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
-        self._rules = retry_rules(attempts)
+        self._rules = retry_rules(attempts, self._observe if pacer else None)
         self._client = RetryClient(client_session=session, retry_options=self._rules["GET"])
 
     async def request(
@@ -129,6 +147,9 @@ class CloseClient:
         url = f"{self.base_url}/{path.lstrip('/')}"
         rules = self._rules["GET" if method == "GET" else "WRITE"]
         endpoint = f"{method} /{path.lstrip('/')}"
+        group = endpoint_group(method, path)
+        if self.pacer is not None:
+            await self.pacer.before(group)
         try:
             async with self._client.request(
                 method,
@@ -143,10 +164,20 @@ class CloseClient:
                 status = response.status
                 headers = response.headers
         except aiohttp.ClientConnectorError as exc:
-            raise CloseUnavailable(f"{endpoint}: cannot connect ({exc.os_error})") from None
+            raise CloseUnavailable(
+                f"{endpoint}: cannot connect ({exc.os_error})", maybe_applied=False
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CloseUnavailable(f"{endpoint}: {type(exc).__name__} (outcome unknown)") from None
+        if self.pacer is not None:
+            await self.pacer.observe(group, status, headers, raw)
         return self._result(endpoint, status, headers, raw)
+
+    async def _observe(
+        self, method: str, path: str, status: int, headers: Mapping[str, str], body: bytes
+    ) -> float | None:
+        assert self.pacer is not None
+        return await self.pacer.observe(endpoint_group(method, path), status, headers, body)
 
     @staticmethod
     def _result(endpoint: str, status: int, headers: Mapping[str, str], raw: bytes) -> Any:
@@ -179,6 +210,22 @@ class CloseClient:
             "POST", "activity/note/", body={"lead_id": lead_id, "note": note}
         )
         return result
+
+    async def get_lead(self, lead_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"lead/{lead_id}/")
+        return result
+
+    async def create_contact(self, lead_id: str, contact: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "POST", "contact/", body={**contact, "lead_id": lead_id}
+        )
+        return result
+
+    async def find_leads(self, kind: str, value: str) -> list[dict[str, Any]]:
+        """Leads having a contact with this email or E.164 phone (id, name, dates)."""
+        result = await self.request("POST", "data/search/", body=leads_by_contact(kind, value))
+        data = result.get("data") if isinstance(result, dict) else None
+        return [row for row in data or [] if isinstance(row, dict) and row.get("id")]
 
     async def custom_field_schema(self, object_type: str = "lead") -> dict[str, Any]:
         result: dict[str, Any] = await self.request("GET", f"custom_field_schema/{object_type}/")

@@ -181,6 +181,9 @@ class MappingSpec(_Frozen):
     phone_check: Literal["valid", "possible"] = "valid"
     required: list[str | list[str]] = Field(default_factory=_default_required)
     limits: MappingLimits = Field(default_factory=MappingLimits)
+    event_id: str | None = None
+    """JMESPath over the extract document giving the sender's event id (delivery dedup);
+    overrides the preset's. ``""`` switches the preset's off."""
 
 
 def required_groups(spec: MappingSpec) -> list[tuple[str, ...]]:
@@ -363,6 +366,8 @@ def compile_template(
     note_text = spec.note.fields or (preset.note_fields if preset is not None else None)
     note_fields = _compile("note.fields", note_text, issues, record=False) if note_text else None
     event_text = preset.event_id if preset is not None else None
+    if spec.event_id is not None:
+        event_text = spec.event_id or None
     extract = _compile_extract(spec, preset, issues)
     lead = _compile_keys(template, ("name", "url", "description", "status"), "lead", issues)
     _check_status(lead.get("status"), issues, schema)

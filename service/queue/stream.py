@@ -25,6 +25,17 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryKey:
+    """What identifies one delivery: ``kind`` says where it came from (``idempotency-key``,
+    ``webhook-id``, ``event-id``, ``body-hash``), ``digest`` is the hashed value, ``ttl`` how
+    long a repeat is recognised."""
+
+    kind: str
+    digest: str
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One stream entry handed to a worker."""
 
@@ -65,11 +76,18 @@ class WorkQueue:
 
     # -- the door ---------------------------------------------------------------------------
 
-    async def enqueue(self, envelope: Envelope) -> str:
-        """Store the record and add the stream entry in one atomic step; returns the entry id."""
+    async def enqueue(
+        self, envelope: Envelope, delivery: DeliveryKey | None = None
+    ) -> tuple[str, bool]:
+        """Store the record and add the stream entry in one atomic step.
+
+        Returns ``(submission id, True)`` when queued, or ``(first submission's id, False)`` when
+        ``delivery`` names a delivery already accepted within its window (nothing is stored).
+        """
         event = history_event(envelope.received_at, "queued")
-        entry_id = await self.scripts.enqueue(
-            keys=[self.keys.stream, self.keys.sub(envelope.id)],
+        idem_key = self.keys.idem(envelope.source, delivery.digest if delivery else "-")
+        queued, value = await self.scripts.enqueue(
+            keys=[self.keys.stream, self.keys.sub(envelope.id), idem_key],
             args=[
                 envelope.id,
                 envelope.source,
@@ -77,9 +95,11 @@ class WorkQueue:
                 repr(envelope.received_at),
                 self.record_ttl,
                 event,
+                delivery.ttl if delivery else "",
+                delivery.kind if delivery else "",
             ],
         )
-        return str(entry_id)
+        return (envelope.id, True) if int(queued) else (str(value), False)
 
     # -- the worker side --------------------------------------------------------------------
 
@@ -157,6 +177,7 @@ class WorkQueue:
         dead: bool = False,
         source: str = "",
         count_attempt: bool = False,
+        attempts_delta: int = 0,
         now: float | None = None,
     ) -> int:
         """Record a state change; optionally ack+delete the entry, schedule a retry, dead-letter.
@@ -182,7 +203,7 @@ class WorkQueue:
                 f"{sub_id}|{source}" if retry_at is not None else sub_id,
                 dead_minid,
                 source,
-                1 if count_attempt else 0,
+                attempts_delta + (1 if count_attempt else 0),
                 len(pairs) // 2,
                 *pairs,
             ],

@@ -20,15 +20,24 @@ from service.queue.connection import redis_from_url
 from service.queue.stream import WorkQueue
 from service.receiver import admin
 from service.receiver.bodies import BodyError, media_type_of, parse_body, supported
+from service.receiver.delivery import delivery_key
 from service.receiver.problems import ProblemError, problem, problem_middleware
-from service.receiver.state import QUEUE, REDIS, SETTINGS, SOURCES
+from service.receiver.state import MAPPERS, QUEUE, REDIS, SETTINGS, SOURCES
 from service.settings import Settings
-from service.sources import Sources
+from service.sources import Sources, build_mappers
 
 logger = logging.getLogger(__name__)
 
 # Request headers worth keeping with a submission (never credentials or signatures).
-KEPT_HEADERS = ("user-agent", "referer", "origin", "accept-language", "content-type")
+KEPT_HEADERS = (
+    "user-agent",
+    "referer",
+    "origin",
+    "accept-language",
+    "content-type",
+    "idempotency-key",
+    "webhook-id",
+)
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -75,8 +84,9 @@ async def receive(request: web.Request) -> web.Response:
         query=dict(request.query),
         client_ip=request.remote,
     )
+    delivery = delivery_key(source, request.app[MAPPERS].get(name), request.headers, envelope)
     try:
-        await request.app[QUEUE].enqueue(envelope)
+        sub_id, queued = await request.app[QUEUE].enqueue(envelope, delivery)
     except (RedisError, OSError) as exc:
         logger.error("cannot queue a submission for %s: %s", name, type(exc).__name__)
         raise ProblemError(
@@ -84,7 +94,9 @@ async def receive(request: web.Request) -> web.Response:
             "queue-unavailable",
             "the submission was not stored; send it again later",
         ) from None
-    return web.json_response({"id": envelope.id, "status": "queued"}, status=202)
+    if not queued:
+        return web.json_response({"id": sub_id, "duplicate": True}, status=200)
+    return web.json_response({"id": sub_id, "status": "queued"}, status=202)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -139,6 +151,7 @@ def create_app(
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[SOURCES] = sources
+    app[MAPPERS] = build_mappers(sources, None)  # event ids at the door; no Close schema needed
     app.cleanup_ctx.append(_redis_ctx(redis))  # type: ignore[arg-type]
     app.router.add_post("/hooks/{source}", receive)
     app.router.add_get("/healthz", healthz)

@@ -14,28 +14,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import suppress
 
 from service.close.client import CloseClient
-from service.errors import CloseError, ConfigError, ConfigIssue
-from service.mapping import CloseSchema, Mapper, PresetRegistry, load_presets
-from service.sources import Sources
+from service.errors import CloseError, ConfigError
+from service.mapping import CloseSchema, Mapper, load_presets
+from service.sources import Sources, build_mappers, build_mappers_issues
 
 logger = logging.getLogger(__name__)
-
-
-def build_mappers(
-    sources: Sources, schema: CloseSchema | None, presets: PresetRegistry | None = None
-) -> dict[str, Mapper]:
-    """One compiled mapper per source; every problem of every source in one ConfigError."""
-    presets = presets or load_presets()
-    mappers: dict[str, Mapper] = {}
-    issues: list[ConfigIssue] = []
-    for name, source in sources.items():
-        try:
-            mappers[name] = Mapper(source, source=name, presets=presets, schema=schema)
-        except ConfigError as exc:
-            issues.extend(exc.issues)
-    if issues:
-        raise ConfigError(issues)
-    return mappers
 
 
 async def fetch_schema(close: CloseClient) -> CloseSchema:
@@ -118,13 +101,3 @@ class MapperSet(Mapping[str, Mapper]):
                 self.apply(await fetch_schema(self.close))
             except CloseError as exc:
                 logger.warning("refreshing Close's schema failed (%s); keeping the last one", exc)
-
-
-def build_mappers_issues(
-    sources: Sources, schema: CloseSchema | None, presets: PresetRegistry
-) -> list[ConfigIssue]:
-    try:
-        build_mappers(sources, schema, presets)
-    except ConfigError as exc:
-        return list(exc.issues)
-    return []

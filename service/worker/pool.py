@@ -23,6 +23,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from service.queue.stream import Entry, WorkQueue
+from service.worker.gate import DeliveryGate
 from service.worker.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Worker:
         maintenance_interval: float | None = None,
         grace_period: float = 10.0,
         services: Sequence[Service] = (),
+        gate: DeliveryGate | None = None,
     ) -> None:
         self.queue = queue
         self.pipeline = pipeline
@@ -65,6 +67,7 @@ class Worker:
         self.maintenance_interval = maintenance_interval or min(5.0, visibility_timeout / 4)
         self.grace_period = grace_period
         self.services = tuple(services)
+        self.gate = gate
         self._inbox: asyncio.Queue[Entry] = asyncio.Queue()
         self._active: dict[str, Entry] = {}
         self._busy: set[asyncio.Task[None]] = set()
@@ -151,6 +154,11 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             try:
+                if self.gate is not None and await self.gate.closed():
+                    # Close refuses the API key: leave the backlog in the stream, untouched.
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 1.0)
+                    continue
                 entries = await self.queue.read(self.consumer, free, self.block_ms)
                 delay = 0.5
             except (RedisError, OSError) as exc:

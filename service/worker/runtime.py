@@ -11,12 +11,15 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from service.close.client import CloseClient
+from service.close.pacing import Pacer
 from service.errors import ConfigError, ConfigIssue
 from service.keys import Keys
 from service.queue.connection import redis_from_url
 from service.queue.stream import WorkQueue
 from service.settings import Settings
 from service.sources import Sources
+from service.worker.gate import DeliveryGate
+from service.worker.identity import IdentityLocks, LeadCache
 from service.worker.mappers import MapperSet
 from service.worker.pipeline import Pipeline, RetryPolicy
 from service.worker.pool import Worker
@@ -48,6 +51,15 @@ async def open_worker(
             connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 2)
         )
         stack.push_async_callback(session.close)
+        keys = Keys(settings.key_prefix)
+        queue = WorkQueue(redis, keys, record_ttl=settings.record_ttl_seconds)
+        pacer = Pacer(
+            redis,
+            queue.scripts,
+            keys,
+            rate=settings.close_rate_limit,
+            group_rates=settings.close_group_rate_limits,
+        )
         close = CloseClient(
             session,
             base_url=settings.close_base_url,
@@ -55,18 +67,31 @@ async def open_worker(
             timeout=settings.close_timeout_seconds,
             connect_timeout=settings.close_connect_timeout_seconds,
             attempts=settings.close_inrequest_attempts,
+            pacer=pacer,
         )
         mappers = MapperSet(sources, close, refresh_seconds=settings.schema_refresh_seconds)
-        queue = WorkQueue(redis, Keys(settings.key_prefix), record_ttl=settings.record_ttl_seconds)
+        gate = DeliveryGate(pacer, close, probe_seconds=settings.auth_probe_seconds)
         pipeline = Pipeline(
             queue,
             close,
             mappers,
+            sources,
             RetryPolicy(
                 base=settings.retry_base_seconds,
                 cap=settings.retry_max_seconds,
                 max_attempts=settings.retry_max_attempts,
+                deadline=settings.retry_deadline_seconds,
             ),
+            locks=IdentityLocks(
+                redis,
+                queue.scripts,
+                keys,
+                ttl=settings.identity_lock_seconds,
+                wait=settings.identity_lock_wait_seconds,
+            ),
+            cache=LeadCache(redis, keys, ttl=settings.lead_cache_ttl_seconds),
+            gate=gate,
+            unknown_outcome_grace=settings.unknown_outcome_grace_seconds,
         )
         yield Worker(
             queue,
@@ -76,5 +101,6 @@ async def open_worker(
             consumer=consumer or settings.consumer_name,
             block_ms=settings.read_block_ms,
             maintenance_interval=maintenance_interval,
-            services=[mappers],
+            services=[mappers, gate],
+            gate=gate,
         )

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
-from service.queue.stream import WorkQueue
+from service.queue.stream import DeliveryKey, WorkQueue
 
 
 def envelope(source: str = "website", body: object = None) -> Envelope:
@@ -42,9 +42,9 @@ async def test_enqueue_writes_record_and_entry_with_ttl(
     queue: WorkQueue, redis: Redis, keys: Keys
 ) -> None:
     env = envelope()
-    entry_id = await queue.enqueue(env)
-    entries = await redis.xrange(keys.stream)
-    assert entries == [(entry_id, {"sub": env.id, "source": "website"})]
+    assert await queue.enqueue(env) == (env.id, True)
+    [(_, fields)] = await redis.xrange(keys.stream)
+    assert fields == {"sub": env.id, "source": "website"}
     record = await queue.record(env.id)
     assert record is not None
     assert record.state == "queued" and record.attempts == 0
@@ -147,3 +147,27 @@ async def test_ensure_group_is_idempotent(queue: WorkQueue) -> None:
     await queue.ensure_group()
     await queue.ensure_group()
     assert await queue.group_exists()
+
+
+async def test_repeated_delivery_key_returns_first_id_and_stores_nothing(
+    queue: WorkQueue, redis: Redis, keys: Keys
+) -> None:
+    key = DeliveryKey("webhook-id", "abc123", 60)
+    first, second = envelope(), envelope()
+    assert await queue.enqueue(first, key) == (first.id, True)
+    assert await queue.enqueue(second, key) == (first.id, False)
+    assert await redis.xlen(keys.stream) == 1
+    assert not await redis.exists(keys.sub(second.id))
+    assert 0 < await redis.ttl(keys.idem("website", "abc123")) <= 60
+    record = await queue.record(first.id)
+    assert record is not None and record.extra["delivery_key"] == "webhook-id"
+
+
+async def test_concurrent_repeats_queue_exactly_one(
+    queue: WorkQueue, redis: Redis, keys: Keys
+) -> None:
+    key = DeliveryKey("idempotency-key", "same", 60)
+    results = await asyncio.gather(*(queue.enqueue(envelope(), key) for _ in range(25)))
+    assert sum(queued for _, queued in results) == 1
+    assert len({sub_id for sub_id, _ in results}) == 1
+    assert await redis.xlen(keys.stream) == 1

@@ -157,7 +157,9 @@ async def test_close_503_then_success_is_created_after_retry(
     sub_id = await post_form(client, "name=Di+Eve&email=di%40example.com")
     async with running_worker(settings, sources, redis):
         record = await wait_for_record(queue, sub_id)
-    assert record.attempts == 2
+    # The 503 left the outcome unknown: the next attempts look the person up, wait out the
+    # search-index grace, and only then create.
+    assert record.attempts >= 2
     states = [e["state"] for e in record.history]
     assert "retrying" in states and states[-1] == "created"
     assert len(state.leads_with_email("di@example.com")) == 1

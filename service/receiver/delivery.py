@@ -1,0 +1,65 @@
+"""Which delivery a request is: the key that makes a repeated delivery answer with the first id.
+
+In order: the ``Idempotency-Key`` header, the Standard Webhooks ``webhook-id`` header, the
+event id the source's preset (or ``event_id`` expression) reads from the payload; otherwise,
+when the source allows it, a hash of the normalised body within a short window, so a double
+click on a form's submit button makes one submission.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from service.envelope import Envelope
+from service.mapping import Mapper
+from service.queue.stream import DeliveryKey
+from service.sources import SourceConfig
+
+ID_HEADERS = (("Idempotency-Key", "idempotency-key"), ("webhook-id", "webhook-id"))
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+
+
+def normalised_body(body: Any, ignored: frozenset[str]) -> Any:
+    """Strings trimmed, empty values and ignored fields dropped, keys sorted (by the dump)."""
+    if isinstance(body, dict):
+        out = {}
+        for key, value in body.items():
+            if key in ignored:
+                continue
+            clean = normalised_body(value, ignored)
+            if clean not in ("", None, [], {}):
+                out[key] = clean
+        return out
+    if isinstance(body, list):
+        return [normalised_body(item, ignored) for item in body]
+    if isinstance(body, str):
+        return body.strip()
+    return body
+
+
+def delivery_key(
+    source: SourceConfig, mapper: Mapper | None, headers: Mapping[str, str], envelope: Envelope
+) -> DeliveryKey | None:
+    dedup = source.dedup
+    for header, kind in ID_HEADERS:
+        value = (headers.get(header) or "").strip()
+        if value:
+            return DeliveryKey(kind, _digest(kind, value), dedup.event_ttl_seconds)
+    event_id = mapper.event_id(envelope) if mapper is not None else None
+    if event_id:
+        return DeliveryKey("event-id", _digest("event-id", event_id), dedup.event_ttl_seconds)
+    if dedup.body_window_seconds > 0:
+        canonical = json.dumps(
+            normalised_body(envelope.body, frozenset(dedup.hash_ignored_fields)),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return DeliveryKey("body-hash", _digest("body", canonical), dedup.body_window_seconds)
+    return None

@@ -1,0 +1,114 @@
+"""Who a submission is: identity keys, a lock per person, and the person → lead cache.
+
+Identity keys are hashes of the normalised email and E.164 phone (personal data never appears in
+Redis key names). Holding the locks of all of a submission's keys serialises the submissions of
+one person across every worker; the cache, written right after a create, bridges Close's
+search-index lag so the next submission of that person finds the lead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+
+from redis.asyncio import Redis
+
+from service.errors import TransientError
+from service.keys import Keys
+from service.mapping import Identity
+from service.queue.scripts import Scripts
+
+
+class IdentityBusy(TransientError):
+    """Another worker holds this person's lock for longer than we are willing to wait."""
+
+
+def identity_keys(identity: Identity) -> list[str]:
+    """Stable, sorted keys for a person: ``e:<hash of email>``, ``p:<hash of phone>``."""
+    keys = []
+    if identity.email:
+        keys.append("e:" + hashlib.sha256(b"email:" + identity.email.encode()).hexdigest()[:32])
+    if identity.phone:
+        keys.append("p:" + hashlib.sha256(b"phone:" + identity.phone.encode()).hexdigest()[:32])
+    return sorted(keys)
+
+
+class IdentityLocks:
+    """One Redis lock per identity key, with expiry, refresh while held, and safe release."""
+
+    def __init__(
+        self, redis: Redis, scripts: Scripts, keys: Keys, *, ttl: float, wait: float
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = keys
+        self.ttl_ms = int(ttl * 1000)
+        self.wait = wait
+
+    @asynccontextmanager
+    async def hold(self, identities: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the locks of all ``identities`` (taken in sorted order: no deadlock)."""
+        token = secrets.token_hex(12)
+        names = [self.keys.lock(identity) for identity in sorted(identities)]
+        taken: list[str] = []
+        try:
+            for name in names:
+                await self._acquire(name, token)
+                taken.append(name)
+            refresher = asyncio.create_task(self._refresh(taken, token))
+            try:
+                yield
+            finally:
+                refresher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await refresher
+        finally:
+            for name in reversed(taken):
+                await self.scripts.release_lock(keys=[name], args=[token])
+
+    async def _acquire(self, name: str, token: str) -> None:
+        deadline = time.monotonic() + self.wait
+        delay = 0.01
+        while True:
+            if await self.redis.set(name, token, nx=True, px=self.ttl_ms):
+                return
+            if time.monotonic() >= deadline:
+                raise IdentityBusy("this person's previous submission is still being processed")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _refresh(self, names: list[str], token: str) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            for name in names:
+                await self.scripts.extend_lock(keys=[name], args=[token, self.ttl_ms])
+
+
+class LeadCache:
+    """identity key → lead id, written after a create (or a match), kept ``ttl`` seconds."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, ttl: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl
+
+    async def get(self, identities: Sequence[str]) -> str | None:
+        if not identities:
+            return None
+        values = await self.redis.mget([self.keys.lead(i) for i in identities])
+        return next((str(v) for v in values if v), None)
+
+    async def remember(self, identities: Sequence[str], lead_id: str) -> None:
+        if identities:
+            pipe = self.redis.pipeline(transaction=False)
+            for identity in identities:
+                pipe.set(self.keys.lead(identity), lead_id, ex=self.ttl)
+            await pipe.execute()
+
+    async def forget(self, identities: Sequence[str]) -> None:
+        if identities:
+            await self.redis.delete(*(self.keys.lead(i) for i in identities))
