@@ -41,11 +41,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Render the Kubernetes manifests (skipped, with a message, where kubectl is absent).
-manifests:
-	@if command -v kubectl >/dev/null; then \
-	  kubectl kustomize deploy/base >/dev/null && echo "deploy/base renders"; \
-	else echo "kubectl not found: skipping the Kubernetes manifest check"; fi
+## Deployment checks, all in tests/deploy: hadolint on the Dockerfile, docker-compose.yml, and
+## every deploy/ overlay rendered with `kubectl kustomize` and validated offline (skipped, with
+## the reason, where kubectl is absent).
+manifests: $(STAMP)
+	$(BIN)/pytest tests/deploy -q
 
 format: $(STAMP)
 	$(BIN)/ruff format service tests
