@@ -12,11 +12,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from service.errors import ConfigError, ConfigIssue
 from service.mapping import CloseSchema, Mapper, PresetRegistry, load_presets
 from service.mapping.spec import MappingSpec
+from service.receiver.auth.spec import AuthSpec, inherit_preset_auth, validate_source_auth
+from service.receiver.policy import (
+    BodyLimits,
+    CaptchaSpec,
+    CorsSpec,
+    FilesPolicy,
+    HoneypotSpec,
+    RateLimitSpec,
+    RedirectSpec,
+)
 
 SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -56,6 +74,28 @@ class SourceConfig(MappingSpec):
     description: str = ""
     max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
+
+    # At the door (service/receiver/policy.py and auth/spec.py say what each key means).
+    auth: AuthSpec | None = None
+    """Who may post: a signature or token scheme with its secrets (env:/file: references);
+    with a preset, only ``secrets`` are needed. None: anyone may post."""
+    cors: CorsSpec | None = None
+    redirect: RedirectSpec | None = None
+    honeypot: HoneypotSpec | None = None
+    captcha: CaptchaSpec | None = None
+    rate_limit: RateLimitSpec | None = None
+    files: FilesPolicy = "drop"
+    body_limits: BodyLimits = Field(default_factory=BodyLimits)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_preset_auth(cls, data: Any) -> Any:
+        return inherit_preset_auth(data)
+
+    @field_validator("auth", mode="wrap")
+    @classmethod
+    def _auth(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return validate_source_auth(value, handler)
 
 
 class Sources:

@@ -86,7 +86,7 @@ def emulator_state(server: TestServer) -> EmulatorState:
 
 @pytest.fixture
 def sources() -> Sources:
-    return load_sources(ROOT / "config" / "sources.yaml")
+    return load_sources(ROOT / "tests" / "sources.yaml")
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 A preset holds what a source would otherwise write itself: the ``extract`` expressions for the
 provider's payload, the expression giving the provider's event id (delivery dedup), the
-signature scheme (free-form for now, used by the receiver), the content types it sends, and
+signature scheme (``auth``: a scheme of ``service/receiver/auth/spec.py`` with the provider's
+headers, never secrets; a source adds those), the content types it sends, and
 optionally which part of the payload the note lists (``note_fields``) and the note's title.
 """
 
@@ -17,11 +18,12 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from service.errors import ConfigError, ConfigIssue
 from service.mapping.functions import compile_expression
 from service.mapping.spec import canonical_field_error
+from service.receiver.auth.spec import AuthSpec, preset_auth_problem
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +93,27 @@ def _issues_of(data: _PresetFile, where: str) -> list[ConfigIssue]:
             _, problem = compile_expression(expression)
             if problem:
                 issues.append(ConfigIssue(key, problem, where))
+    if data.auth is not None:
+        issues.extend(_auth_issues(data.auth, where))
     return issues
+
+
+_AUTH = TypeAdapter(AuthSpec)
+
+
+def _auth_issues(block: Mapping[str, Any], where: str) -> list[ConfigIssue]:
+    """The preset's ``auth`` must be a valid scheme (headers, encodings), without secrets."""
+    problem = preset_auth_problem(block)
+    if problem:
+        return [ConfigIssue("auth", problem, where)]
+    try:
+        _AUTH.validate_python(dict(block))
+    except ValidationError as exc:
+        return [
+            ConfigIssue(".".join(("auth", *(str(p) for p in err["loc"][1:]))), err["msg"], where)
+            for err in exc.errors(include_url=False)
+        ]
+    return []
 
 
 def parse_preset(text: str, where: str, expected_name: str | None = None) -> Preset:

@@ -2,29 +2,53 @@
 
 A 2xx is answered only after Redis has stored the submission; when Redis cannot be reached the
 answer is 503 and nothing is half-written (the record and the stream entry are one script).
+
+What a submission passes at the door, in order (each step answers with its own problem type):
+rate limits (429), content type (415), the body read in bounded size and time (413, 408), the
+sender's signature or token on the raw bytes (401), parsing within depth/key/field limits
+(400, 413, 415 for refused files), the honeypot (answered like a success, stored as spam), for
+forms the mapping's required fields (422), the CAPTCHA (403, 503), then delivery dedup and
+the enqueue (503). CORS headers go on every answer of a source with CORS settings; a browser
+posting a form is redirected (303) to the source's pages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.envelope import Envelope, new_submission_id
+from service.errors import MappingRejected
 from service.keys import Keys
 from service.queue.connection import redis_from_url
 from service.queue.stream import WorkQueue
-from service.receiver import admin
+from service.receiver import admin, answers, cors, spam
+from service.receiver.auth import AuthFailures
 from service.receiver.bodies import BodyError, media_type_of, parse_body, supported
+from service.receiver.captcha import CAPTCHA, captcha_ctx
 from service.receiver.delivery import delivery_key
+from service.receiver.door import (
+    AUTH_FAILURES,
+    TRUSTED_PROXIES,
+    VERIFIERS,
+    authenticate,
+    authenticate_body,
+    build_verifiers,
+    parse_limits,
+    read_body,
+    request_client,
+)
 from service.receiver.problems import ProblemError, problem, problem_middleware
 from service.receiver.state import MAPPERS, QUEUE, REDIS, SETTINGS, SOURCES
 from service.settings import Settings
-from service.sources import Sources, build_mappers
+from service.sources import SourceConfig, Sources, build_mappers
 
 logger = logging.getLogger(__name__)
 
@@ -40,27 +64,37 @@ KEPT_HEADERS = (
 )
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """Read the body, refusing (413) anything over ``limit`` bytes without reading it all."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ProblemError(413, "too-large", f"the body may be at most {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise ProblemError(413, "too-large", f"the body may be at most {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _queue_down() -> ProblemError:
+    return ProblemError(
+        503, "queue-unavailable", "the submission was not stored; send it again later"
+    )
 
 
 async def receive(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
     name = request.match_info["source"]
     source = request.app[SOURCES].get(name)
     if source is None:
         raise ProblemError(404, "unknown-source", f"there is no source named {name!r}")
-    media_type, _ = media_type_of(request.headers.get("Content-Type"))
+    try:
+        response = await _accept(request, name, source)
+    except ProblemError as exc:
+        response = answers.refused(request, source.redirect, exc)
+        if exc.status == 408:
+            response.force_close()
+    cors.decorate(request, response, source.cors)
+    return response
+
+
+async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.Response:
+    app = request.app
+    settings, queue = app[SETTINGS], app[QUEUE]
+    client = request_client(request)
+    try:
+        await spam.check_rates(queue, name, client, source.rate_limit)
+    except (RedisError, OSError):
+        raise _queue_down() from None
+    content_type = request.headers.get("Content-Type")
+    media_type, _ = media_type_of(content_type)
     if not supported(media_type):
         raise ProblemError(
             415,
@@ -68,35 +102,85 @@ async def receive(request: web.Request) -> web.Response:
             f"content type {media_type or '(none)'!r} is not accepted; send application/json, "
             "application/x-www-form-urlencoded or multipart/form-data",
         )
-    raw = await read_limited(request, source.max_body_bytes or settings.max_body_bytes)
+    limit = source.max_body_bytes or settings.max_body_bytes
+    raw = await read_body(request, limit, settings.read_timeout_seconds)
+    verifier = app[VERIFIERS].get(name)
+    event_id = authenticate(request, name, verifier, raw) if verifier else None
     try:
-        parsed = parse_body(request.headers.get("Content-Type"), raw)
+        parsed = parse_body(content_type, raw, parse_limits(source))
     except BodyError as exc:
         raise ProblemError(exc.status, exc.slug, exc.detail) from None
+    body = parsed.body
+    if verifier is not None:
+        body, body_event_id = authenticate_body(request, name, verifier, body)
+        event_id = event_id or body_event_id
+    private = verifier.private_query() if verifier else frozenset()
     now = time.time()
     envelope = Envelope(
         id=new_submission_id(now),
         source=name,
         received_at=now,
         content_type=parsed.media_type,
-        body=parsed.body,
+        body=body,
         headers={h: request.headers[h] for h in KEPT_HEADERS if h in request.headers},
-        query=dict(request.query),
-        client_ip=request.remote,
+        query={k: v for k, v in request.query.items() if k not in private},
+        client_ip=client,
     )
-    delivery = delivery_key(source, request.app[MAPPERS].get(name), request.headers, envelope)
+    requested_page, token, clean = _controls(body, source)
+    if spam.honeypot_filled(body, source.honeypot):
+        return await _spam(request, envelope, source, requested_page)
+    envelope = dataclasses.replace(envelope, body=clean)
+    if source.kind == "form":
+        _check_mappable(request, name, envelope)
+    if source.captcha is not None:
+        await app[CAPTCHA].check(source.captcha, name, token, client)
+    mapper = app[MAPPERS].get(name)
+    delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
-        sub_id, queued = await request.app[QUEUE].enqueue(envelope, delivery)
+        sub_id, queued = await queue.enqueue(envelope, delivery)
     except (RedisError, OSError) as exc:
         logger.error("cannot queue a submission for %s: %s", name, type(exc).__name__)
-        raise ProblemError(
-            503,
-            "queue-unavailable",
-            "the submission was not stored; send it again later",
-        ) from None
-    if not queued:
-        return web.json_response({"id": sub_id, "duplicate": True}, status=200)
-    return web.json_response({"id": sub_id, "status": "queued"}, status=202)
+        raise _queue_down() from None
+    return answers.accepted(
+        request, source.redirect, sub_id, duplicate=not queued, requested=requested_page
+    )
+
+
+def _controls(body: Any, source: SourceConfig) -> tuple[Any, Any, Any]:
+    """The form's control fields (``_redirect``, the CAPTCHA token) and the body without them
+    (nor the honeypot): ``(requested page, token, body to store)``."""
+    names = (
+        source.redirect.field if source.redirect else None,
+        source.captcha.token_field if source.captcha else None,
+        source.honeypot.field if source.honeypot else None,
+    )
+    values = [body.get(n) if n and isinstance(body, dict) else None for n in names[:2]]
+    return values[0], values[1], spam.without_fields(body, names)
+
+
+def _check_mappable(request: web.Request, name: str, envelope: Envelope) -> None:
+    """A form post that can never become a lead is refused now, while the visitor can fix it."""
+    mapper = request.app[MAPPERS].get(name)
+    if mapper is None:
+        return
+    try:
+        mapper.map(envelope)
+    except MappingRejected as exc:
+        raise ProblemError(422, "unprocessable", exc.reason) from None
+
+
+async def _spam(
+    request: web.Request, envelope: Envelope, source: SourceConfig, requested_page: Any
+) -> web.Response:
+    """A filled honeypot: stored as rejected spam, answered exactly like a success."""
+    try:
+        sub_id, _ = await request.app[QUEUE].store_rejected(envelope, "spam")
+    except (RedisError, OSError):
+        raise _queue_down() from None
+    logger.info("submission %s rejected as spam (source %s)", sub_id, envelope.source)
+    return answers.accepted(
+        request, source.redirect, sub_id, duplicate=False, requested=requested_page
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -108,13 +192,16 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await queue.redis.ping()
         group = await queue.group_exists()
+        paused: str | None = await queue.redis.get(queue.keys.close("auth"))  # type: ignore[assignment]
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
     if not group:
         return problem(
             503, "not-ready", "the consumer group does not exist yet (no worker started)"
         )
-    return web.json_response({"status": "ready"})
+    # Still ready while delivery to Close is paused: submissions are accepted and kept.
+    delivery = f"paused: {paused}" if paused else "running"
+    return web.json_response({"status": "ready", "delivery": delivery})
 
 
 def _redis_ctx(redis: Redis | None) -> object:
@@ -148,12 +235,24 @@ def create_app(
     settings: Settings, sources: Sources, *, redis: Redis | None = None
 ) -> web.Application:
     """The receiver application. Pass ``redis`` to share a client (tests, `lead-intake dev`)."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=settings.max_body_bytes,
+        # A connection gets this long to send its request line and headers (after it opens or
+        # after the previous answer); the body has its own bound (read_timeout_seconds).
+        handler_args={"keepalive_timeout": settings.header_timeout_seconds},
+    )
     app[SETTINGS] = settings
     app[SOURCES] = sources
     app[MAPPERS] = build_mappers(sources, None)  # event ids at the door; no Close schema needed
+    app[VERIFIERS] = build_verifiers(sources)
+    app[AUTH_FAILURES] = AuthFailures()
+    app[TRUSTED_PROXIES] = settings.trusted_networks
     app.cleanup_ctx.append(_redis_ctx(redis))  # type: ignore[arg-type]
+    needs_captcha = any(source.captcha for _, source in sources.items())
+    app.cleanup_ctx.append(captcha_ctx(settings, needs_captcha))
     app.router.add_post("/hooks/{source}", receive)
+    app.router.add_route("OPTIONS", "/hooks/{source}", cors.preflight)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     admin.add_routes(app)

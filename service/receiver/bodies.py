@@ -2,7 +2,8 @@
 
 JSON must be UTF-8; form bodies become ``dict[str, str | list[str]]`` (a repeated field becomes a
 list); multipart keeps its fields and drops file parts (their names are listed under
-``_files_dropped``).
+``_files_dropped``) or refuses them. :class:`ParseLimits` bounds what a body may hold besides
+its size: JSON nesting depth, JSON keys and items, form fields.
 """
 
 from __future__ import annotations
@@ -12,13 +13,26 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 JSON_TYPES = ("application/json",)
 FORM_TYPE = "application/x-www-form-urlencoded"
 MULTIPART_TYPE = "multipart/form-data"
 MAX_FORM_FIELDS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """What a body may hold besides its size (a source's ``body_limits`` and ``files``)."""
+
+    json_depth: int = 32
+    json_keys: int = 10000
+    form_fields: int = MAX_FORM_FIELDS
+    files: Literal["drop", "refuse"] = "drop"
+
+
+DEFAULT_LIMITS = ParseLimits()
 
 
 class BodyError(ValueError):
@@ -80,30 +94,24 @@ def _decode(raw: bytes, what: str) -> str:
         ) from None
 
 
-def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
-    """Parse ``raw`` according to ``content_type``; raise BodyError (400/415) if it cannot be."""
+def parse_body(
+    content_type: str | None, raw: bytes, limits: ParseLimits = DEFAULT_LIMITS
+) -> ParsedBody:
+    """Parse ``raw`` per ``content_type`` within ``limits``; BodyError (400/413/415) if not."""
     media_type, params = media_type_of(content_type)
     if is_json(media_type):
-        text = _decode(raw, "JSON body")
-        try:
-            return ParsedBody(media_type, json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise BodyError(
-                400,
-                "malformed-body",
-                f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-            ) from None
-        except RecursionError:
-            raise BodyError(400, "malformed-body", "JSON nested too deeply") from None
+        return ParsedBody(media_type, _parse_json(_decode(raw, "JSON body"), limits))
     if media_type == FORM_TYPE:
         text = _decode(raw, "form body")
+        if text.count("&") >= limits.form_fields:
+            raise BodyError(413, "too-large", f"the form has more than {limits.form_fields} fields")
         try:
-            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=limits.form_fields)
         except ValueError as exc:
             raise BodyError(400, "malformed-body", f"invalid form body: {exc}") from None
         return ParsedBody(media_type, _fold(pairs))
     if media_type == MULTIPART_TYPE:
-        return ParsedBody(media_type, _parse_multipart(params.get("boundary"), raw))
+        return ParsedBody(media_type, _parse_multipart(params.get("boundary"), raw, limits))
     raise BodyError(
         415,
         "unsupported-media-type",
@@ -112,7 +120,56 @@ def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
     )
 
 
-def _parse_multipart(boundary: str | None, raw: bytes) -> dict[str, Any]:
+class _TooManyKeys(Exception):
+    pass
+
+
+def _parse_json(text: str, limits: ParseLimits) -> Any:
+    """JSON with bounded keys (counted while parsing, so a huge document stops early) and
+    bounded nesting."""
+    keys = 0
+
+    def count_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal keys
+        keys += len(pairs)
+        if keys > limits.json_keys:
+            raise _TooManyKeys
+        return dict(pairs)
+
+    too_many = BodyError(
+        413, "too-large", f"the JSON body has more than {limits.json_keys} keys and items"
+    )
+    try:
+        value = json.loads(text, object_pairs_hook=count_pairs)
+    except json.JSONDecodeError as exc:
+        raise BodyError(
+            400,
+            "malformed-body",
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+        ) from None
+    except RecursionError:
+        raise BodyError(400, "malformed-body", "JSON nested too deeply") from None
+    except _TooManyKeys:
+        raise too_many from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > limits.json_depth:
+            raise BodyError(
+                400, "malformed-body", f"JSON nested deeper than {limits.json_depth} levels"
+            )
+        if isinstance(node, list):
+            keys += len(node)
+            if keys > limits.json_keys:
+                raise too_many
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def _parse_multipart(boundary: str | None, raw: bytes, limits: ParseLimits) -> dict[str, Any]:
     if not boundary:
         raise BodyError(400, "malformed-body", "multipart body without a boundary parameter")
     head = f'Content-Type: multipart/form-data; boundary="{boundary}"\r\n\r\n'.encode()
@@ -121,11 +178,19 @@ def _parse_multipart(boundary: str | None, raw: bytes) -> dict[str, Any]:
         raise BodyError(400, "malformed-body", "multipart body does not parse")
     pairs: list[tuple[str, str]] = []
     dropped: list[str] = []
-    for part in message.iter_parts():
+    for count, part in enumerate(message.iter_parts(), start=1):
+        if count > limits.form_fields:
+            raise BodyError(413, "too-large", f"the form has more than {limits.form_fields} fields")
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             raise BodyError(400, "malformed-body", "multipart part without a field name")
         if part.get_filename() is not None:
+            if limits.files == "refuse":
+                raise BodyError(
+                    415,
+                    "unsupported-media-type",
+                    f"this endpoint does not accept file uploads (field {name!r})",
+                )
             dropped.append(name)
             continue
         payload = part.get_payload(decode=True)

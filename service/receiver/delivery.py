@@ -1,9 +1,10 @@
 """Which delivery a request is: the key that makes a repeated delivery answer with the first id.
 
-In order: the ``Idempotency-Key`` header, the Standard Webhooks ``webhook-id`` header, the
-event id the source's preset (or ``event_id`` expression) reads from the payload; otherwise,
-when the source allows it, a hash of the normalised body within a short window, so a double
-click on a form's submit button makes one submission.
+In order: the ``Idempotency-Key`` header, the Standard Webhooks ``webhook-id`` header, the event
+id the source's verified signature scheme carries (``svix-id``, ``X-GitHub-Delivery``, a Stripe
+event's ``id``...), the event id the source's preset (or ``event_id`` expression) reads from the
+payload; otherwise, when the source allows it, a hash of the normalised body within a short
+window, so a double click on a form's submit button makes one submission.
 """
 
 from __future__ import annotations
@@ -44,13 +45,23 @@ def normalised_body(body: Any, ignored: frozenset[str]) -> Any:
 
 
 def delivery_key(
-    source: SourceConfig, mapper: Mapper | None, headers: Mapping[str, str], envelope: Envelope
+    source: SourceConfig,
+    mapper: Mapper | None,
+    headers: Mapping[str, str],
+    envelope: Envelope,
+    *,
+    event_id: str | None = None,
 ) -> DeliveryKey | None:
+    """``event_id``: the id the source's (verified) signature scheme carries, if any."""
     dedup = source.dedup
     for header, kind in ID_HEADERS:
         value = (headers.get(header) or "").strip()
         if value:
             return DeliveryKey(kind, _digest(kind, value), dedup.event_ttl_seconds)
+    if event_id and event_id.strip():
+        return DeliveryKey(
+            "event-id", _digest("event-id", event_id.strip()), dedup.event_ttl_seconds
+        )
     event_id = mapper.event_id(envelope) if mapper is not None else None
     if event_id:
         return DeliveryKey("event-id", _digest("event-id", event_id), dedup.event_ttl_seconds)

@@ -20,8 +20,13 @@ TITLES: dict[str, str] = {
     "unsupported-media-type": "Unsupported content type",
     "unprocessable": "The payload can never be turned into a lead",
     "rate-limited": "Too many requests",
+    "request-timeout": "The request body did not arrive in time",
+    "origin-not-allowed": "Cross-origin request refused",
+    "captcha-failed": "The CAPTCHA was not solved",
+    "captcha-unavailable": "The CAPTCHA cannot be checked right now",
     "queue-unavailable": "Submissions cannot be accepted right now",
     "not-ready": "Not ready",
+    "conflict": "The request conflicts with the submission's state",
     "internal": "Internal error",
 }
 
@@ -53,15 +58,24 @@ def problem(
 class ProblemError(Exception):
     """Raised inside a handler to answer with a problem document."""
 
-    def __init__(self, status: int, slug: str, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         self.status = status
         self.slug = slug
         self.detail = detail
+        self.headers = headers
         self.extra = extra
         super().__init__(detail or slug)
 
     def response(self) -> web.Response:
-        return problem(self.status, self.slug, self.detail, **self.extra)
+        return problem(self.status, self.slug, self.detail, headers=self.headers, **self.extra)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

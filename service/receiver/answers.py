@@ -1,0 +1,124 @@
+"""How the door answers: JSON for programs, a 303 to a page for a browser posting a form.
+
+A browser gets a redirect only when it prefers HTML (``Accept``) and the source names a page.
+A form's ``_redirect`` field is honoured only when its origin and path are on the source's
+allow-list; anything else falls back to the configured page. Targets are normalised URLs
+without control characters, so a ``Location`` header can never be split or point elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from service.receiver.policy import RedirectSpec, page_url_problem
+from service.receiver.problems import ProblemError
+
+
+def _ranges(accept: str) -> list[tuple[str, str, float]]:
+    out = []
+    for item in accept.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        kind, _, subtype = media.lower().partition("/")
+        if not kind or not subtype:
+            continue
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        out.append((kind, subtype, quality))
+    return out
+
+
+def _quality(ranges: list[tuple[str, str, float]], kind: str, subtype: str) -> float:
+    best, specificity = 0.0, -1
+    for r_kind, r_sub, quality in ranges:
+        if (r_kind, r_sub) == (kind, subtype):
+            level = 2
+        elif r_kind == kind and r_sub == "*":
+            level = 1
+        elif (r_kind, r_sub) == ("*", "*"):
+            level = 0
+        else:
+            continue
+        if level > specificity:
+            best, specificity = quality, level
+    return best
+
+
+def prefers_html(accept: str | None) -> bool:
+    """True when ``Accept`` rates text/html above application/json (a browser navigating)."""
+    if not accept:
+        return False
+    ranges = _ranges(accept)
+    html = _quality(ranges, "text", "html")
+    return html > 0 and html > _quality(ranges, "application", "json")
+
+
+def _normalised(text: str) -> URL | None:
+    if page_url_problem(text):
+        return None
+    return URL(text)
+
+
+def allowed_redirect(value: Any, spec: RedirectSpec) -> str | None:
+    """The form's requested page when its origin and path are on the allow-list, else None."""
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str) and v), None)
+    if not isinstance(value, str) or not value or not spec.allow:
+        return None
+    url = _normalised(value.strip())
+    if url is None:
+        return None
+    page = str(url.with_query(None).with_fragment(None))
+    for entry in spec.allow:
+        if entry.endswith("/*"):
+            prefix = URL(entry.removesuffix("*"))
+            if page.startswith(str(prefix.with_query(None).with_fragment(None))):
+                return str(url)
+        elif page == str(URL(entry).with_query(None).with_fragment(None)):
+            return str(url)
+    return None
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(
+        status=303,
+        headers={"Location": location, "Cache-Control": "no-store"},
+        text=f"See {location}\n",
+    )
+
+
+def browser_wants_page(request: web.Request, spec: RedirectSpec | None) -> bool:
+    return spec is not None and prefers_html(request.headers.get("Accept"))
+
+
+def accepted(
+    request: web.Request,
+    spec: RedirectSpec | None,
+    sub_id: str,
+    *,
+    duplicate: bool,
+    requested: Any = None,
+) -> web.Response:
+    """The answer to an accepted (or repeated) submission."""
+    if spec is not None and browser_wants_page(request, spec):
+        target = allowed_redirect(requested, spec) or spec.success_url
+        if target:
+            return see_other(target)
+    if duplicate:
+        return web.json_response({"id": sub_id, "duplicate": True}, status=200)
+    return web.json_response({"id": sub_id, "status": "queued"}, status=202)
+
+
+def refused(request: web.Request, spec: RedirectSpec | None, error: ProblemError) -> web.Response:
+    """The answer to a refused submission: the error page for a browser, else problem+json."""
+    if spec is not None and spec.error_url and browser_wants_page(request, spec):
+        return see_other(str(URL(spec.error_url).update_query(error=error.slug)))
+    return error.response()

@@ -1,0 +1,262 @@
+"""Signature schemes: HMACs over the raw body (and what else the sender signed).
+
+Every verifier tries every configured secret against every signature the request carries
+(rotation on both sides), in constant time, and checks the timestamp window where the scheme
+has a timestamp. Verification never parses the body, except that the Stripe-style scheme reads
+the event id from the already verified, parsed body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from typing import Any
+
+from service.receiver.auth.base import (
+    AuthFailed,
+    SignedRequest,
+    Verifier,
+    check_window,
+    constant_time_any,
+)
+from service.receiver.auth.spec import (
+    HmacAuth,
+    HubSpotAuth,
+    NetlifyAuth,
+    StandardWebhooksAuth,
+    TimestampedAuth,
+    standard_key,
+)
+
+_SPLIT = re.compile(r"[\s,]+")
+
+
+def _sign(algorithm: str, key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, algorithm).digest()
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _hex(text: str) -> bytes | None:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+def _header(request: SignedRequest, name: str) -> str:
+    value = request.headers.get(name, "").strip()
+    if not value:
+        raise AuthFailed("missing-signature")
+    return value
+
+
+class StandardWebhooksVerifier(Verifier):
+    """``<prefix>-id``, ``<prefix>-timestamp`` (seconds), ``<prefix>-signature`` with one or
+    more space-separated ``v1,<base64>``; signed content ``id.timestamp.body``."""
+
+    def __init__(self, spec: StandardWebhooksAuth) -> None:
+        self.spec = spec
+        self.scheme = spec.scheme
+        self.secrets = tuple(spec.secret_values())
+        self.keys = [key for key in (standard_key(s) for s in self.secrets) if key]
+
+    def verify(self, request: SignedRequest) -> str | None:
+        prefix = self.spec.header_prefix
+        signatures = _header(request, f"{prefix}-signature")
+        msg_id = request.headers.get(f"{prefix}-id", "").strip()
+        stamp = request.headers.get(f"{prefix}-timestamp", "").strip()
+        if not msg_id:
+            raise AuthFailed("malformed-signature")
+        if not stamp:
+            raise AuthFailed("missing-timestamp")
+        given = []
+        for item in signatures.split():
+            version, _, value = item.partition(",")
+            decoded = _b64(value) if version == "v1" else None
+            if decoded:
+                given.append(decoded)
+        if not given:
+            raise AuthFailed("malformed-signature")
+        message = f"{msg_id}.{stamp}.".encode() + request.body
+        expected = [_sign("sha256", key, message) for key in self.keys]
+        if not constant_time_any(expected, given):
+            raise AuthFailed("bad-signature")
+        check_window(stamp, request.now, self.spec.tolerance_seconds)
+        return msg_id
+
+
+class HmacVerifier(Verifier):
+    """One header with ``prefix + hex|base64(HMAC(secret, body))`` (or of timestamp +
+    separator + body); GitHub, Typeform, Tally, Cal.com, Webflow and any ``hmac`` sender."""
+
+    def __init__(self, spec: HmacAuth) -> None:
+        self.spec = spec
+        self.scheme = spec.scheme
+        self.secrets = tuple(spec.secret_values())
+
+    def _given(self, header: str) -> list[bytes]:
+        decode = _hex if self.spec.encoding == "hex" else _b64
+        given = []
+        for item in _SPLIT.split(header):
+            if not item.startswith(self.spec.prefix):
+                continue
+            value = decode(item[len(self.spec.prefix) :])
+            if value:
+                given.append(value)
+        return given
+
+    def verify(self, request: SignedRequest) -> str | None:
+        spec = self.spec
+        given = self._given(_header(request, spec.header))
+        if not given:
+            raise AuthFailed("malformed-signature")
+        message = request.body
+        stamp = None
+        if spec.signed == "timestamp+body":
+            stamp = request.headers.get(spec.timestamp_header or "", "").strip()
+            if not stamp:
+                raise AuthFailed("missing-timestamp")
+            message = f"{stamp}{spec.separator}".encode() + request.body
+        expected = [_sign(spec.algorithm, s.encode(), message) for s in self.secrets]
+        if not constant_time_any(expected, given):
+            raise AuthFailed("bad-signature")
+        if stamp is not None:
+            check_window(
+                stamp, request.now, spec.tolerance_seconds, millis=spec.timestamp_unit == "ms"
+            )
+        if spec.id_header:
+            return request.headers.get(spec.id_header, "").strip() or None
+        return None
+
+
+class TimestampedVerifier(Verifier):
+    """``t=<unix>,v1=<hex>[,v1=<hex>...]`` over ``<t>.<body>`` (Stripe, Calendly)."""
+
+    def __init__(self, spec: TimestampedAuth) -> None:
+        self.spec = spec
+        self.scheme = spec.scheme
+        self.secrets = tuple(spec.secret_values())
+
+    def verify(self, request: SignedRequest) -> str | None:
+        stamp: str | None = None
+        given: list[bytes] = []
+        for item in _header(request, self.spec.header).split(","):
+            key, _, value = item.strip().partition("=")
+            if key == "t" and stamp is None:
+                stamp = value
+            elif key == "v1" and (decoded := _hex(value)):
+                given.append(decoded)
+        if stamp is None or not given:
+            raise AuthFailed("malformed-signature")
+        message = f"{stamp}.".encode() + request.body
+        expected = [_sign("sha256", s.encode(), message) for s in self.secrets]
+        if not constant_time_any(expected, given):
+            raise AuthFailed("bad-signature")
+        check_window(stamp, request.now, self.spec.tolerance_seconds)
+        return None
+
+    def after_parse(self, body: Any) -> tuple[Any, str | None]:
+        field = self.spec.id_field
+        value = body.get(field) if field and isinstance(body, dict) else None
+        return body, value if isinstance(value, str) and value else None
+
+
+# HubSpot decodes these escapes in the URI before signing it.
+_HUBSPOT_DECODED = {
+    "%3A": ":",
+    "%2F": "/",
+    "%3F": "?",
+    "%40": "@",
+    "%21": "!",
+    "%24": "$",
+    "%27": "'",
+    "%28": "(",
+    "%29": ")",
+    "%2A": "*",
+    "%2C": ",",
+    "%3B": ";",
+}
+_HUBSPOT_ESCAPE = re.compile("|".join(_HUBSPOT_DECODED), re.IGNORECASE)
+
+
+def hubspot_uri(url: str) -> str:
+    return _HUBSPOT_ESCAPE.sub(lambda m: _HUBSPOT_DECODED[m.group(0).upper()], url)
+
+
+class HubSpotVerifier(Verifier):
+    """``X-HubSpot-Signature-v3``: base64 HMAC-SHA256 of method + URI + body + timestamp."""
+
+    def __init__(self, spec: HubSpotAuth) -> None:
+        self.spec = spec
+        self.scheme = spec.scheme
+        self.secrets = tuple(spec.secret_values())
+
+    def verify(self, request: SignedRequest) -> str | None:
+        signature = _b64(_header(request, self.spec.header))
+        if not signature:
+            raise AuthFailed("malformed-signature")
+        stamp = request.headers.get(self.spec.timestamp_header, "").strip()
+        if not stamp:
+            raise AuthFailed("missing-timestamp")
+        url = request.url
+        if self.spec.url:
+            _, query_sep, query = url.partition("?")
+            url = self.spec.url + (f"?{query}" if query_sep else "")
+        message = (
+            request.method.upper().encode()
+            + hubspot_uri(url).encode()
+            + request.body
+            + stamp.encode()
+        )
+        expected = [_sign("sha256", s.encode(), message) for s in self.secrets]
+        if not constant_time_any(expected, [signature]):
+            raise AuthFailed("bad-signature")
+        check_window(stamp, request.now, self.spec.tolerance_seconds, millis=True)
+        return None
+
+
+def _b64url_json(segment: str) -> Any:
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    return json.loads(raw)
+
+
+class NetlifyVerifier(Verifier):
+    """``X-Webhook-Signature``: an HS256 JWS with claims ``iss`` and ``sha256`` (of the body)."""
+
+    def __init__(self, spec: NetlifyAuth) -> None:
+        self.spec = spec
+        self.scheme = spec.scheme
+        self.secrets = tuple(spec.secret_values())
+
+    def verify(self, request: SignedRequest) -> str | None:
+        token = _header(request, self.spec.header)
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise AuthFailed("malformed-signature")
+        try:
+            header, claims = _b64url_json(parts[0]), _b64url_json(parts[1])
+            signature = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+        except (binascii.Error, ValueError):
+            raise AuthFailed("malformed-signature") from None
+        if not isinstance(header, dict) or header.get("alg") != "HS256":
+            raise AuthFailed("malformed-signature")
+        signed = f"{parts[0]}.{parts[1]}".encode()
+        expected = [_sign("sha256", s.encode(), signed) for s in self.secrets]
+        if not constant_time_any(expected, [signature]):
+            raise AuthFailed("bad-signature")
+        digest = hashlib.sha256(request.body).hexdigest().encode()
+        claimed = str(claims.get("sha256", "")) if isinstance(claims, dict) else ""
+        issuer = claims.get("iss") if isinstance(claims, dict) else None
+        if issuer != self.spec.issuer or not hmac.compare_digest(digest, claimed.encode()):
+            raise AuthFailed("bad-signature")
+        return None

@@ -1,0 +1,55 @@
+"""The client's IP address: the peer, or what trusted proxies say in ``X-Forwarded-For``.
+
+Each proxy appends the address it received the request from, so the list is read from the
+right: trusted proxies are skipped and the first address that is not one of them is the
+client. Anything left of it was written by the client itself and is never believed. A peer
+that is not a trusted proxy is the client, whatever headers it sends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(text: str) -> Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [2001:db8::1]:443
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # 203.0.113.7:51234
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: Address, networks: Sequence[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def client_ip(
+    peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[Network]
+) -> str | None:
+    """The client address for rate limits and records.
+
+    ``forwarded_for`` are the ``X-Forwarded-For`` header values in the order received.
+    """
+    address = _address(peer) if peer else None
+    if address is None or not trusted or not _trusted(address, trusted):
+        return str(address) if address is not None else peer
+    hops = [item for value in forwarded_for for item in value.split(",") if item.strip()]
+    for item in reversed(hops):
+        hop = _address(item)
+        if hop is None:
+            break  # garbage from the client side of the chain: stop at the last trusted hop
+        address = hop
+        if not _trusted(hop, trusted):
+            return str(hop)
+    return str(address)

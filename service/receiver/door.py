@@ -1,0 +1,147 @@
+"""The checks ``POST /hooks/{source}`` runs before a submission is accepted, and their state.
+
+Reading the body (bounded in size and time), who the client is, who signed the request. The
+order of the whole walk is in ``app.receive``; every step here raises ``ProblemError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from service.receiver.auth import (
+    AuthFailed,
+    AuthFailures,
+    SignedRequest,
+    Verifier,
+    build_verifier,
+    verify,
+)
+from service.receiver.auth.spec import preset_auth
+from service.receiver.bodies import ParseLimits
+from service.receiver.clientip import Network, client_ip
+from service.receiver.problems import ProblemError
+from service.sources import SourceConfig, Sources
+
+logger = logging.getLogger(__name__)
+
+VERIFIERS = web.AppKey("verifiers", dict[str, Verifier])
+AUTH_FAILURES = web.AppKey("auth_failures", AuthFailures)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[Network, ...])
+
+UNAUTHORIZED_DETAIL = "the request could not be authenticated"
+
+
+def build_verifiers(sources: Sources) -> dict[str, Verifier]:
+    """One verifier per source with ``auth``; says at start which sources are closed or open."""
+    verifiers: dict[str, Verifier] = {}
+    for name, source in sources.items():
+        if source.auth is None:
+            signs = preset_auth(source.preset)
+            if signs:
+                logger.warning(
+                    "source %s: the %s preset signs its requests (%s) but the source names no "
+                    "secret (auth: {secrets: [env:...]}); posts are not verified",
+                    name,
+                    source.preset,
+                    signs.get("scheme"),
+                )
+            elif source.kind == "webhook":
+                logger.warning(
+                    "source %s: no auth configured; anyone who knows the URL can post", name
+                )
+            continue
+        verifier = build_verifier(source.auth)
+        if not verifier.secrets:
+            missing = ", ".join(ref.ref for ref in source.auth.secrets)
+            logger.warning(
+                "source %s: its secret cannot be read (%s); every request is refused (401) "
+                "until it is set and the service restarted",
+                name,
+                missing,
+            )
+        verifiers[name] = verifier
+    return verifiers
+
+
+def parse_limits(source: SourceConfig) -> ParseLimits:
+    limits = source.body_limits
+    return ParseLimits(
+        json_depth=limits.json_depth,
+        json_keys=limits.json_keys,
+        form_fields=limits.form_fields,
+        files=source.files,
+    )
+
+
+def request_client(request: web.Request) -> str | None:
+    """The client address (``X-Forwarded-For`` only from a trusted proxy)."""
+    trusted: tuple[Network, ...] = request.app[TRUSTED_PROXIES]
+    return client_ip(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+
+
+async def read_body(request: web.Request, limit: int, within: float) -> bytes:
+    """The raw body: 413 past ``limit`` bytes (without reading the rest), 408 when it does
+    not arrive within ``within`` seconds."""
+    too_large = ProblemError(413, "too-large", f"the body may be at most {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ProblemError(
+            408,
+            "request-timeout",
+            f"the body did not arrive within {within:g} seconds",
+            headers={"Connection": "close"},
+        ) from None
+    return b"".join(chunks)
+
+
+def _refuse(request: web.Request, source: str, verifier: Verifier, reason: str) -> ProblemError:
+    request.app[AUTH_FAILURES].inc(source, reason)
+    logger.warning(
+        "source %s: request refused by %s auth: %s (client %s)",
+        source,
+        verifier.scheme,
+        reason,
+        request_client(request),
+    )
+    return ProblemError(401, "unauthorized", UNAUTHORIZED_DETAIL)
+
+
+def authenticate(request: web.Request, source: str, verifier: Verifier, raw: bytes) -> str | None:
+    """Verify the raw request before anything parses it; the sender's event id if any."""
+    signed = SignedRequest(
+        method=request.method,
+        url=f"{request.scheme}://{request.host}{request.raw_path}",
+        headers=request.headers,
+        query=request.query,
+        body=raw,
+        now=time.time(),
+    )
+    try:
+        return verify(verifier, signed)
+    except AuthFailed as exc:
+        raise _refuse(request, source, verifier, exc.reason) from None
+
+
+def authenticate_body(
+    request: web.Request, source: str, verifier: Verifier, body: Any
+) -> tuple[Any, str | None]:
+    """The checks that need the parsed body (a key inside it): the body to store, an id."""
+    try:
+        return verifier.after_parse(body)
+    except AuthFailed as exc:
+        raise _refuse(request, source, verifier, exc.reason) from None

@@ -1,0 +1,69 @@
+"""Spam and floods at the door: a honeypot field and rate limits held in Redis.
+
+A filled honeypot is answered exactly like a success (a bot learns nothing) and stored as a
+``rejected`` record with reason ``spam``; it is never queued. Rate limits are token buckets
+shared by every receiver process (``service/queue/buckets.py``), per client address and per
+source; over the limit is 429 with ``Retry-After`` in whole seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from service.queue import buckets
+from service.queue.stream import WorkQueue
+from service.receiver.policy import HoneypotSpec, Rate, RateLimitSpec
+from service.receiver.problems import ProblemError
+
+
+def honeypot_filled(body: Any, spec: HoneypotSpec | None) -> bool:
+    """True when the hidden field came back with something in it."""
+    if spec is None or not isinstance(body, dict):
+        return False
+    value = body.get(spec.field)
+    values = value if isinstance(value, list) else [value]
+    return any(isinstance(v, str) and v.strip() for v in values) or any(
+        v not in (None, "", [], {}) and not isinstance(v, str) for v in values
+    )
+
+
+def without_fields(body: Any, names: Iterable[str | None]) -> Any:
+    """``body`` without the form's control fields (honeypot, CAPTCHA token, ``_redirect``)."""
+    drop = {name for name in names if name}
+    if not drop or not isinstance(body, dict):
+        return body
+    return {key: value for key, value in body.items() if key not in drop}
+
+
+async def _take(queue: WorkQueue, scope: str, rate: Rate) -> float:
+    return await buckets.take(
+        queue.scripts, queue.keys.throttle(scope), rate=rate.per_second, capacity=rate.count
+    )
+
+
+def _limited(wait: float, detail: str) -> ProblemError:
+    seconds = max(1, math.ceil(wait))
+    return ProblemError(
+        429,
+        "rate-limited",
+        f"{detail}; try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+async def check_rates(
+    queue: WorkQueue, source: str, client: str | None, spec: RateLimitSpec | None
+) -> None:
+    """Raise 429 when the client, or the source as a whole, is over its limit."""
+    if spec is None:
+        return
+    if spec.per_client is not None and client:
+        wait = await _take(queue, f"ip:{source}:{client}", spec.per_client)
+        if wait > 0:
+            raise _limited(wait, "too many submissions from your address")
+    if spec.per_source is not None:
+        wait = await _take(queue, f"source:{source}", spec.per_source)
+        if wait > 0:
+            raise _limited(wait, "this endpoint is receiving too many submissions")
