@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -30,8 +31,12 @@ from service.close.emulator import add_emulator_arguments, options_from_args, ru
 from service.devstack import run_dev
 from service.envelope import Envelope, new_submission_id
 from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
+from service.keys import Keys
 from service.logs import AccessLogger, configure_logging
 from service.mapping import CloseSchema, Mapper, MappingSpec, load_presets, preview
+from service.metrics import Metrics
+from service.queue.connection import redis_from_url
+from service.queue.stream import WorkQueue
 from service.receiver.app import create_app
 from service.receiver.bodies import BodyError, media_type_of, parse_body
 from service.settings import Settings, load_settings
@@ -42,6 +47,7 @@ from service.sources import (
     read_sources_file,
     validate_sources,
 )
+from service.worker.http import create_worker_app
 from service.worker.mappers import fetch_schema
 from service.worker.runtime import open_worker
 
@@ -87,11 +93,19 @@ def cmd_serve(settings: Settings, sources: Sources, _args: argparse.Namespace) -
 
 async def _run_worker(settings: Settings, sources: Sources) -> None:
 
-    async with open_worker(settings, sources) as worker:
+    metrics = Metrics()
+    async with open_worker(settings, sources, metrics=metrics) as worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
+        runner = web.AppRunner(create_worker_app(worker, metrics), access_log=None)
+        await runner.setup()
+        if settings.worker_http_port:
+            await web.TCPSite(runner, settings.host, settings.worker_http_port).start()
+        try:
+            await worker.run()
+        finally:
+            await runner.cleanup()
 
 
 def cmd_worker(settings: Settings, sources: Sources, _args: argparse.Namespace) -> int:
@@ -237,6 +251,47 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.redis_url:
+        raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `replay`")])
+    redis = redis_from_url(settings.redis_url)
+    queue = WorkQueue(redis, Keys(settings.key_prefix), record_ttl=settings.record_ttl_seconds)
+    try:
+        if args.id:
+            ids = list(args.id)
+        else:
+            since = _parse_since(args.since) if args.since else None
+            ids = [e.sub_id for e in await queue.dead_letters(source=args.source, since=since)]
+        failures = 0
+        for sub_id in ids:
+            outcome = await queue.replay(sub_id)
+            print(f"{sub_id}: {outcome}")
+            failures += outcome != "replayed"
+        print(f"{len(ids) - failures} replayed, {failures} not", file=sys.stderr)
+        return 1 if failures else 0
+    finally:
+        await redis.aclose()
+
+
+def _parse_since(text: str) -> float:
+    """An ISO-8601 time (UTC when no offset is given) or a unix timestamp."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError([ConfigIssue("--since", f"not a time: {text!r}")]) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_replay(settings, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lead-intake",
@@ -275,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mapping.add_argument("--client-ip", help="the client IP the request came from")
     mapping.add_argument("file", help="the payload file, or - for standard input")
+    replay = sub.add_parser(
+        "replay", help="queue finished submissions again (the lookup runs again: no second lead)"
+    )
+    chosen = replay.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--id", action="append", help="a submission id (repeatable)")
+    chosen.add_argument("--state", choices=["dead"], help="every dead-lettered submission")
+    replay.add_argument("--source", help="with --state: only this source")
+    replay.add_argument("--since", help="with --state: dead-lettered since (ISO-8601 or unix)")
     return parser
 
 
@@ -285,11 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging("dev")
             return cmd_emulator(args)
         settings = _settings()
-        configure_logging(settings.env if args.command != "dev" else "dev", settings.log_level)
+        configure_logging(
+            settings.env if args.command != "dev" else "dev",
+            settings.log_level,
+            log_pii=settings.log_pii,
+        )
         if args.command == "check-config":
             return cmd_check_config(settings, args)
         if args.command == "map":
             return cmd_map(settings, args)
+        if args.command == "replay":
+            return cmd_replay(settings, args)
         sources = _load(settings)
         handlers = {"serve": cmd_serve, "worker": cmd_worker, "dev": cmd_dev}
         return handlers[args.command](settings, sources, args)

@@ -41,6 +41,11 @@ class Keys:
         """Dead-letter stream: one entry per submission that ended ``dead``; trimmed by age."""
         return f"{self.tag}:dead"
 
+    def state(self, state: str) -> str:
+        """Sorted set of the ids of submissions currently in ``state``, scored by receipt time
+        (the index behind listing and counting; members whose record expired are pruned)."""
+        return f"{self.tag}:state:{state}"
+
     def sub(self, submission_id: str) -> str:
         """Hash holding one submission's record, payload and history."""
         return f"{self.tag}:sub:{submission_id}"

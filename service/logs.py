@@ -1,19 +1,85 @@
-"""Logging: one JSON object a line in production, readable lines in dev; no query strings
-(they may carry emails) in the access log."""
+"""Logging: one JSON object a line in production, readable lines in dev.
+
+Every line carries the submission id and source when it is written while a submission is being
+handled (a context variable set by the receiver and the worker). Emails and phone numbers in
+messages and tracebacks are masked unless ``INTAKE_LOG_PII=true`` (debugging only). The access
+log has the path without the query string (it may carry emails).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+SUBMISSION: ContextVar[tuple[str, str] | None] = ContextVar("submission", default=None)
+"""(submission id, source) of the submission being handled in this task, if any."""
 
-class JsonFormatter(logging.Formatter):
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+# A phone: a '+' and 7+ digits, or 9+ digits, with the usual separators; never an IPv4 address.
+_PHONE = re.compile(r"(?<![\w.])(\+?\(?\d[\d\s().-]{5,}\d)(?![\w.])")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    text: str = match.group(1)
+    digits = sum(ch.isdigit() for ch in text)
+    plus = text.startswith("+")
+    if _IPV4.match(text) or digits < (7 if plus else 9):
+        return text
+    return ("+" if plus else "") + "*" * (digits - 2) + "".join(c for c in text if c.isdigit())[-2:]
+
+
+def mask_pii(text: str) -> str:
+    """``ann@example.com`` → ``a***@example.com``; ``+1 415 555 2671`` → ``+*********71``."""
+    return _PHONE.sub(_mask_phone, _EMAIL.sub(r"\1***@\2", text))
+
+
+@contextmanager
+def submission_context(submission_id: str, source: str) -> Iterator[None]:
+    """Stamp every log line written inside the block with this submission."""
+    token = SUBMISSION.set((submission_id, source))
+    try:
+        yield
+    finally:
+        SUBMISSION.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``submission_id`` and ``source`` from the context; masks personal data."""
+
+    def __init__(self, *, mask: bool = True) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = SUBMISSION.get()
+        if current is not None and not hasattr(record, "submission_id"):
+            record.submission_id, record.source = current
+        if self.mask:
+            record.msg = mask_pii(record.getMessage())
+            record.args = None
+        return True
+
+
+class _Masking(logging.Formatter):
+    mask = True
+
+    def formatException(self, ei: Any) -> str:
+        text = super().formatException(ei)
+        return mask_pii(text) if self.mask else text
+
+
+class JsonFormatter(_Masking):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -30,12 +96,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-def configure_logging(env: str, level: str = "INFO") -> None:
+class DevFormatter(_Masking):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if hasattr(record, "submission_id"):
+            line += f"  [{record.submission_id} {getattr(record, 'source', '')}]"
+        return line
+
+
+def configure_logging(env: str, level: str = "INFO", *, log_pii: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if env == "production":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    formatter: _Masking = JsonFormatter() if env == "production" else DevFormatter()
+    formatter.mask = not log_pii
+    handler.setFormatter(formatter)
+    handler.addFilter(ContextFilter(mask=not log_pii))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

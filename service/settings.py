@@ -7,6 +7,7 @@ Secrets are ``SecretStr`` and can also come from files (Kubernetes secret volume
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
 
     env: Literal["dev", "production"] = "production"
     log_level: str = "INFO"
+    log_pii: bool = False
+    """Write emails and phone numbers into logs unmasked (debugging only)."""
 
     # Redis: None means "start a private redis-server" (only `lead-intake dev` does that).
     redis_url: str | None = None
@@ -54,6 +57,10 @@ class Settings(BaseSettings):
     retry_max_attempts: int = Field(default=50, ge=1)
     retry_deadline_seconds: float = Field(default=72 * 3600.0, gt=0)
     consumer_name: str | None = None
+    worker_http_port: int = Field(default=9100, ge=0, le=65535)
+    """The worker's HTTP port (``/healthz``); 0 turns it off."""
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    """On SIGTERM, how long in-flight submissions may finish before they are cancelled."""
     schema_refresh_seconds: float = Field(default=600.0, ge=1)
 
     # Delivery to Close (deduplication, pacing).
@@ -80,11 +87,55 @@ class Settings(BaseSettings):
             return ()
         return tuple(t.strip() for t in self.admin_token.get_secret_value().split(",") if t.strip())
 
+    # Door: what the receiver checks before it accepts a submission.
+    trusted_proxies: str = ""
+    """Comma-separated networks (CIDR) of the proxies / load balancers in front of the
+    receiver; only a peer in them is believed about ``X-Forwarded-For``. Empty: the peer is
+    the client."""
+    header_timeout_seconds: float = Field(default=75.0, gt=0)
+    """A connection must send its request line and headers within this time (after it opens,
+    or after the previous answer); also how long an idle keep-alive connection stays open."""
+    read_timeout_seconds: float = Field(default=30.0, gt=0)
+    """The whole body must arrive within this time once the headers are in (else 408)."""
+    turnstile_verify_url: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+    hcaptcha_verify_url: str = "https://api.hcaptcha.com/siteverify"
+    recaptcha_verify_url: str = "https://www.google.com/recaptcha/api/siteverify"
+    captcha_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item.strip()!r} is not an IP network (CIDR)") from None
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in self.trusted_proxies.split(",")
+            if item.strip()
+        )
+
 
 def load_settings(**overrides: Any) -> Settings:
-    """The settings from the environment (and ``INTAKE_SECRETS_DIR`` files), plus overrides."""
+    """The settings from the environment, plus secret files, plus overrides.
+
+    With ``INTAKE_SECRETS_DIR`` set, a file in that folder named after a setting without the
+    prefix (``close_api_key``, ``admin_token``, as a Kubernetes Secret volume mounts them) gives
+    that setting's value, unless the ``INTAKE_`` environment variable is set too (it wins).
+    """
+    values: dict[str, Any] = {}
     secrets_dir = os.environ.get("INTAKE_SECRETS_DIR")
-    values: dict[str, Any] = dict(overrides)
     if secrets_dir:
-        values["_secrets_dir"] = secrets_dir
+        folder = Path(secrets_dir)
+        for name in Settings.model_fields:
+            path = folder / name
+            if f"INTAKE_{name.upper()}" not in os.environ and path.is_file():
+                values[name] = path.read_text(encoding="utf-8").strip()
+    values.update(overrides)
     return Settings(**values)

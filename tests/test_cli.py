@@ -6,10 +6,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from aiohttp.test_utils import TestServer
 
+from service.envelope import Envelope, new_submission_id
+from service.queue.stream import WorkQueue
+from service.redis_server import RedisServer
 from tests.conftest import API_KEY, ROOT
 
 PAYLOADS = ROOT / "tests" / "mapping" / "payloads"
@@ -170,3 +174,32 @@ async def test_map_resolves_custom_field_names_through_close(
     sources.write_text(sources.read_text().replace("Lead Source", "No Such Field"))
     code, _, err = await run_cli("check-config", env=env)
     assert code == 2 and "sources.site.lead.custom.No Such Field" in err
+
+
+async def test_replay_command_requeues_dead_letters(
+    queue: WorkQueue, redis_server: RedisServer, prefix: str
+) -> None:
+    now = time.time()
+    dead_ids = []
+    for source in ("website", "partner", "partner"):
+        env = Envelope(
+            id=new_submission_id(),
+            source=source,
+            received_at=now,
+            content_type="application/json",
+            body={"email": "x@example.com"},
+        )
+        await queue.enqueue(env)
+        [entry] = await queue.read("c", 1, 100)
+        await queue.transition(env.id, "dead", ack=entry, dead=True, source=source)
+        dead_ids.append(env.id)
+    env_vars = {"INTAKE_REDIS_URL": redis_server.url, "INTAKE_KEY_PREFIX": prefix}
+    code, out, _ = await run_cli("replay", "--state", "dead", "--source", "partner", env=env_vars)
+    assert code == 0
+    assert out.split() == [f"{dead_ids[1]}:", "replayed", f"{dead_ids[2]}:", "replayed"]
+    assert [e.sub_id for e in await queue.dead_letters()] == [dead_ids[0]]
+    record = await queue.record(dead_ids[1])
+    assert record is not None and record.state == "queued" and record.attempts == 0
+    code, out, _ = await run_cli("replay", "--id", dead_ids[0], "--id", "sub_gone", env=env_vars)
+    assert code == 1
+    assert f"{dead_ids[0]}: replayed" in out and "sub_gone: unknown" in out

@@ -13,7 +13,8 @@ import base64
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -22,7 +23,7 @@ from pydantic import SecretStr
 
 from service import __version__
 from service.close.pacing import Pacer, endpoint_group
-from service.close.ratelimit import wait_after_429
+from service.close.ratelimit import parse_ratelimit, wait_after_429
 from service.close.search import leads_by_contact
 from service.errors import (
     CloseAuthFailed,
@@ -31,6 +32,7 @@ from service.errors import (
     CloseResponseInfo,
     CloseUnavailable,
 )
+from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class CloseRetry(RetryOptionsBase):
         exceptions: tuple[type[Exception], ...],
         base: float = 0.25,
         cap: float = 30.0,
-        observer: Observer | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         super().__init__(
             attempts=attempts,
@@ -61,7 +63,7 @@ class CloseRetry(RetryOptionsBase):
         self.retry_server_errors = retry_server_errors
         self.base = base
         self.cap = cap
-        self.observer = observer
+        self.pacer = pacer
         self._waits: dict[int, float] = {}
 
     async def _done(self, response: aiohttp.ClientResponse) -> bool:
@@ -70,30 +72,31 @@ class CloseRetry(RetryOptionsBase):
         if not retry:
             return True
         body = await response.read() if response.status == 429 else b""
-        wait = wait_after_429(response.headers, body) if response.status == 429 else None
-        if self.observer is not None:
-            # Tell every worker before this one waits: the shared pause starts now.
-            observed = await self.observer(
-                response.method, response.url.path, response.status, response.headers, body
-            )
-            wait = observed if observed is not None else wait
-        if wait is not None:
-            self._waits[id(response)] = wait
+        if self.pacer is not None:
+            # Tell every worker (the shared pause starts now), then queue up like any other
+            # request: the retry goes out only when the pause is over and the bucket allows.
+            group = endpoint_group(response.method, response.url.path)
+            await self.pacer.observe(group, response.status, response.headers, body)
+            await self.pacer.before(group)
+            self._waits[id(response)] = 0.0
+        elif response.status == 429:
+            wait = wait_after_429(response.headers, body)
+            if wait is not None:
+                self._waits[id(response)] = wait
         response.release()
         return False
 
     def get_timeout(self, attempt: int, response: aiohttp.ClientResponse | None = None) -> float:
         told = self._waits.pop(id(response), None) if response is not None else None
+        if told == 0.0:
+            return 0.0  # the wait already happened in the shared limiter
         if told is not None:
             return told + random.uniform(0, min(1.0, told * 0.1 + 0.05))  # noqa: S311
         # Exponential backoff with full jitter.
         return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311
 
 
-Observer = Callable[[str, str, int, Mapping[str, str], bytes], Awaitable[float | None]]
-
-
-def retry_rules(attempts: int, observer: Observer | None = None) -> dict[str, CloseRetry]:
+def retry_rules(attempts: int, pacer: Pacer | None = None) -> dict[str, CloseRetry]:
     """The per-method retry rules (see the module docstring)."""
     before_send = (aiohttp.ClientConnectorError,)
     return {
@@ -101,10 +104,10 @@ def retry_rules(attempts: int, observer: Observer | None = None) -> dict[str, Cl
             attempts=attempts,
             retry_server_errors=True,
             exceptions=(aiohttp.ClientError, TimeoutError),
-            observer=observer,
+            pacer=pacer,
         ),
         "WRITE": CloseRetry(
-            attempts=attempts, retry_server_errors=False, exceptions=before_send, observer=observer
+            attempts=attempts, retry_server_errors=False, exceptions=before_send, pacer=pacer
         ),
     }
 
@@ -122,9 +125,11 @@ class CloseClient:
         connect_timeout: float = 5.0,
         attempts: int = 4,
         pacer: Pacer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.pacer = pacer
+        self.metrics = metrics
         token = base64.b64encode(f"{api_key.get_secret_value()}:".encode()).decode()
         self._headers = {
             "Authorization": f"Basic {token}",  # Close: the API key as user, empty password
@@ -132,7 +137,7 @@ class CloseClient:
             "Accept": "application/json",
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
-        self._rules = retry_rules(attempts, self._observe if pacer else None)
+        self._rules = retry_rules(attempts, pacer)
         self._client = RetryClient(client_session=session, retry_options=self._rules["GET"])
 
     async def request(
@@ -150,6 +155,7 @@ class CloseClient:
         group = endpoint_group(method, path)
         if self.pacer is not None:
             await self.pacer.before(group)
+        started = time.monotonic()
         try:
             async with self._client.request(
                 method,
@@ -164,20 +170,28 @@ class CloseClient:
                 status = response.status
                 headers = response.headers
         except aiohttp.ClientConnectorError as exc:
+            self._count(group, "error", started)
             raise CloseUnavailable(
                 f"{endpoint}: cannot connect ({exc.os_error})", maybe_applied=False
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count(group, "error", started)
             raise CloseUnavailable(f"{endpoint}: {type(exc).__name__} (outcome unknown)") from None
+        self._count(group, str(status), started, headers)
         if self.pacer is not None:
             await self.pacer.observe(group, status, headers, raw)
         return self._result(endpoint, status, headers, raw)
 
-    async def _observe(
-        self, method: str, path: str, status: int, headers: Mapping[str, str], body: bytes
-    ) -> float | None:
-        assert self.pacer is not None
-        return await self.pacer.observe(endpoint_group(method, path), status, headers, body)
+    def _count(
+        self, group: str, status: str, started: float, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.close_requests.labels(group, status).inc()
+        self.metrics.close_seconds.labels(group).observe(time.monotonic() - started)
+        info = parse_ratelimit(headers) if headers is not None else None
+        if info is not None:
+            self.metrics.close_remaining.labels(group).set(info.remaining)
 
     @staticmethod
     def _result(endpoint: str, status: int, headers: Mapping[str, str], raw: bytes) -> Any:

@@ -167,6 +167,8 @@ async def _serve(
         return web.json_response({"error": UNAUTHORIZED}, status=401)
     limit = state.limiter.take(options, key, record.group, time.monotonic())
     headers = limit_headers(limit, options) if limit is not None else {}
+    if limit is not None:
+        record.rate_remaining, record.rate_reset = limit.remaining, limit.reset
     response: web.StreamResponse
     if limit is not None and not limit.allowed:
         record.fault = "rate_limited"

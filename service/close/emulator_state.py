@@ -53,6 +53,10 @@ class RequestRecord:
     """Why the answer was not the handler's: auth, rate_limited, scripted, error, hang."""
     object_id: str | None = None
     duration_ms: float = 0.0
+    rate_remaining: int | None = None
+    """The rate limit's ``remaining`` this answer carried (None without a limit)."""
+    rate_reset: float | None = None
+    """Seconds until the group's bucket is full again, as of this answer."""
 
     def to_json(self) -> JSONObject:
         return asdict(self)

@@ -9,9 +9,16 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 State = Literal[
-    "queued", "processing", "retrying", "created", "attached", "skipped", "rejected", "dead"
+    "queued",
+    "processing",
+    "retrying",
+    "created",
+    "attached",
+    "skipped",
+    "rejected",
+    "dead",
+    "erased",
 ]
-TERMINAL_STATES: frozenset[str] = frozenset({"created", "attached", "skipped", "rejected", "dead"})
 STATES: tuple[str, ...] = (
     "queued",
     "processing",
@@ -21,10 +28,15 @@ STATES: tuple[str, ...] = (
     "skipped",
     "rejected",
     "dead",
+    "erased",
 )
+FINAL_STATES: frozenset[str] = frozenset({"created", "attached", "skipped", "rejected", "dead"})
+"""The outcomes a submission can end in; these can be replayed."""
+TERMINAL_STATES: frozenset[str] = FINAL_STATES | {"erased"}
+"""Nothing more happens to a submission in these (``erased``: personal data removed)."""
 
 # Hash fields holding JSON rather than plain strings.
-_JSON_FIELDS = ("last_error", "close_response", "warnings", "lead")
+_JSON_FIELDS = ("last_error", "close_response", "warnings", "lead", "candidates")
 
 
 def iso(ts: float) -> str:

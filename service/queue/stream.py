@@ -18,10 +18,20 @@ from redis.exceptions import RedisError, ResponseError
 
 from service.envelope import Envelope
 from service.keys import GROUP, Keys
-from service.queue.records import SubmissionRecord, encode_fields, history_event
+from service.queue.records import (
+    FINAL_STATES,
+    STATES,
+    SubmissionRecord,
+    encode_fields,
+    history_event,
+)
 from service.queue.scripts import Scripts
 
 logger = logging.getLogger(__name__)
+
+
+STATE_NAMES = " ".join(STATES)
+"""The state index keys' order, as the scripts receive it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,7 @@ class WorkQueue:
         self.keys = keys
         self.record_ttl = record_ttl
         self.scripts = Scripts.register(redis)
+        self._state_keys = [keys.state(state) for state in STATES]
 
     # -- setup and health -------------------------------------------------------------------
 
@@ -84,22 +95,50 @@ class WorkQueue:
         Returns ``(submission id, True)`` when queued, or ``(first submission's id, False)`` when
         ``delivery`` names a delivery already accepted within its window (nothing is stored).
         """
-        event = history_event(envelope.received_at, "queued")
+        history = history_event(envelope.received_at, "queued")
+        return await self._store(envelope, "queued", history, delivery)
+
+    async def store_rejected(
+        self, envelope: Envelope, reason: str, delivery: DeliveryKey | None = None
+    ) -> tuple[str, bool]:
+        """Keep a submission refused at the door (spam) as a ``rejected`` record.
+
+        It is never added to the stream, so no worker sees it and nothing reaches Close; the
+        record (with the payload, for review) expires like any other. A repeat of the same
+        delivery answers like the first one.
+        """
+        at = envelope.received_at
+        history = "\n".join(
+            (history_event(at, "received"), history_event(at, "rejected", {"reason": reason}))
+        )
+        return await self._store(envelope, "rejected", history, delivery, reason=reason)
+
+    async def _store(
+        self,
+        envelope: Envelope,
+        state: str,
+        history: str,
+        delivery: DeliveryKey | None,
+        *,
+        reason: str = "",
+    ) -> tuple[str, bool]:
         idem_key = self.keys.idem(envelope.source, delivery.digest if delivery else "-")
-        queued, value = await self.scripts.enqueue(
-            keys=[self.keys.stream, self.keys.sub(envelope.id), idem_key],
+        stored, value = await self.scripts.enqueue(
+            keys=[self.keys.stream, self.keys.sub(envelope.id), idem_key, self.keys.state(state)],
             args=[
                 envelope.id,
                 envelope.source,
                 envelope.to_json(),
                 repr(envelope.received_at),
                 self.record_ttl,
-                event,
+                history,
                 delivery.ttl if delivery else "",
                 delivery.kind if delivery else "",
+                state,
+                reason,
             ],
         )
-        return (envelope.id, True) if int(queued) else (str(value), False)
+        return (envelope.id, True) if int(stored) else (str(value), False)
 
     # -- the worker side --------------------------------------------------------------------
 
@@ -155,6 +194,19 @@ class WorkQueue:
                 justid=True,
             )
 
+    async def release(self, consumer: str, entry_ids: Sequence[str], idle_ms: int) -> None:
+        """Mark entries this consumer will not process as idle, so others reclaim them now."""
+        if entry_ids:
+            await self.redis.xclaim(
+                self.keys.stream,
+                GROUP,
+                consumer,
+                min_idle_time=0,
+                message_ids=list(entry_ids),
+                idle=idle_ms,
+                justid=True,
+            )
+
     def _entries(self, messages: Sequence[Any]) -> list[Entry]:
         out = []
         for entry_id, fields in messages:
@@ -192,7 +244,13 @@ class WorkQueue:
         if dead:
             dead_minid = f"{int((now - self.record_ttl) * 1000)}-0"
         result = await self.scripts.transition(
-            keys=[self.keys.sub(sub_id), self.keys.stream, self.keys.retry, self.keys.dead],
+            keys=[
+                self.keys.sub(sub_id),
+                self.keys.stream,
+                self.keys.retry,
+                self.keys.dead,
+                *self._state_keys,
+            ],
             args=[
                 state,
                 history_event(now, state, detail),
@@ -204,6 +262,7 @@ class WorkQueue:
                 dead_minid,
                 source,
                 attempts_delta + (1 if count_attempt else 0),
+                STATE_NAMES,
                 len(pairs) // 2,
                 *pairs,
             ],
@@ -218,6 +277,114 @@ class WorkQueue:
                 keys=[self.keys.retry, self.keys.stream], args=[repr(now), limit]
             )
         )
+
+    async def replay(self, sub_id: str, now: float | None = None) -> str:
+        """Queue a finished submission again: ``replayed``, ``in-progress``, ``erased`` or
+        ``unknown``."""
+        now = time.time() if now is None else now
+        result = await self.scripts.replay(
+            keys=[self.keys.sub(sub_id), self.keys.stream, self.keys.dead, *self._state_keys],
+            args=[
+                sub_id,
+                repr(now),
+                history_event(now, "queued", {"replayed": True}),
+                self.record_ttl,
+                " ".join(sorted(FINAL_STATES)),
+                STATE_NAMES,
+            ],
+        )
+        return {1: "replayed", 0: "in-progress", 2: "erased"}.get(int(result), "unknown")
+
+    async def dead_letters(
+        self, *, source: str | None = None, since: float | None = None, count: int = 1000
+    ) -> list[Entry]:
+        """Dead-lettered submissions, oldest first, optionally of one source / since a time."""
+        start = f"{int(since * 1000)}-0" if since else "-"
+        rows: Any = await self.redis.xrange(self.keys.dead, min=start, max="+", count=count)
+        entries = self._entries(rows)
+        return [e for e in entries if source is None or e.source == source]
+
+    # -- the index: listing, counting, erasing ---------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """How many retained submissions are in each state."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self._state_keys:
+            pipe.zcard(key)
+        return dict(zip(STATES, (int(n) for n in await pipe.execute()), strict=True))
+
+    async def list_records(
+        self,
+        *,
+        states: Sequence[str] = (),
+        source: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+    ) -> list[SubmissionRecord]:
+        """Newest first, received in [since, until], in any of ``states`` (all when empty)."""
+        chosen = [self.keys.state(s) for s in (states or STATES)]
+        high: float | str = until if until is not None else "+inf"
+        low: float | str = since if since is not None else "-inf"
+        found: list[SubmissionRecord] = []
+        while len(found) < limit:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in chosen:
+                pipe.zrevrangebyscore(key, high, low, start=0, num=limit * 2, withscores=True)
+            rows = sorted(
+                (item for page in await pipe.execute() for item in page),
+                key=lambda item: item[1],
+                reverse=True,
+            )[: limit * 2]
+            if not rows:
+                break
+            records = await self.records([str(sub_id) for sub_id, _ in rows])
+            found.extend(r for r in records if r is not None and source in (None, r.source))
+            if len(rows) < limit * 2:
+                break
+            high = f"({rows[-1][1]!r}"  # the next page: strictly older
+        return found[:limit]
+
+    async def records(self, sub_ids: Sequence[str]) -> list[SubmissionRecord | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for sub_id in sub_ids:
+            pipe.hgetall(self.keys.sub(sub_id))
+        return [SubmissionRecord.from_hash(raw) if raw else None for raw in await pipe.execute()]
+
+    async def erase(self, sub_id: str, now: float | None = None) -> str:
+        """Remove a submission's personal data, keeping a tombstone: ``erased``,
+        ``already-erased`` or ``unknown``."""
+        now = time.time() if now is None else now
+        result = await self.scripts.erase(
+            keys=[self.keys.sub(sub_id), self.keys.dead, *self._state_keys],
+            args=[
+                sub_id,
+                repr(now),
+                self.record_ttl,
+                STATE_NAMES,
+                history_event(now, "erased", {"reason": "personal data erased on request"}),
+            ],
+        )
+        return {1: "erased", 0: "already-erased"}.get(int(result), "unknown")
+
+    async def prune_index(self, now: float | None = None, batch: int = 500) -> int:
+        """Drop index members whose record has expired; returns how many were dropped."""
+        now = time.time() if now is None else now
+        horizon = now - self.record_ttl  # only entries old enough to have expired
+        dropped = 0
+        for key in self._state_keys:
+            ids: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+                key, "-inf", horizon, start=0, num=batch
+            )
+            if not ids:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for sub_id in ids:
+                pipe.exists(self.keys.sub(sub_id))
+            gone = [i for i, alive in zip(ids, await pipe.execute(), strict=True) if not alive]
+            if gone:
+                dropped += int(await self.redis.zrem(key, *gone))
+        return dropped
 
     async def record(self, sub_id: str) -> SubmissionRecord | None:
         raw: dict[str, str] = await self.redis.hgetall(self.keys.sub(sub_id))  # type: ignore[assignment]

@@ -35,5 +35,25 @@ async def get_submission(request: web.Request) -> web.Response:
     return web.json_response(record.to_public())
 
 
+async def replay_submission(request: web.Request) -> web.Response:
+    """Queue a finished submission again; the lookup runs again, so no second lead is made."""
+    check_token(request, request.app[SETTINGS].admin_tokens)
+    sub_id = request.match_info["id"]
+    try:
+        outcome = await request.app[QUEUE].replay(sub_id)
+    except (RedisError, OSError):
+        raise ProblemError(503, "queue-unavailable", "Redis is unreachable") from None
+    if outcome == "unknown":
+        raise ProblemError(404, "not-found", f"no submission {sub_id!r} (unknown or expired)")
+    if outcome == "erased":
+        raise ProblemError(409, "conflict", "the submission was erased; there is nothing to replay")
+    if outcome == "in-progress":
+        raise ProblemError(
+            409, "conflict", "the submission is not finished yet; replay it once it is"
+        )
+    return web.json_response({"id": sub_id, "status": "queued"}, status=202)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/submissions/{id}", get_submission)
+    app.router.add_post("/v1/submissions/{id}/replay", replay_submission)

@@ -39,6 +39,7 @@ from service.errors import (
     field_errors,
 )
 from service.mapping import MappedLead, Mapper
+from service.metrics import Metrics
 from service.queue.records import SubmissionRecord
 from service.queue.stream import Entry, WorkQueue
 from service.sources import DedupSpec, Sources
@@ -124,6 +125,7 @@ class Pipeline:
         cache: LeadCache,
         gate: DeliveryGate | None = None,
         unknown_outcome_grace: float = 120.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.queue = queue
         self.close = close
@@ -134,6 +136,7 @@ class Pipeline:
         self.cache = cache
         self.gate = gate
         self.unknown_outcome_grace = unknown_outcome_grace
+        self.metrics = metrics
 
     async def handle(self, entry: Entry) -> str:
         """Process one entry; returns the state it was left in."""
@@ -352,6 +355,8 @@ class Pipeline:
             source=record.source,
             fields={"last_error": detail, "next_attempt_at": repr(due)},
         )
+        if self.metrics is not None:
+            self.metrics.retries.labels(record.source).inc()
         logger.info("submission %s retrying in %.1fs: %s", record.id, delay, detail["error"])
         return "retrying"
 
@@ -377,16 +382,24 @@ class Pipeline:
             dead=state == "dead",
             source=record.source,
         )
+        if self.metrics is not None:
+            self.metrics.submissions.labels(record.source, state).inc()
+            self.metrics.end_to_end_seconds.labels(record.source, state).observe(
+                max(0.0, time.time() - record.received_at)
+            )
         log = logger.warning if state in ("dead", "rejected") else logger.info
         log("submission %s %s (source %s)", record.id, state, record.source)
         return state
 
 
 def _has_person(lead: Mapping[str, Any], mapped: MappedLead) -> bool:
+    """Whether a contact of ``lead`` is this person: by email when the submission has one (a
+    shared office phone does not make two people one), else by phone."""
     email, phone = mapped.identity.email, mapped.identity.phone
     for contact in lead.get("contacts") or []:
-        emails = {str(e.get("email", "")).lower() for e in contact.get("emails") or []}
-        phones = {str(p.get("phone", "")) for p in contact.get("phones") or []}
-        if (email and email in emails) or (phone and phone in phones):
+        if email:
+            if email in {str(e.get("email", "")).lower() for e in contact.get("emails") or []}:
+                return True
+        elif phone and phone in {str(p.get("phone", "")) for p in contact.get("phones") or []}:
             return True
     return False

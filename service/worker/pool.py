@@ -16,12 +16,14 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from service.logs import submission_context
 from service.queue.stream import Entry, WorkQueue
 from service.worker.gate import DeliveryGate
 from service.worker.pipeline import Pipeline
@@ -35,6 +37,10 @@ class Service(Protocol):
     async def start(self, stopping: asyncio.Event) -> None: ...
 
     async def run(self, stopping: asyncio.Event) -> None: ...
+
+
+PRUNE_EVERY = 60.0
+"""Seconds between prunings of the state index (members whose record expired)."""
 
 
 def default_consumer_name() -> str:
@@ -73,6 +79,8 @@ class Worker:
         self._busy: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
+        self.heartbeat = time.monotonic()
+        """When the maintenance loop last completed a round (liveness)."""
         self.ready = asyncio.Event()
         """Set once the group exists, the services have started and processing has begun."""
         self.processed = 0
@@ -125,11 +133,23 @@ class Worker:
             if task not in self._busy:
                 task.cancel()
         _, pending = await asyncio.wait(processors, timeout=self.grace_period)
+        cancelled = list(self._active)
         for task in pending:
             task.cancel()
         await asyncio.gather(*processors, return_exceptions=True)
         if pending:
             logger.warning("cancelled %d tasks still busy after the grace period", len(pending))
+        # Entries read but never started (and those cancelled) stay pending: mark them idle so
+        # another worker reclaims them at once instead of after the visibility timeout.
+        left = [self._inbox.get_nowait().entry_id for _ in range(self._inbox.qsize())]
+        left += cancelled
+        try:
+            await self.queue.release(self.consumer, left, int(self.visibility_timeout * 1000))
+        except (RedisError, OSError) as exc:
+            logger.warning("could not hand back %d entries (%s)", len(left), type(exc).__name__)
+        else:
+            if left:
+                logger.info("handed back %d unfinished entries", len(left))
 
     async def _wait_for_group(self) -> None:
         delay = 0.5
@@ -174,14 +194,16 @@ class Worker:
     async def _process_loop(self) -> None:
         me = asyncio.current_task()
         assert me is not None
-        while True:
+        while not self._stopping.is_set():
             entry = await self._inbox.get()
             if self._stopping.is_set():
-                return  # not started: it stays pending for another consumer
+                self._inbox.put_nowait(entry)  # not started: handed back at the end of the drain
+                return
             self._busy.add(me)
             self._active[entry.entry_id] = entry
             try:
-                await self.pipeline.handle(entry)
+                with submission_context(entry.sub_id, entry.source):
+                    await self.pipeline.handle(entry)
                 self.processed += 1
             except (RedisError, OSError) as exc:
                 # Outcome not recorded: the entry stays pending and is reclaimed later.
@@ -197,8 +219,12 @@ class Worker:
 
     async def _maintenance_loop(self) -> None:
         min_idle_ms = int(self.visibility_timeout * 1000)
+        pruned_at = 0.0
         while not self._stopping.is_set():
             try:
+                if time.monotonic() - pruned_at > PRUNE_EVERY:
+                    await self.queue.prune_index()
+                    pruned_at = time.monotonic()
                 await self.queue.move_due()
                 await self.queue.touch(self.consumer, list(self._active))
                 free = self._free_slots()
@@ -208,5 +234,7 @@ class Worker:
                         self._inbox.put_nowait(entry)
             except (RedisError, OSError) as exc:
                 logger.warning("maintenance failed (%s); will retry", type(exc).__name__)
+            else:
+                self.heartbeat = time.monotonic()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.maintenance_interval)

@@ -14,6 +14,7 @@ from service.close.client import CloseClient
 from service.close.pacing import Pacer
 from service.errors import ConfigError, ConfigIssue
 from service.keys import Keys
+from service.metrics import Metrics
 from service.queue.connection import redis_from_url
 from service.queue.stream import WorkQueue
 from service.settings import Settings
@@ -35,6 +36,7 @@ async def open_worker(
     redis: Redis | None = None,
     consumer: str | None = None,
     maintenance_interval: float | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Worker]:
     """A ready Worker whose resources are released on exit. Call ``worker.run()`` inside."""
     if settings.close_api_key is None:
@@ -68,6 +70,7 @@ async def open_worker(
             connect_timeout=settings.close_connect_timeout_seconds,
             attempts=settings.close_inrequest_attempts,
             pacer=pacer,
+            metrics=metrics,
         )
         mappers = MapperSet(sources, close, refresh_seconds=settings.schema_refresh_seconds)
         gate = DeliveryGate(pacer, close, probe_seconds=settings.auth_probe_seconds)
@@ -92,6 +95,7 @@ async def open_worker(
             cache=LeadCache(redis, keys, ttl=settings.lead_cache_ttl_seconds),
             gate=gate,
             unknown_outcome_grace=settings.unknown_outcome_grace_seconds,
+            metrics=metrics,
         )
         yield Worker(
             queue,
@@ -101,6 +105,7 @@ async def open_worker(
             consumer=consumer or settings.consumer_name,
             block_ms=settings.read_block_ms,
             maintenance_interval=maintenance_interval,
+            grace_period=settings.shutdown_grace_seconds,
             services=[mappers, gate],
             gate=gate,
         )

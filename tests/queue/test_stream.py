@@ -171,3 +171,18 @@ async def test_concurrent_repeats_queue_exactly_one(
     assert sum(queued for _, queued in results) == 1
     assert len({sub_id for sub_id, _ in results}) == 1
     assert await redis.xlen(keys.stream) == 1
+
+
+async def test_store_rejected_keeps_a_record_and_queues_nothing(
+    queue: WorkQueue, redis: Redis, keys: Keys
+) -> None:
+    spam = envelope(body={"email": "bot@example.com", "fax": "555"})
+    assert await queue.store_rejected(spam, "spam") == (spam.id, True)
+    record = await queue.record(spam.id)
+    assert record is not None and record.state == "rejected" and record.terminal
+    assert record.extra["reason"] == "spam"
+    assert [event["state"] for event in record.history] == ["received", "rejected"]
+    assert record.history[-1]["detail"] == {"reason": "spam"}
+    assert record.to_public()["payload"] == {"email": "bot@example.com", "fax": "555"}
+    assert not await redis.exists(keys.stream) or await redis.xlen(keys.stream) == 0
+    assert 0 < await redis.ttl(keys.sub(spam.id)) <= queue.record_ttl

@@ -1,0 +1,130 @@
+"""Prometheus metrics, one registry per process, named by Prometheus conventions.
+
+Counters and histograms are updated where things happen (the receiver, the pipeline, the Close
+client). Queue gauges (stream length, pending, retry-scheduled, dead, delivery paused) describe
+state shared by all processes, so they are read from Redis when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+
+from service.close.pacing import GROUPS
+from service.keys import GROUP
+from service.queue.stream import WorkQueue
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
+
+
+class Metrics:
+    """Every metric Lead Intake exports, registered in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "intake_http_requests_total", "Requests to the hooks", ["source", "status"], registry=r
+        )
+        self.http_seconds = Histogram(
+            "intake_http_request_duration_seconds",
+            "Time to answer a hook request",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "intake_auth_failures_total",
+            "Requests refused at the door for their credentials",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.submissions = Counter(
+            "intake_submissions_total",
+            "Submissions that reached a final state",
+            ["source", "state"],
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "intake_submission_end_to_end_seconds",
+            "From receipt to the final state",
+            ["source", "state"],
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "intake_retries_scheduled_total",
+            "Attempts put back on the retry schedule",
+            ["source"],
+            registry=r,
+        )
+        self.close_requests = Counter(
+            "intake_close_requests_total",
+            "Requests to Close by endpoint group and answer (status code or error)",
+            ["group", "status"],
+            registry=r,
+        )
+        self.close_seconds = Histogram(
+            "intake_close_request_duration_seconds",
+            "Time Close took to answer",
+            ["group"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.close_remaining = Gauge(
+            "intake_close_ratelimit_remaining",
+            "Requests left in Close's current rate-limit window, as last reported",
+            ["group"],
+            registry=r,
+        )
+        self.stream_length = Gauge("intake_stream_length", "Entries in the work stream", registry=r)
+        self.stream_pending = Gauge(
+            "intake_stream_pending", "Entries read by a worker and not finished yet", registry=r
+        )
+        self.retry_scheduled = Gauge(
+            "intake_retry_scheduled", "Submissions waiting on the retry schedule", registry=r
+        )
+        self.dead = Gauge("intake_dead_letters", "Entries in the dead-letter stream", registry=r)
+        self.delivery_paused = Gauge(
+            "intake_delivery_paused",
+            "1 while delivery to Close is paused (reason: auth, or a rate-limited group)",
+            ["reason"],
+            registry=r,
+        )
+        self.redis_up = Gauge("intake_redis_up", "1 when the last scrape reached Redis", registry=r)
+
+    async def refresh(self, queue: WorkQueue) -> None:
+        """Read the shared queue state from Redis into the gauges."""
+        keys = queue.keys
+        try:
+            pipe = queue.redis.pipeline(transaction=False)
+            pipe.xlen(keys.stream)
+            pipe.zcard(keys.retry)
+            pipe.xlen(keys.dead)
+            pipe.exists(keys.close("auth"))
+            for group in GROUPS:
+                pipe.pttl(keys.close(f"pause:{group}"))
+            results = await pipe.execute()
+            pending = 0
+            if results[0]:
+                summary = await queue.redis.xpending(keys.stream, GROUP)
+                pending = int(summary.get("pending", 0))
+        except (RedisError, OSError):
+            self.redis_up.set(0)
+            return
+        self.redis_up.set(1)
+        self.stream_length.set(results[0])
+        self.retry_scheduled.set(results[1])
+        self.dead.set(results[2])
+        self.stream_pending.set(pending)
+        self.delivery_paused.labels("auth").set(1 if results[3] else 0)
+        for group, pttl in zip(GROUPS, results[4:], strict=True):
+            self.delivery_paused.labels(f"rate_limit:{group}").set(1 if pttl > 0 else 0)
+
+    async def render(self, queue: WorkQueue | None = None) -> bytes:
+        if queue is not None:
+            await self.refresh(queue)
+        return generate_latest(self.registry)

@@ -1,0 +1,117 @@
+"""SIGTERM under load: the worker process stops taking work, finishes what it holds within the
+grace period, exits well within 30 s, and leaves the rest pending for another worker. Nothing is
+lost and nothing reaches Close twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from service.envelope import Envelope, new_submission_id
+from service.keys import GROUP, Keys
+from service.queue.stream import WorkQueue
+from service.redis_server import RedisServer
+from tests.conftest import API_KEY, ROOT, emulator_state
+
+PEOPLE = 120
+
+
+def worker_env(redis_server: RedisServer, prefix: str, emulator: TestServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE_")}
+    env.update(
+        INTAKE_ENV="production",
+        INTAKE_LOG_LEVEL="WARNING",
+        INTAKE_REDIS_URL=redis_server.url,
+        INTAKE_KEY_PREFIX=prefix,
+        INTAKE_CLOSE_BASE_URL=str(emulator.make_url("/api/v1")),
+        INTAKE_CLOSE_API_KEY=API_KEY,
+        INTAKE_SOURCES_FILE=str(ROOT / "tests" / "sources.yaml"),
+        INTAKE_WORKER_HTTP_PORT="0",
+        INTAKE_WORKER_CONCURRENCY="16",
+        INTAKE_SHUTDOWN_GRACE_SECONDS="10",
+        INTAKE_VISIBILITY_TIMEOUT_SECONDS="2",
+        INTAKE_CLOSE_RATE_LIMIT="100000",
+    )
+    return env
+
+
+async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "worker",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_sigterm_under_load_loses_nothing_and_creates_nothing_twice(
+    queue: WorkQueue,
+    redis: Redis,
+    keys: Keys,
+    redis_server: RedisServer,
+    prefix: str,
+    emulator: TestServer,
+) -> None:
+    state = emulator_state(emulator)
+    state.configure(latency_ms=80)  # every Close call takes a while: work is in flight
+    now = time.time()
+    ids = []
+    for n in range(PEOPLE):
+        env = Envelope(
+            id=new_submission_id(now),
+            source="partner",
+            received_at=now,
+            content_type="application/json",
+            body={"contact": {"name": f"Shut Down {n}", "email": f"sd{n}@example.com"}},
+        )
+        await queue.enqueue(env)
+        ids.append(env.id)
+    env_vars = worker_env(redis_server, prefix, emulator)
+    first = await start_worker(env_vars)
+    try:
+        for _ in range(300):  # under load: some leads made, most still to do
+            if len(state.leads) >= 10:
+                break
+            await asyncio.sleep(0.02)
+        assert 10 <= len(state.leads) < PEOPLE
+        stopping = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(first.communicate(), 30)
+        took = time.monotonic() - stopping
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    assert first.returncode == 0, stderr.decode()[-2000:]
+    # In-flight work takes well under a second: the worker must not sit out its 10 s grace.
+    assert took < 10, f"the worker took {took:.1f}s to stop"
+    finished = [r for r in [await queue.record(i) for i in ids] if r and r.terminal]
+    assert len(finished) < PEOPLE  # it stopped taking work
+    # What the first worker left is finished by another.
+    second = await start_worker(env_vars)
+    try:
+        for _ in range(1500):
+            records = [await queue.record(i) for i in ids]
+            if all(r is not None and r.terminal for r in records):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.communicate(), 30)
+    assert [r.state for r in records if r] == ["created"] * PEOPLE
+    posts = [r for r in state.requests if r.method == "POST" and r.path == "/api/v1/lead/"]
+    assert len(posts) == PEOPLE  # no create sent twice
+    for n in range(PEOPLE):
+        assert len(state.leads_with_email(f"sd{n}@example.com")) == 1
+    assert await redis.xlen(keys.stream) == 0
+    assert (await redis.xpending(keys.stream, GROUP))["pending"] == 0

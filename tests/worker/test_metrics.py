@@ -1,0 +1,71 @@
+"""The worker's /metrics: what happened, in Prometheus text format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from service.metrics import Metrics
+from service.queue.stream import WorkQueue
+from service.settings import Settings
+from service.sources import Sources
+from service.worker.http import create_worker_app
+from tests.conftest import emulator_state, running_worker, wait_for_record
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_worker_metrics_count_outcomes_close_calls_and_queue_state(
+    client: TestClient[Any, Any],
+    queue: WorkQueue,
+    settings: Settings,
+    sources: Sources,
+    redis: Redis,
+    emulator: Any,
+) -> None:
+    emulator_state(emulator).add_fault(method="POST", path="/api/v1/lead/", status=503, count=1)
+    ids = []
+    for n in range(3):
+        response = await client.post(
+            "/hooks/partner", json={"contact": {"email": f"m{n}@example.com"}}
+        )
+        ids.append((await response.json())["id"])
+    bad = await client.post("/hooks/partner", json={"contact": {"note": "no way to reach me"}})
+    ids.append((await bad.json())["id"])
+    metrics = Metrics()
+    async with running_worker(settings, sources, redis, metrics=metrics) as worker:
+        for sub_id in ids:
+            await wait_for_record(queue, sub_id, ("created", "rejected"), within=15)
+        async with TestClient(TestServer(create_worker_app(worker, metrics))) as http:
+            response = await http.get("/metrics")
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            values = samples(await response.text())
+    assert values[("intake_submissions_total", (("source", "partner"), ("state", "created")))] == 3
+    assert values[("intake_submissions_total", (("source", "partner"), ("state", "rejected")))] == 1
+    # The 503 left the create's outcome unknown: one retry for it, one waiting out the index.
+    assert values[("intake_retries_scheduled_total", (("source", "partner"),))] == 2
+    assert values[("intake_close_requests_total", (("group", "write"), ("status", "503")))] == 1
+    assert values[("intake_close_requests_total", (("group", "search"), ("status", "200")))] >= 3
+    assert (
+        values[
+            (
+                "intake_submission_end_to_end_seconds_count",
+                (("source", "partner"), ("state", "created")),
+            )
+        ]
+        == 3
+    )
+    assert values[("intake_stream_length", ())] == 0
+    assert values[("intake_stream_pending", ())] == 0
+    assert values[("intake_delivery_paused", (("reason", "auth"),))] == 0
+    assert values[("intake_redis_up", ())] == 1
