@@ -32,13 +32,13 @@ from service.devstack import run_dev
 from service.envelope import Envelope, new_submission_id
 from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
 from service.keys import Keys
-from service.logs import AccessLogger, configure_logging
+from service.logs import configure_logging
 from service.mapping import CloseSchema, Mapper, MappingSpec, load_presets, preview
 from service.metrics import Metrics
 from service.queue.connection import redis_from_url
 from service.queue.stream import WorkQueue
-from service.receiver.app import create_app
 from service.receiver.bodies import BodyError, media_type_of, parse_body
+from service.receiver.server import serve
 from service.settings import Settings, load_settings
 from service.sources import (
     Sources,
@@ -81,13 +81,7 @@ def cmd_serve(settings: Settings, sources: Sources, _args: argparse.Namespace) -
 
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `serve`")])
-    web.run_app(
-        create_app(settings, sources),
-        host=settings.host,
-        port=settings.port,
-        access_log_class=AccessLogger,
-        print=None,
-    )
+    asyncio.run(serve(settings, sources))
     return 0
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -24,9 +25,20 @@ def free_port() -> int:
 class RedisServer:
     """Start ``redis-server`` on 127.0.0.1 in a temporary folder; stop it and remove the folder."""
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        extra_args: Sequence[str] = (),
+        config: str | None = None,
+    ) -> None:
+        """``extra_args`` go on the command line (e.g. ``--cluster-enabled yes``); ``config`` is
+        written to a config file given first (e.g. a Sentinel's, started with ``--sentinel``)."""
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = tuple(extra_args)
+        self.config = config
         self.dir = Path(tempfile.mkdtemp(prefix="lead-intake-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -41,8 +53,12 @@ class RedisServer:
                 "redis-server is not installed (Debian: apt-get install redis-server), "
                 "or set INTAKE_REDIS_URL to an existing Redis"
             )
-        args = [
-            binary,
+        args = [binary]
+        if self.config is not None:
+            conf = self.dir / "redis.conf"
+            conf.write_text(self.config)
+            args.append(str(conf))
+        args += [
             "--port",
             str(self.port),
             "--bind",
@@ -59,6 +75,7 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.dir / "log"),
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

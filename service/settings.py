@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     consumer_name: str | None = None
     worker_http_port: int = Field(default=9100, ge=0, le=65535)
     """The worker's HTTP port (``/healthz``); 0 turns it off."""
+    drain_seconds: float = Field(default=2.0, ge=0)
+    """Receiver, on SIGTERM: how long /readyz fails before the listener closes."""
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     """On SIGTERM, how long in-flight submissions may finish before they are cancelled."""
     schema_refresh_seconds: float = Field(default=600.0, ge=1)

@@ -15,11 +15,10 @@ import logging
 import random
 from collections.abc import Mapping
 
-from redis.asyncio import Redis
-
 from service.close.ratelimit import parse_ratelimit, wait_after_429
 from service.keys import Keys
 from service.queue.buckets import take
+from service.queue.connection import RedisClient
 from service.queue.scripts import Scripts
 
 logger = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ class Pacer:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         keys: Keys,
         *,

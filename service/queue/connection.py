@@ -1,17 +1,109 @@
-"""Making the Redis client from a URL, the one place that knows connection options."""
+"""Making the Redis client from a URL, the one place that knows connection options.
+
+- ``redis://[:password@]host:port/db`` or ``rediss://...``: one server (``unix://`` too);
+- ``redis+cluster://[:password@]host:port,host:port`` (or ``rediss+cluster://``): a Redis
+  Cluster, discovered from any of the listed nodes. Every key Lead Intake uses shares one hash
+  tag, so every script runs on one node;
+- ``redis+sentinel://[:password@]host:port,host:port/<service name>[/db]`` (or
+  ``rediss+sentinel://``): the master Sentinel names for the service, followed on failover.
+  The password is the master's; ``?sentinel_password=`` sets the Sentinels' own.
+"""
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+from urllib.parse import parse_qs, unquote, urlsplit
+
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+RedisClient: TypeAlias = Redis | RedisCluster
+"""What every part of Lead Intake is handed: a single server (or Sentinel master) or a cluster."""
+
+_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}
 
 
-def redis_from_url(url: str) -> Redis:
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    hosts = []
+    for item in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host:
+            host, port = port, ""
+        hosts.append((host.strip("[]"), int(port or default_port)))
+    return hosts
+
+
+def _credentials(netloc: str) -> tuple[str | None, str | None]:
+    if "@" not in netloc:
+        return None, None
+    user, _, password = netloc.rsplit("@", 1)[0].partition(":")
+    return (unquote(user) or None), (unquote(password) or None)
+
+
+def redis_from_url(url: str) -> RedisClient:
     """A client with short timeouts, so the door answers 503 fast when Redis is away."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    username, password = _credentials(parts.netloc)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        nodes = [ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)]
+        return RedisCluster(
+            startup_nodes=nodes,
+            username=username,
+            password=password,
+            ssl=scheme.startswith("rediss"),
+            decode_responses=True,
+            **_TIMEOUTS,
+        )
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ValueError("a Sentinel URL names the service: redis+sentinel://h:26379/mymaster")
+        query = parse_qs(parts.query)
+        sentinel_password = query.get("sentinel_password", [None])[0]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _hosts(parts.netloc, 26379),
+            sentinel_kwargs={"password": sentinel_password, **_TIMEOUTS},
+            **_TIMEOUTS,
+        )
+        master: Redis = sentinel.master_for(
+            path[0],
+            db=int(path[1]) if len(path) > 1 else 0,
+            username=username,
+            password=password,
+            ssl=scheme.startswith("rediss"),
+            decode_responses=True,
+            **_TIMEOUTS,
+        )
+        return master
     client: Redis = Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,
-        health_check_interval=30,
+        url, decode_responses=True, health_check_interval=30, **_TIMEOUTS
     )
     return client
+
+
+async def durability_warnings(redis: RedisClient) -> list[str]:
+    """What makes this Redis unsafe for accepted submissions: eviction, no AOF."""
+    memory: Any = await redis.info("memory")
+    persistence: Any = await redis.info("persistence")
+    warnings = []
+    for node_memory, node_persistence in zip(
+        _per_node(memory), _per_node(persistence), strict=False
+    ):
+        policy = node_memory.get("maxmemory_policy", "noeviction")
+        if policy != "noeviction":
+            warnings.append(
+                f"Redis maxmemory-policy is {policy}: it may evict accepted submissions "
+                "under memory pressure; set noeviction"
+            )
+        if str(node_persistence.get("aof_enabled", "1")) != "1":
+            warnings.append("Redis AOF is off: a Redis restart may lose accepted submissions")
+    return sorted(set(warnings))
+
+
+def _per_node(info: Any) -> list[dict[str, Any]]:
+    """``INFO`` of a single server is one dict; a cluster client answers one per node."""
+    if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
+        return list(info.values())
+    return [info] if isinstance(info, dict) else []

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from service.queue.connection import RedisClient
 
 # Finding a state's index key among KEYS: ARGV[names] lists the states in KEYS order.
 _STATE_KEY = """
@@ -249,7 +250,7 @@ class Scripts:
     erase: AsyncScript
 
     @classmethod
-    def register(cls, redis: Redis) -> Scripts:
+    def register(cls, redis: RedisClient) -> Scripts:
         return cls(
             enqueue=redis.register_script(ENQUEUE),
             transition=redis.register_script(TRANSITION),

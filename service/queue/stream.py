@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from service.envelope import Envelope
 from service.keys import GROUP, Keys
+from service.queue.connection import RedisClient
 from service.queue.records import (
     FINAL_STATES,
     STATES,
@@ -61,7 +61,7 @@ def _is_nogroup(exc: ResponseError) -> bool:
 class WorkQueue:
     """Stream, consumer group, retry schedule and records under one key prefix."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, record_ttl: int) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, *, record_ttl: int) -> None:
         self.redis = redis
         self.keys = keys
         self.record_ttl = record_ttl

@@ -14,6 +14,7 @@ posting a form is redirected (303) to the source's pages.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -21,21 +22,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
+from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from service.envelope import Envelope, new_submission_id
 from service.errors import MappingRejected
 from service.keys import Keys
-from service.queue.connection import redis_from_url
+from service.logs import SUBMISSION
+from service.metrics import CONTENT_TYPE, Metrics
+from service.queue.connection import RedisClient, durability_warnings, redis_from_url
 from service.queue.stream import WorkQueue
 from service.receiver import admin, answers, cors, spam
-from service.receiver.auth import AuthFailures
 from service.receiver.bodies import BodyError, media_type_of, parse_body, supported
 from service.receiver.captcha import CAPTCHA, captcha_ctx
 from service.receiver.delivery import delivery_key
 from service.receiver.door import (
-    AUTH_FAILURES,
     TRUSTED_PROXIES,
     VERIFIERS,
     authenticate,
@@ -46,7 +47,7 @@ from service.receiver.door import (
     request_client,
 )
 from service.receiver.problems import ProblemError, problem, problem_middleware
-from service.receiver.state import MAPPERS, QUEUE, REDIS, SETTINGS, SOURCES
+from service.receiver.state import DRAINING, MAPPERS, METRICS, QUEUE, REDIS, SETTINGS, SOURCES
 from service.settings import Settings
 from service.sources import SourceConfig, Sources, build_mappers
 
@@ -116,8 +117,10 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
         event_id = event_id or body_event_id
     private = verifier.private_query() if verifier else frozenset()
     now = time.time()
+    sub_id = new_submission_id(now)
+    SUBMISSION.set((sub_id, name))  # this request's task: every log line names the submission
     envelope = Envelope(
-        id=new_submission_id(now),
+        id=sub_id,
         source=name,
         received_at=now,
         content_type=parsed.media_type,
@@ -187,12 +190,42 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count hook requests by source and status, and time them."""
+    if not request.path.startswith("/hooks/"):
+        return await handler(request)
+    name = request.match_info.get("source", "")
+    label = name if request.app[SOURCES].get(name) is not None else "unknown"
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics = request.app[METRICS]
+        metrics.http_requests.labels(label, str(status)).inc()
+        metrics.http_seconds.labels(label).observe(time.monotonic() - started)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = await request.app[METRICS].render(request.app[QUEUE])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[DRAINING].is_set():
+        return problem(503, "not-ready", "shutting down: finishing the requests in flight")
     queue = request.app[QUEUE]
     try:
         await queue.redis.ping()
         group = await queue.group_exists()
         paused: str | None = await queue.redis.get(queue.keys.close("auth"))  # type: ignore[assignment]
+        warnings = await durability_warnings(queue.redis)
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
     if not group:
@@ -201,10 +234,13 @@ async def readyz(request: web.Request) -> web.Response:
         )
     # Still ready while delivery to Close is paused: submissions are accepted and kept.
     delivery = f"paused: {paused}" if paused else "running"
-    return web.json_response({"status": "ready", "delivery": delivery})
+    body: dict[str, Any] = {"status": "ready", "delivery": delivery}
+    if warnings:
+        body["warnings"] = warnings
+    return web.json_response(body)
 
 
-def _redis_ctx(redis: Redis | None) -> object:
+def _redis_ctx(redis: RedisClient | None) -> object:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         own = redis is None
@@ -222,7 +258,8 @@ def _redis_ctx(redis: Redis | None) -> object:
             await app[QUEUE].ensure_group()
         except (RedisError, OSError) as exc:
             logger.warning(
-                "Redis not reachable at start (%s); answering 503 until it is", type(exc).__name__
+                "Redis not reachable at start (%s); answering 503 until it is",
+                type(exc).__name__,
             )
         yield
         if own:
@@ -232,11 +269,15 @@ def _redis_ctx(redis: Redis | None) -> object:
 
 
 def create_app(
-    settings: Settings, sources: Sources, *, redis: Redis | None = None
+    settings: Settings,
+    sources: Sources,
+    *,
+    redis: RedisClient | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The receiver application. Pass ``redis`` to share a client (tests, `lead-intake dev`)."""
     app = web.Application(
-        middlewares=[problem_middleware],
+        middlewares=[metrics_middleware, problem_middleware],
         client_max_size=settings.max_body_bytes,
         # A connection gets this long to send its request line and headers (after it opens or
         # after the previous answer); the body has its own bound (read_timeout_seconds).
@@ -246,7 +287,8 @@ def create_app(
     app[SOURCES] = sources
     app[MAPPERS] = build_mappers(sources, None)  # event ids at the door; no Close schema needed
     app[VERIFIERS] = build_verifiers(sources)
-    app[AUTH_FAILURES] = AuthFailures()
+    app[METRICS] = metrics or Metrics()
+    app[DRAINING] = asyncio.Event()
     app[TRUSTED_PROXIES] = settings.trusted_networks
     app.cleanup_ctx.append(_redis_ctx(redis))  # type: ignore[arg-type]
     needs_captcha = any(source.captcha for _, source in sources.items())
@@ -255,5 +297,6 @@ def create_app(
     app.router.add_route("OPTIONS", "/hooks/{source}", cors.preflight)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app)
     return app

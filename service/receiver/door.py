@@ -15,7 +15,6 @@ from aiohttp import web
 
 from service.receiver.auth import (
     AuthFailed,
-    AuthFailures,
     SignedRequest,
     Verifier,
     build_verifier,
@@ -25,12 +24,12 @@ from service.receiver.auth.spec import preset_auth
 from service.receiver.bodies import ParseLimits
 from service.receiver.clientip import Network, client_ip
 from service.receiver.problems import ProblemError
+from service.receiver.state import METRICS
 from service.sources import SourceConfig, Sources
 
 logger = logging.getLogger(__name__)
 
 VERIFIERS = web.AppKey("verifiers", dict[str, Verifier])
-AUTH_FAILURES = web.AppKey("auth_failures", AuthFailures)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[Network, ...])
 
 UNAUTHORIZED_DETAIL = "the request could not be authenticated"
@@ -110,7 +109,7 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
 
 
 def _refuse(request: web.Request, source: str, verifier: Verifier, reason: str) -> ProblemError:
-    request.app[AUTH_FAILURES].inc(source, reason)
+    request.app[METRICS].auth_failures.labels(source, reason).inc()
     logger.warning(
         "source %s: request refused by %s auth: %s (client %s)",
         source,

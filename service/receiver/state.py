@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
-from redis.asyncio import Redis
 
 from service.mapping import Mapper
+from service.metrics import Metrics
+from service.queue.connection import RedisClient
 from service.queue.stream import WorkQueue
 from service.settings import Settings
 from service.sources import Sources
 
 SETTINGS = web.AppKey("settings", Settings)
 SOURCES = web.AppKey("sources", Sources)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 QUEUE = web.AppKey("queue", WorkQueue)
 MAPPERS = web.AppKey("mappers", dict[str, Mapper])
+METRICS = web.AppKey("metrics", Metrics)
+DRAINING = web.AppKey("draining", asyncio.Event)
+"""Set when the process was asked to stop: /readyz fails so no new traffic is sent here."""

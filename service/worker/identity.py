@@ -15,11 +15,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 
-from redis.asyncio import Redis
-
 from service.errors import TransientError
 from service.keys import Keys
 from service.mapping import Identity
+from service.queue.connection import RedisClient
 from service.queue.scripts import Scripts
 
 
@@ -41,7 +40,7 @@ class IdentityLocks:
     """One Redis lock per identity key, with expiry, refresh while held, and safe release."""
 
     def __init__(
-        self, redis: Redis, scripts: Scripts, keys: Keys, *, ttl: float, wait: float
+        self, redis: RedisClient, scripts: Scripts, keys: Keys, *, ttl: float, wait: float
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -91,7 +90,7 @@ class IdentityLocks:
 class LeadCache:
     """identity key → lead id, written after a create (or a match), kept ``ttl`` seconds."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: int) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, *, ttl: int) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl = ttl

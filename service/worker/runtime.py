@@ -1,4 +1,4 @@
-"""Wiring a worker process: Redis, the Close session, the mappers, the pool."""
+"""Wiring a worker process: RedisClient, the Close session, the mappers, the pool."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from service.close.client import CloseClient
 from service.close.pacing import Pacer
 from service.errors import ConfigError, ConfigIssue
 from service.keys import Keys
 from service.metrics import Metrics
-from service.queue.connection import redis_from_url
+from service.queue.connection import RedisClient, redis_from_url
 from service.queue.stream import WorkQueue
 from service.settings import Settings
 from service.sources import Sources
@@ -33,7 +32,7 @@ async def open_worker(
     settings: Settings,
     sources: Sources,
     *,
-    redis: Redis | None = None,
+    redis: RedisClient | None = None,
     consumer: str | None = None,
     maintenance_interval: float | None = None,
     metrics: Metrics | None = None,

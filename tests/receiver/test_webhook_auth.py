@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from service.errors import ConfigError
 from service.keys import Keys
-from service.receiver.door import AUTH_FAILURES
+from service.receiver.state import METRICS
 from service.settings import Settings
 from service.sources import parse_sources
 from tests.receiver import signers
@@ -55,7 +55,13 @@ async def test_every_refusal_looks_the_same_but_is_logged_and_counted(
         for headers in attempts.values():
             response = await client.post("/hooks/gh", data=body, headers={**JSON, **headers})
             answers.append(await problem_of(response, 401, "unauthorized"))
-        counts = client.app[AUTH_FAILURES].samples()
+        registry = client.app[METRICS].registry
+        counts = {
+            ("gh", reason): registry.get_sample_value(
+                "intake_auth_failures_total", {"source": "gh", "reason": reason}
+            )
+            for reason in attempts
+        }
         ok = await client.post("/hooks/gh", data=body, headers={**JSON, **good})
         assert ok.status == 202
     assert all(answer == answers[0] for answer in answers)  # nothing tells which check failed
@@ -141,7 +147,10 @@ async def test_refuse_requests_starts_the_source_closed(
         headers = signers.github("", body)
         response = await client.post("/hooks/gh", data=body, headers={**JSON, **headers})
         await problem_of(response, 401, "unauthorized")
-        assert client.app[AUTH_FAILURES].get("gh", "no-secret") == 1
+        refused = client.app[METRICS].registry.get_sample_value(
+            "intake_auth_failures_total", {"source": "gh", "reason": "no-secret"}
+        )
+        assert refused == 1
         assert (await client.post("/hooks/open", data=body, headers=JSON)).status == 202
     assert "every request is refused" in caplog.text and "env:NOT_SET_ANYWHERE" in caplog.text
     assert await redis.xlen(keys.stream) == 1

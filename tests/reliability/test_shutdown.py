@@ -5,18 +5,20 @@ lost and nothing reaches Close twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
 
+import aiohttp
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
 from service.queue.stream import WorkQueue
-from service.redis_server import RedisServer
+from service.redis_server import RedisServer, free_port
 from tests.conftest import API_KEY, ROOT, emulator_state
 
 PEOPLE = 120
@@ -115,3 +117,71 @@ async def test_sigterm_under_load_loses_nothing_and_creates_nothing_twice(
         assert len(state.leads_with_email(f"sd{n}@example.com")) == 1
     assert await redis.xlen(keys.stream) == 0
     assert (await redis.xpending(keys.stream, GROUP))["pending"] == 0
+
+
+async def test_receiver_sigterm_fails_readiness_then_drains_without_losing_a_request(
+    redis: Redis, keys: Keys, redis_server: RedisServer, prefix: str, emulator: TestServer
+) -> None:
+    port = free_port()
+    env = worker_env(redis_server, prefix, emulator)
+    env.update(INTAKE_PORT=str(port), INTAKE_HOST="127.0.0.1", INTAKE_DRAIN_SECONDS="1.5")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    accepted: list[str] = []
+    refused = 0
+    readiness: list[int] = []
+    stop_load = asyncio.Event()
+
+    async def load(session: aiohttp.ClientSession, n: int) -> None:
+        nonlocal refused
+        i = 0
+        while not stop_load.is_set():
+            i += 1
+            body = {"contact": {"email": f"r{n}-{i}@example.com"}}
+            try:
+                async with session.post(f"{base}/hooks/partner", json=body) as response:
+                    if response.status == 202:
+                        accepted.append((await response.json())["id"])
+            except aiohttp.ClientError:
+                refused += 1  # the listener is closed: the sender would retry elsewhere
+                await asyncio.sleep(0.05)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{base}/healthz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            workers = [asyncio.create_task(load(session, n)) for n in range(6)]
+            await asyncio.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            for _ in range(10):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{base}/readyz") as response:
+                        readiness.append(response.status)
+                await asyncio.sleep(0.1)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+            stop_load.set()
+            await asyncio.gather(*workers)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert readiness and readiness[0] == 503  # readiness fails first...
+    assert len(accepted) > 20  # ...while it still took the requests routed to it
+    # Nothing answered 202 is missing: every id has its record and its stream entry.
+    records = await WorkQueue(redis, keys, record_ttl=3600).records(accepted)
+    assert all(r is not None and r.state == "queued" for r in records)
+    assert await redis.xlen(keys.stream) == len(accepted)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from service.receiver.auth.base import (
     REASONS,
     AuthFailed,
-    AuthFailures,
     SignedRequest,
     Verifier,
 )
@@ -66,7 +65,6 @@ def verify(verifier: Verifier, request: SignedRequest) -> str | None:
 __all__ = [
     "REASONS",
     "AuthFailed",
-    "AuthFailures",
     "AuthSpec",
     "SignedRequest",
     "Verifier",

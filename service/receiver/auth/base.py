@@ -8,9 +8,7 @@ the sender only ever sees one generic 401).
 from __future__ import annotations
 
 import hmac
-import threading
 from abc import ABC, abstractmethod
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,26 +87,3 @@ def check_window(value: str | None, now: float, tolerance: float, *, millis: boo
     seconds = stamp / 1000 if millis else float(stamp)
     if abs(now - seconds) > tolerance:
         raise AuthFailed("stale-timestamp")
-
-
-class AuthFailures:
-    """Refused requests by source and reason: ``intake_auth_failures_total{source,reason}``
-    once the metrics endpoint exists; an in-process count until then."""
-
-    name = "intake_auth_failures_total"
-
-    def __init__(self) -> None:
-        self._counts: Counter[tuple[str, str]] = Counter()
-        self._lock = threading.Lock()
-
-    def inc(self, source: str, reason: str) -> None:
-        with self._lock:
-            self._counts[(source, reason)] += 1
-
-    def get(self, source: str, reason: str) -> int:
-        return self._counts[(source, reason)]
-
-    def samples(self) -> dict[tuple[str, str], int]:
-        """``{(source, reason): count}``, a copy."""
-        with self._lock:
-            return dict(self._counts)
