@@ -24,6 +24,18 @@ RedisClient: TypeAlias = Redis | RedisCluster
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}
 
 
+class SentinelManagedRedis(Redis):
+    """The master a Sentinel names; closing it also closes the connections to the Sentinels."""
+
+    managing_sentinel: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.managing_sentinel is not None:
+            for client in self.managing_sentinel.sentinels:
+                await client.aclose()
+
+
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     hosts = []
     for item in netloc.rsplit("@", 1)[-1].split(","):
@@ -67,8 +79,9 @@ def redis_from_url(url: str) -> RedisClient:
             sentinel_kwargs={"password": sentinel_password, **_TIMEOUTS},
             **_TIMEOUTS,
         )
-        master: Redis = sentinel.master_for(
+        master = sentinel.master_for(
             path[0],
+            redis_class=SentinelManagedRedis,
             db=int(path[1]) if len(path) > 1 else 0,
             username=username,
             password=password,
@@ -76,6 +89,8 @@ def redis_from_url(url: str) -> RedisClient:
             decode_responses=True,
             **_TIMEOUTS,
         )
+        assert isinstance(master, SentinelManagedRedis)
+        master.managing_sentinel = sentinel
         return master
     client: Redis = Redis.from_url(
         url, decode_responses=True, health_check_interval=30, **_TIMEOUTS

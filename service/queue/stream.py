@@ -17,6 +17,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from service.envelope import Envelope
 from service.keys import GROUP, Keys
+from service.queue.batching import ScriptBatcher
 from service.queue.connection import RedisClient
 from service.queue.records import (
     FINAL_STATES,
@@ -66,6 +67,7 @@ class WorkQueue:
         self.keys = keys
         self.record_ttl = record_ttl
         self.scripts = Scripts.register(redis)
+        self._enqueue = ScriptBatcher(redis, self.scripts.enqueue)
         self._state_keys = [keys.state(state) for state in STATES]
 
     # -- setup and health -------------------------------------------------------------------
@@ -123,9 +125,9 @@ class WorkQueue:
         reason: str = "",
     ) -> tuple[str, bool]:
         idem_key = self.keys.idem(envelope.source, delivery.digest if delivery else "-")
-        stored, value = await self.scripts.enqueue(
-            keys=[self.keys.stream, self.keys.sub(envelope.id), idem_key, self.keys.state(state)],
-            args=[
+        stored, value = await self._enqueue(
+            [self.keys.stream, self.keys.sub(envelope.id), idem_key, self.keys.state(state)],
+            [
                 envelope.id,
                 envelope.source,
                 envelope.to_json(),
