@@ -178,4 +178,21 @@ def sources_from(data: dict[str, Any]) -> Sources:
     return parse_sources(data)
 
 
+def tagged_sources() -> Sources:
+    """A webhook source ``tagged`` whose leads set the emulator's "Lead Source" custom field.
+    Delete that field in the emulator after the worker read the schema and Close answers 400:
+    the way tests make a dead letter."""
+    return sources_from(
+        {
+            "sources": {
+                "tagged": {
+                    "kind": "webhook",
+                    "extract": {"email": "body.email"},
+                    "lead": {"custom": {"Lead Source": "'partner'"}},
+                }
+            }
+        }
+    )
+
+
 __all__ = ["running_worker", "sources_from", "wait_for_record", "web"]

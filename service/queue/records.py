@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 State = Literal[
     "queued",
@@ -19,17 +19,7 @@ State = Literal[
     "dead",
     "erased",
 ]
-STATES: tuple[str, ...] = (
-    "queued",
-    "processing",
-    "retrying",
-    "created",
-    "attached",
-    "skipped",
-    "rejected",
-    "dead",
-    "erased",
-)
+STATES: tuple[str, ...] = get_args(State)
 FINAL_STATES: frozenset[str] = frozenset({"created", "attached", "skipped", "rejected", "dead"})
 """The outcomes a submission can end in; these can be replayed."""
 TERMINAL_STATES: frozenset[str] = FINAL_STATES | {"erased"}

@@ -184,20 +184,9 @@ class WorkQueue:
             await self.redis.xack(self.keys.stream, GROUP, *deleted)
         return self._entries(messages)
 
-    async def touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
-        """Reset the idle time of entries still being worked on, so nobody reclaims them."""
-        if entry_ids:
-            await self.redis.xclaim(
-                self.keys.stream,
-                GROUP,
-                consumer,
-                min_idle_time=0,
-                message_ids=list(entry_ids),
-                justid=True,
-            )
-
-    async def release(self, consumer: str, entry_ids: Sequence[str], idle_ms: int) -> None:
-        """Mark entries this consumer will not process as idle, so others reclaim them now."""
+    async def touch(self, consumer: str, entry_ids: Sequence[str], idle_ms: int = 0) -> None:
+        """Set how long this consumer's entries count as idle: 0 while they are being worked on
+        (nobody reclaims them), the visibility timeout to hand them back (reclaimed at once)."""
         if entry_ids:
             await self.redis.xclaim(
                 self.keys.stream,

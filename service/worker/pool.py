@@ -144,7 +144,7 @@ class Worker:
         left = [self._inbox.get_nowait().entry_id for _ in range(self._inbox.qsize())]
         left += cancelled
         try:
-            await self.queue.release(self.consumer, left, int(self.visibility_timeout * 1000))
+            await self.queue.touch(self.consumer, left, int(self.visibility_timeout * 1000))
         except (RedisError, OSError) as exc:
             logger.warning("could not hand back %d entries (%s)", len(left), type(exc).__name__)
         else:

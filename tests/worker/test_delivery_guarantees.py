@@ -25,6 +25,7 @@ from tests.conftest import (
     emulator_state,
     running_worker,
     sources_from,
+    tagged_sources,
     wait_for_record,
 )
 
@@ -207,17 +208,7 @@ async def test_replay_of_a_dead_submission_and_of_a_created_one(
     keys: Keys,
     emulator: TestServer,
 ) -> None:
-    sources = sources_from(
-        {
-            "sources": {
-                "tagged": {
-                    "kind": "webhook",
-                    "extract": {"email": "body.email"},
-                    "lead": {"custom": {"Lead Source": "'partner'"}},
-                }
-            }
-        }
-    )
+    sources = tagged_sources()
     state = emulator_state(emulator)
     fields = state.options.lead_custom_fields
     async with TestClient(TestServer(create_app(settings, sources, redis=redis))) as client:

@@ -13,7 +13,7 @@ from service.queue.stream import WorkQueue
 from service.receiver.app import create_app
 from service.settings import Settings
 from service.sources import Sources
-from tests.conftest import emulator_state, running_worker, sources_from, wait_for_record
+from tests.conftest import emulator_state, running_worker, tagged_sources, wait_for_record
 
 
 async def post_form(client: TestClient[Any, Any], body: str, source: str = "website") -> str:
@@ -116,17 +116,7 @@ async def test_entry_of_a_dead_consumer_is_reclaimed_and_processed_once(
 async def test_close_400_ends_dead_with_field_errors(
     queue: WorkQueue, settings: Settings, redis: Redis, keys: Keys, emulator: TestServer
 ) -> None:
-    sources = sources_from(
-        {
-            "sources": {
-                "tagged": {
-                    "kind": "webhook",
-                    "extract": {"email": "body.email"},
-                    "lead": {"custom": {"Lead Source": "'partner'"}},
-                }
-            }
-        }
-    )
+    sources = tagged_sources()
     state = emulator_state(emulator)
     async with running_worker(settings, sources, redis):
         # The field is deleted in Close after the worker read the schema: Close answers 400.
