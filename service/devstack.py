@@ -78,14 +78,15 @@ async def run_dev(settings: Settings, sources: Sources, *, emulator_port: int = 
         await _serve(
             create_app(settings, sources, redis=redis), settings.host, settings.port, stack
         )
-        token = settings.admin_tokens[0]
+        # A token made up for this run is shown so it can be used; one the user set is not.
+        token = settings.admin_tokens[0] if "admin_token" in updates else "$INTAKE_ADMIN_TOKEN"
         host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
         lines[:0] = [
             f"Lead Intake (dev) listening on http://{host}:{settings.port}",
             f"Sources:  {', '.join(sources.names())}  ->  POST /hooks/<source>",
         ]
         lines.append(
-            f"Records:  curl -H 'Authorization: Bearer {token}' "
+            f'Records:  curl -H "Authorization: Bearer {token}" '
             f"http://{host}:{settings.port}/v1/submissions/<id>"
         )
         print("\n".join(lines), file=sys.stderr, flush=True)
