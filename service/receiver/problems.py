@@ -27,6 +27,7 @@ TITLES: dict[str, str] = {
     "queue-unavailable": "Submissions cannot be accepted right now",
     "not-ready": "Not ready",
     "conflict": "The request conflicts with the submission's state",
+    "invalid-parameter": "Invalid parameter",
     "internal": "Internal error",
 }
 
