@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -42,9 +42,17 @@ class Envelope:
     client_ip: str | None = None
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["headers"] = dict(self.headers)
-        data["query"] = dict(self.query)
+        # Built by hand: dataclasses.asdict would deep-copy the whole body on the hot path.
+        data = {
+            "id": self.id,
+            "source": self.source,
+            "received_at": self.received_at,
+            "content_type": self.content_type,
+            "body": self.body,
+            "headers": dict(self.headers),
+            "query": dict(self.query),
+            "client_ip": self.client_ip,
+        }
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod

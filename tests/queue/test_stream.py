@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from dataclasses import fields
 
 from redis.asyncio import Redis
 
@@ -186,3 +188,18 @@ async def test_store_rejected_keeps_a_record_and_queues_nothing(
     assert record.to_public()["payload"] == {"email": "bot@example.com", "fax": "555"}
     assert not await redis.exists(keys.stream) or await redis.xlen(keys.stream) == 0
     assert 0 < await redis.ttl(keys.sub(spam.id)) <= queue.record_ttl
+
+
+def test_envelope_json_round_trip_keeps_every_field() -> None:
+    env = Envelope(
+        id="sub_x",
+        source="website",
+        received_at=1.5,
+        content_type="application/json",
+        body={"a": [1, {"b": "é"}]},
+        headers={"referer": "https://x"},
+        query={"q": "1"},
+        client_ip="203.0.113.9",
+    )
+    assert Envelope.from_json(env.to_json()) == env
+    assert set(json.loads(env.to_json())) == {f.name for f in fields(Envelope)}
