@@ -59,6 +59,11 @@ class Keys:
     def lead(self, identity: str) -> str:
         return f"{self.tag}:lead:{identity}"
 
+    def creating(self, identity: str) -> str:
+        """Set while a create for this person may have reached Close unseen (its answer was
+        lost); expires after the unknown-outcome grace period."""
+        return f"{self.tag}:creating:{identity}"
+
     def close(self, name: str) -> str:
         """Close delivery state shared by all workers: ``bucket:<group>``, ``pause``, ``auth``."""
         return f"{self.tag}:close:{name}"

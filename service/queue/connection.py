@@ -21,7 +21,13 @@ from redis.asyncio.sentinel import Sentinel
 RedisClient: TypeAlias = Redis | RedisCluster
 """What every part of Lead Intake is handed: a single server (or Sentinel master) or a cluster."""
 
-_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}
+_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 10.0,
+    # Bytes that are not UTF-8 (a stream entry another program wrote, a damaged record) are
+    # read with U+FFFD instead of failing the whole reply: one bad entry must not stop a worker.
+    "encoding_errors": "replace",
+}
 
 
 class SentinelManagedRedis(Redis):
@@ -66,7 +72,7 @@ def redis_from_url(url: str) -> RedisClient:
             password=password,
             ssl=scheme.startswith("rediss"),
             decode_responses=True,
-            **_TIMEOUTS,
+            **_OPTIONS,
         )
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         path = [p for p in parts.path.split("/") if p]
@@ -76,8 +82,8 @@ def redis_from_url(url: str) -> RedisClient:
         sentinel_password = query.get("sentinel_password", [None])[0]
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             _hosts(parts.netloc, 26379),
-            sentinel_kwargs={"password": sentinel_password, **_TIMEOUTS},
-            **_TIMEOUTS,
+            sentinel_kwargs={"password": sentinel_password, **_OPTIONS},
+            **_OPTIONS,
         )
         master = sentinel.master_for(
             path[0],
@@ -87,14 +93,12 @@ def redis_from_url(url: str) -> RedisClient:
             password=password,
             ssl=scheme.startswith("rediss"),
             decode_responses=True,
-            **_TIMEOUTS,
+            **_OPTIONS,
         )
         assert isinstance(master, SentinelManagedRedis)
         master.managing_sentinel = sentinel
         return master
-    client: Redis = Redis.from_url(
-        url, decode_responses=True, health_check_interval=30, **_TIMEOUTS
-    )
+    client: Redis = Redis.from_url(url, decode_responses=True, health_check_interval=30, **_OPTIONS)
     return client
 
 

@@ -72,6 +72,9 @@ if old and old ~= 'erased' then
   local args = {'state', ARGV[1]}
   for i = 1, nfields * 2 do args[#args + 1] = ARGV[12 + i] end
   redis.call('HSET', KEYS[1], unpack(args))
+  if not tonumber(redis.call('HGET', KEYS[1], 'attempts')) then
+    redis.call('HSET', KEYS[1], 'attempts', '0')  -- a damaged count must not block the record
+  end
   attempts = redis.call('HINCRBY', KEYS[1], 'attempts', tonumber(ARGV[10]))
   local history = redis.call('HGET', KEYS[1], 'history')
   if history and history ~= '' then history = history .. '\\n' .. ARGV[2] else history = ARGV[2] end
@@ -83,7 +86,8 @@ if old and old ~= 'erased' then
     local to = state_key(ARGV[11], 5, ARGV[1])
     if from then redis.call('ZREM', from, id) end
     if to then
-      redis.call('ZADD', to, tonumber(redis.call('HGET', KEYS[1], 'received_at')), id)
+      local score = tonumber(redis.call('HGET', KEYS[1], 'received_at')) or 0
+      redis.call('ZADD', to, score, id)
       redis.call('EXPIRE', to, tonumber(ARGV[3]))
     end
   end

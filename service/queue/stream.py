@@ -377,6 +377,13 @@ class WorkQueue:
                 dropped += int(await self.redis.zrem(key, *gone))
         return dropped
 
+    async def deliveries(self, entry: Entry) -> int:
+        """How many times the entry was handed to a consumer (XPENDING's delivery count)."""
+        rows: Any = await self.redis.xpending_range(
+            self.keys.stream, GROUP, min=entry.entry_id, max=entry.entry_id, count=1
+        )
+        return int(rows[0]["times_delivered"]) if rows else 0
+
     async def record(self, sub_id: str) -> SubmissionRecord | None:
         raw: dict[str, str] = await self.redis.hgetall(self.keys.sub(sub_id))  # type: ignore[assignment]
         return SubmissionRecord.from_hash(raw) if raw else None

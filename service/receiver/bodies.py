@@ -9,6 +9,7 @@ its size: JSON nesting depth, JSON keys and items, form fields.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
@@ -151,6 +152,10 @@ def _parse_json(text: str, limits: ParseLimits) -> Any:
         raise BodyError(400, "malformed-body", "JSON nested too deeply") from None
     except _TooManyKeys:
         raise too_many from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise BodyError(
+            400, "malformed-body", "invalid JSON: a number with too many digits"
+        ) from None
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -166,6 +171,25 @@ def _parse_json(text: str, limits: ParseLimits) -> Any:
                 raise too_many
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children)
+    if _SURROGATE_ESCAPE.search(text):
+        value = _without_lone_surrogates(value)
+    return value
+
+
+# A \uD800-\uDFFF escape: a pair of them is one character, a lone one is no text at all (it
+# cannot be written as UTF-8). JavaScript makes them when it cuts a string inside an emoji.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """``value`` with every lone surrogate replaced by U+FFFD, as a UTF-8 decoder would."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
     return value
 
 

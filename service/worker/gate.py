@@ -11,6 +11,8 @@ import logging
 import time
 from contextlib import suppress
 
+from redis.exceptions import RedisError
+
 from service.close.client import CloseClient
 from service.close.pacing import Pacer
 from service.errors import CloseAuthFailed, CloseError
@@ -49,9 +51,11 @@ class DeliveryGate:
         while not stopping.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self.probe_seconds)
-            if stopping.is_set() or await self.pacer.auth_problem() is None:
+            if stopping.is_set():
                 continue
             try:
+                if await self.pacer.auth_problem() is None:
+                    continue
                 await self.close.lead_statuses()
             except CloseAuthFailed:
                 logger.error("Close still refuses the API key; delivery stays paused")
@@ -59,6 +63,14 @@ class DeliveryGate:
             except CloseError as exc:
                 logger.warning("probing Close failed (%s); delivery stays paused", exc)
                 continue
-            await self.pacer.auth_ok()
+            except (RedisError, OSError) as exc:
+                # A Redis outage must not end the worker: the next round checks again.
+                logger.warning("checking the API key pause failed (%s)", type(exc).__name__)
+                continue
+            try:
+                await self.pacer.auth_ok()
+            except (RedisError, OSError) as exc:
+                logger.warning("reopening delivery failed (%s); retrying", type(exc).__name__)
+                continue
             self._problem, self._checked_at = None, time.monotonic()
             logger.warning("Close accepts the API key again: delivery resumed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,8 @@ from service.keys import Keys
 from service.mapping import Identity
 from service.queue.connection import RedisClient
 from service.queue.scripts import Scripts
+
+logger = logging.getLogger(__name__)
 
 
 class IdentityBusy(TransientError):
@@ -58,16 +61,28 @@ class IdentityLocks:
             for name in names:
                 await self._acquire(name, token)
                 taken.append(name)
-            refresher = asyncio.create_task(self._refresh(taken, token))
+            done = asyncio.Event()
+            refresher = asyncio.create_task(self._refresh(taken, token, done))
             try:
                 yield
             finally:
-                refresher.cancel()
-                with suppress(asyncio.CancelledError):
-                    await refresher
+                await self._stop(refresher, done)
         finally:
             for name in reversed(taken):
                 await self.scripts.release_lock(keys=[name], args=[token])
+
+    async def _stop(self, refresher: asyncio.Task[None], done: asyncio.Event) -> None:
+        """End the refresher. A cancellation can get lost inside a Redis call (Python 3.11's
+        ``wait_for``, which redis-py uses, may swallow one), so the refresher also checks
+        ``done`` each round, and the wait for it is bounded: a lock is never held on forever
+        because one cancellation went missing."""
+        done.set()
+        refresher.cancel()
+        await asyncio.wait({refresher}, timeout=self.ttl_ms / 1000)
+        if not refresher.done():
+            logger.warning("a lock refresher did not stop in time; it stops at its next round")
+        elif not refresher.cancelled() and refresher.exception() is not None:
+            logger.warning("refreshing a person's lock failed: %r", refresher.exception())
 
     async def _acquire(self, name: str, token: str) -> None:
         deadline = time.monotonic() + self.wait
@@ -80,10 +95,13 @@ class IdentityLocks:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    async def _refresh(self, names: list[str], token: str) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
+    async def _refresh(self, names: list[str], token: str, done: asyncio.Event) -> None:
+        while not done.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.ttl_ms / 3000)
             for name in names:
+                if done.is_set():
+                    return
                 await self.scripts.extend_lock(keys=[name], args=[token, self.ttl_ms])
 
 
@@ -111,3 +129,34 @@ class LeadCache:
     async def forget(self, identities: Sequence[str]) -> None:
         if identities:
             await self.redis.delete(*(self.keys.lead(i) for i in identities))
+
+    async def mark_creating(
+        self, identities: Sequence[str], submission_id: str, ttl: float
+    ) -> None:
+        """Note, before a create is sent, that this person may soon have a lead Close's search
+        does not show yet; the mark lasts ``ttl`` seconds unless cleared."""
+        if identities and ttl > 0:
+            pipe = self.redis.pipeline(transaction=False)
+            for identity in identities:
+                pipe.set(self.keys.creating(identity), submission_id, px=max(1, int(ttl * 1000)))
+            await pipe.execute()
+
+    async def clear_creating(self, identities: Sequence[str]) -> None:
+        """The create's outcome is known (made, or surely not sent): nothing to wait for."""
+        if identities:
+            await self.redis.delete(*(self.keys.creating(i) for i in identities))
+
+    async def creating(self, identities: Sequence[str]) -> tuple[str, float] | None:
+        """``(submission id, seconds left)`` of a create of this person whose outcome is
+        unknown, or None."""
+        if not identities:
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in identities:
+            pipe.get(self.keys.creating(identity))
+            pipe.pttl(self.keys.creating(identity))
+        replies = await pipe.execute()
+        for owner, millis in zip(replies[::2], replies[1::2], strict=True):
+            if owner and int(millis) > 0:
+                return str(owner), int(millis) / 1000
+        return None

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 
+from redis.exceptions import RedisError
+
 from service.close.client import CloseClient
 from service.errors import CloseError, ConfigError
 from service.mapping import CloseSchema, Mapper, load_presets
@@ -75,7 +77,8 @@ class MapperSet(Mapping[str, Mapper]):
         while not stopping.is_set():
             try:
                 schema = await fetch_schema(self.close)
-            except CloseError as exc:
+            except (CloseError, RedisError, OSError) as exc:
+                # The Close client paces itself through Redis: a Redis outage lands here too.
                 logger.warning(
                     "cannot read Close's custom fields and statuses yet (%s); retrying in %.0fs",
                     exc,
@@ -99,5 +102,5 @@ class MapperSet(Mapping[str, Mapper]):
                 return
             try:
                 self.apply(await fetch_schema(self.close))
-            except CloseError as exc:
+            except (CloseError, RedisError, OSError) as exc:
                 logger.warning("refreshing Close's schema failed (%s); keeping the last one", exc)

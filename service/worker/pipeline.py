@@ -140,7 +140,10 @@ class Pipeline:
 
     async def handle(self, entry: Entry) -> str:
         """Process one entry; returns the state it was left in."""
-        record = await self.queue.record(entry.sub_id)
+        try:
+            record = await self.queue.record(entry.sub_id)
+        except (ValueError, TypeError, KeyError) as exc:  # the stored record is damaged
+            return await self.give_up(entry, f"the stored record could not be read ({exc})")
         if record is None or record.terminal:
             # Expired/erased, or already finished (acknowledging failed last time): drop the entry.
             state = record.state if record else "gone"
@@ -269,8 +272,19 @@ class Pipeline:
                     "an earlier create may have reached Close; waiting for its search index",
                     retry_after=self.unknown_outcome_grace - waited,
                 )
-        # Marked before the POST: a crash or timeout from here on is detected on redelivery.
+        # Another submission of this person sent a create whose answer was lost: its lead may
+        # exist although Close's search does not show it yet. Wait as that submission does.
+        other = await self.cache.creating(identities)
+        if other is not None and other[0] != record.id:
+            raise AwaitingIndex(
+                f"a create for this person by {other[0]} may have reached Close; waiting for "
+                "its search index",
+                retry_after=other[1],
+            )
+        # Marked before the POST: a crash or timeout from here on is detected on redelivery,
+        # by this submission (its record) and by the person's others (the identity mark).
         await self._progress(record, {"step": "creating lead"}, create_started_at=repr(time.time()))
+        await self.cache.mark_creating(identities, record.id, self.unknown_outcome_grace)
         try:
             lead = await self.close.create_lead(mapped.lead)
         except (CloseUnavailable, CloseRateLimited) as exc:
@@ -278,9 +292,14 @@ class Pipeline:
                 raise
             # Nothing reached Close (429, or no connection): no unknown outcome to wait out.
             await self._progress(record, {"step": "create not sent"}, create_started_at="")
+            await self.cache.clear_creating(identities)
+            raise
+        except (CloseRefused, CloseAuthFailed):
+            await self.cache.clear_creating(identities)  # refused: no lead was made
             raise
         lead_id = str(lead["id"])
         await self.cache.remember(identities, lead_id)
+        await self.cache.clear_creating(identities)
         await self._progress(
             record,
             {"step": "lead created", "lead_id": lead_id},
@@ -312,6 +331,22 @@ class Pipeline:
         )
 
     # -- outcomes -----------------------------------------------------------------------------
+
+    async def give_up(self, entry: Entry, reason: str) -> str:
+        """Dead-letter an entry that cannot be processed at all (never retried again)."""
+        await self.queue.transition(
+            entry.sub_id,
+            "dead",
+            detail={"reason": reason},
+            ack=entry,
+            dead=True,
+            source=entry.source,
+            fields={"last_error": {"reason": reason}},
+        )
+        logger.error("submission %s dead: %s", entry.sub_id, reason)
+        if self.metrics is not None:
+            self.metrics.submissions.labels(entry.source, "dead").inc()
+        return "dead"
 
     async def _pause_for_auth(
         self, entry: Entry, record: SubmissionRecord, exc: CloseAuthFailed

@@ -39,6 +39,9 @@ class Service(Protocol):
     async def run(self, stopping: asyncio.Event) -> None: ...
 
 
+MAX_DELIVERIES = 10
+"""An entry reclaimed more often than this without an outcome is dead-lettered."""
+
 PRUNE_EVERY = 60.0
 """Seconds between prunings of the state index (members whose record expired)."""
 
@@ -230,6 +233,14 @@ class Worker:
                 free = self._free_slots()
                 if free > 0:
                     for entry in await self.queue.autoclaim(self.consumer, min_idle_ms, free):
+                        if await self.queue.deliveries(entry) > MAX_DELIVERIES:
+                            # Every attempt ended without an outcome (a crash loop): stop here.
+                            await self.pipeline.give_up(
+                                entry,
+                                f"handed to workers {MAX_DELIVERIES} times without an "
+                                "outcome; see the worker logs",
+                            )
+                            continue
                         logger.info("reclaimed submission %s from an idle consumer", entry.sub_id)
                         self._inbox.put_nowait(entry)
             except (RedisError, OSError) as exc:

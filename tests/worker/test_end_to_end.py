@@ -173,3 +173,26 @@ async def test_note_failure_does_not_create_the_lead_twice(
     assert record.attempts == 2
     assert len(state.leads_with_email("ed@example.com")) == 1
     assert len(state.notes_for(record.lead_id or "")) == 1
+
+
+async def test_an_entry_that_never_reaches_an_outcome_is_dead_lettered(
+    client: TestClient[Any, Any],
+    queue: WorkQueue,
+    make_settings: Any,
+    sources: Sources,
+    redis: Redis,
+    keys: Keys,
+    emulator: TestServer,
+) -> None:
+    sub_id = await post_form(client, "name=Lo+Op&email=loop%40example.com")
+    # Consumers took it again and again and died every time (a crash loop).
+    await queue.read("crashing-0", 1, 100)
+    for n in range(1, 11):
+        await queue.autoclaim(f"crashing-{n}", min_idle_ms=0, count=1)
+    settings = make_settings(visibility_timeout_seconds=1.0)
+    async with running_worker(settings, sources, redis):
+        record = await wait_for_record(queue, sub_id, ("dead",))
+    assert "without an outcome" in record.history[-1]["detail"]["reason"]
+    assert [f["sub"] for _, f in await redis.xrange(keys.dead)] == [sub_id]
+    assert emulator_state(emulator).leads == {}
+    assert (await redis.xpending(keys.stream, GROUP))["pending"] == 0

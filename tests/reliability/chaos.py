@@ -1,0 +1,589 @@
+"""The chaos run: submissions sent to receiver processes while workers, a receiver and Redis
+are killed or restarted and the Close emulator misbehaves; then the books are checked.
+
+The plan (deterministic for a seed): about 72% new persons, 20% submissions of a person seen
+before (half to a source that attaches a note, half to one that skips), 5% repeat deliveries of
+an earlier submission (same ``Idempotency-Key``, sent after the first was answered), 2% new
+persons whose payload Close refuses for good (the injected permanent error: a number in a text
+custom field) and 1% payloads without email, phone or name (rejected by the mapping).
+
+Senders behave like a partner's retrying client: on a connection error, a timeout, a 5xx or a
+429 they send the same delivery again (same ``Idempotency-Key``), to the next receiver, until
+they get a 2xx. Every id answered with a 2xx is "accepted" and must reach a final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service.keys import GROUP, Keys
+from service.queue.records import FINAL_STATES, SubmissionRecord
+from tests.reliability.harness import (
+    ADMIN_TOKEN,
+    CLOSE_KEY,
+    EMAIL_DOMAIN,
+    PREFIX,
+    Stack,
+    leaks,
+)
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    submissions: int
+    send_seconds: float
+    """Sending is spread over this long, so the chaos happens while load comes in."""
+    settle_seconds: float
+    """After the last send: how long every accepted submission gets to reach a final state."""
+    workers: int = 3
+    receivers: int = 2
+    concurrency: int = 32
+    seed: int = 1
+    worker_kill_every: tuple[float, float] = (0.8, 2.0)
+    burst_every: tuple[float, float] = (2.0, 4.0)
+    worker_concurrency: int = 16
+    close_timeout: float = 1.5
+    """INTAKE_CLOSE_TIMEOUT_SECONDS; the emulator's hangs last a second longer."""
+    search_lag: float = 1.0
+    grace: float = 3.0
+    """INTAKE_UNKNOWN_OUTCOME_GRACE_SECONDS: above the search lag plus the Close timeout, so
+    an unknown create is always visible once the grace is over (README, Limits)."""
+
+
+@dataclass
+class Delivery:
+    n: int
+    key: str
+    source: str
+    body: dict[str, Any]
+    kind: str
+    """new | repeat-person | redelivery | poison | reject"""
+    email: str | None
+    phone: str | None = None
+    original: Delivery | None = None
+    accepted_id: str | None = None
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    http_attempts: int = 0
+    first_status: int | None = None
+    statuses: list[int] = field(default_factory=list)
+
+
+def make_plan(plan: ChaosPlan, run: str) -> list[Delivery]:
+    rng = random.Random(plan.seed)
+    out: list[Delivery] = []
+    persons: list[tuple[str, str | None, str]] = []  # email, phone, name of reusable persons
+    for n in range(plan.submissions):
+        roll = rng.random()
+        key = f"{run}-{n}"
+        if n >= 20 and roll < 0.05:
+            original = out[rng.randrange(len(out))]
+            while original.original is not None:
+                original = original.original
+            out.append(
+                Delivery(
+                    n,
+                    original.key,
+                    original.source,
+                    original.body,
+                    "redelivery",
+                    original.email,
+                    original.phone,
+                    original=original,
+                )
+            )
+            continue
+        if persons and roll < 0.25:
+            email, phone, name = persons[rng.randrange(len(persons))]
+            source = "chaos" if rng.random() < 0.5 else "chaos-skip"
+            body = _body(email, phone, name, f"follow-up {n}")
+            out.append(Delivery(n, key, source, body, "repeat-person", email, phone))
+            continue
+        email = f"p{n}-{run}@{EMAIL_DOMAIN}"
+        name = f"Chaos Person {n}"
+        phone = f"+1 415 2{n // 10000 % 100:02d} {n % 10000:04d}" if n % 3 == 0 else None
+        if roll < 0.27:
+            body = {**_body(email, phone, name, "poison"), "external_id": 42}
+            out.append(Delivery(n, key, "chaos", body, "poison", email, phone))
+        elif roll < 0.28:
+            body = {"message": f"nobody {n}", "company": "No Identity Ltd"}
+            out.append(Delivery(n, key, "chaos", body, "reject", None))
+        else:
+            body = {**_body(email, phone, name, f"hello {n}"), "external_id": f"ext-{n}"}
+            out.append(Delivery(n, key, "chaos", body, "new", email, phone))
+            persons.append((email, phone, name))
+    return out
+
+
+def _body(email: str, phone: str | None, name: str, message: str) -> dict[str, Any]:
+    contact = {"email": email, "name": name}
+    if phone:
+        contact["phone"] = phone
+    return {"contact": contact, "company": f"{name} Inc", "message": message}
+
+
+class Senders:
+    """Retrying clients: the same delivery again (same key) until a 2xx."""
+
+    def __init__(self, stack: Stack, deliveries: list[Delivery], plan: ChaosPlan) -> None:
+        self.stack = stack
+        self.deliveries = deliveries
+        self.plan = plan
+        self.errors: list[str] = []
+        self.retries = 0
+        self.answers: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.plan.concurrency)
+        timeout = aiohttp.ClientTimeout(total=10)
+        queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            tasks = [
+                asyncio.create_task(self._sender(session, queue))
+                for _ in range(self.plan.concurrency)
+            ]
+            interval = self.plan.send_seconds / max(1, len(self.deliveries))
+            started = time.monotonic()
+            for delivery in self.deliveries:
+                await queue.put(delivery)
+                due = started + delivery.n * interval
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await queue.join()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sender(self, session: aiohttp.ClientSession, queue: asyncio.Queue[Delivery]) -> None:
+        while True:
+            delivery = await queue.get()
+            try:
+                if delivery.original is not None:
+                    await delivery.original.answered.wait()  # a repeat comes after the first
+                await self._send(session, delivery)
+            finally:
+                queue.task_done()
+
+    async def _send(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        deadline = time.monotonic() + 120
+        attempt = 0
+        data = json.dumps(delivery.body).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": delivery.key}
+        while time.monotonic() < deadline:
+            receivers = self.stack.receivers
+            proc = receivers[(delivery.n + attempt) % len(receivers)]
+            url = f"{self.stack.receiver_url(proc)}/hooks/{delivery.source}"
+            delivery.http_attempts += 1
+            status = 0
+            answer: Any = None
+            try:
+                async with session.post(url, data=data, headers=headers) as response:
+                    status = response.status
+                    answer = await response.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self.answers[type(exc).__name__] += 1
+            else:
+                self.answers[str(status)] += 1
+            delivery.statuses.append(status)
+            if delivery.first_status is None:
+                delivery.first_status = status
+            if status in (200, 202):
+                self._accepted(delivery, status, answer, attempt)
+                return
+            if status and status < 500 and status != 429:
+                self.errors.append(f"delivery {delivery.n}: refused {status} {answer}")
+                delivery.answered.set()
+                return
+            attempt += 1
+            self.retries += 1
+            await asyncio.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
+        self.errors.append(f"delivery {delivery.n}: no 2xx within 120 s: {delivery.statuses}")
+        delivery.answered.set()
+
+    def _accepted(self, delivery: Delivery, status: int, answer: Any, attempt: int) -> None:
+        sub_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(sub_id, str) or not sub_id.startswith("sub_"):
+            self.errors.append(f"delivery {delivery.n}: {status} without an id: {answer}")
+        elif delivery.original is not None:
+            first = delivery.original.accepted_id
+            if status != 200 or answer.get("duplicate") is not True or sub_id != first:
+                self.errors.append(
+                    f"repeat delivery {delivery.n} of {delivery.original.n}: {status} {answer}, "
+                    f"expected 200 duplicate with the first id {first}"
+                )
+        elif status == 200 and attempt == 0:
+            # A first delivery answered as a duplicate on its first try: two deliveries mixed up.
+            self.errors.append(f"delivery {delivery.n}: a first send answered {answer}")
+        delivery.accepted_id = sub_id
+        delivery.answered.set()
+
+
+class Monkey:
+    """Kills and restarts processes and makes Close misbehave, until told to stop."""
+
+    def __init__(self, stack: Stack, plan: ChaosPlan) -> None:
+        self.stack = stack
+        self.plan = plan
+        self.rng = random.Random(plan.seed + 1)
+        self.stopping = asyncio.Event()
+        self.events: list[str] = []
+        self.bursts = 0
+        self.redis_away = 0.0
+        self.started = time.monotonic()
+
+    def note(self, text: str) -> None:
+        self.events.append(f"{time.monotonic() - self.started:6.1f}s {text}")
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep; True if stopping was asked meanwhile."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def kill_workers(self) -> None:
+        while not await self._sleep(self.rng.uniform(*self.plan.worker_kill_every)):
+            victim = self.rng.choice(self.stack.workers)
+            await victim.kill()
+            self.note(f"SIGKILL {victim.name}")
+            await asyncio.sleep(self.rng.uniform(0.1, 0.6))
+            await victim.start()
+
+    async def watch(self) -> None:
+        """Restart a process that died by itself (and remember it: that is a finding)."""
+        while not await self._sleep(0.2):
+            for proc in self.stack.services:
+                if proc.process is not None and not proc.check_alive():
+                    self.note(f"{proc.name} died by itself; restarting")
+                    await proc.start()
+
+    async def kill_receiver(self, at: float) -> None:
+        if await self._sleep(at):
+            return
+        victim = self.stack.receivers[0]
+        await victim.kill()
+        self.note(f"SIGKILL {victim.name} mid-load")
+        await asyncio.sleep(1.0)
+        await victim.start()
+        self.note(f"{victim.name} restarted")
+
+    async def restart_redis(self, at: float) -> None:
+        if await self._sleep(at):
+            return
+        self.note("redis-server: stop (AOF written out) ...")
+        self.redis_away = await self.stack.restart_redis()
+        self.note(f"redis-server: back after {self.redis_away:.2f}s, AOF reloaded")
+
+    async def bursts_of_429(self) -> None:
+        emulator = self.stack.emulator
+        while not await self._sleep(self.rng.uniform(*self.plan.burst_every)):
+            await emulator.configure(rate_limit=6, rate_window=1.0)
+            self.bursts += 1
+            await self._sleep(1.0)
+            await emulator.configure(rate_limit=None)
+
+
+@dataclass
+class Outcome:
+    plan: ChaosPlan
+    deliveries: list[Delivery]
+    records: dict[str, SubmissionRecord | None]
+    leads: list[dict[str, Any]]
+    requests: list[dict[str, Any]]
+    senders: Senders
+    monkey: Monkey
+    stack: Stack
+    leftovers: dict[str, int]
+    elapsed: float
+    settled: float
+    """Seconds from the end of the chaos until everything was final."""
+    pending_detail: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Fill ``counts`` and ``failures`` (empty when every promise held)."""
+        fail = self.failures
+        fail.extend(self.senders.errors)
+        fail.extend(self.stack.crashes())
+        firsts = [d for d in self.deliveries if d.original is None]
+        accepted = {d.accepted_id for d in firsts if d.accepted_id}
+        by_state: Counter[str] = Counter()
+        lost = []
+        for sub_id in accepted:
+            record = self.records.get(sub_id)
+            if record is None or record.state not in FINAL_STATES:
+                lost.append(sub_id)
+            else:
+                by_state[record.state] += 1
+        final_records = sum(by_state.values())
+        if lost:
+            fail.append(f"{len(lost)} accepted submissions not final: {self._states(lost)}")
+            fail.extend(self._record_history(sub_id) for sub_id in sorted(lost)[:5])
+            fail.extend(self.pending_detail)
+        if len(accepted) != len(firsts):
+            fail.append(f"{len(firsts) - len(accepted)} deliveries never accepted")
+        # One lead per person, and none for the persons Close refused.
+        leads_by_email: dict[str, list[str]] = defaultdict(list)
+        for lead in self.leads:
+            emails = {
+                str(e.get("email", "")).lower()
+                for contact in lead.get("contacts", [])
+                for e in contact.get("emails", [])
+            }
+            for email in emails:
+                leads_by_email[email].append(str(lead["id"]))
+        good = {d.email for d in firsts if d.kind in ("new", "repeat-person") and d.email}
+        poison = {d.email for d in firsts if d.kind == "poison" and d.email}
+        duplicates = {e: ids for e, ids in leads_by_email.items() if len(ids) > 1}
+        missing = sorted(e for e in good if not leads_by_email.get(e))
+        poisoned_leads = sorted(e for e in poison if leads_by_email.get(e))
+        strangers = sorted(set(leads_by_email) - good - poison)
+        if duplicates:
+            fail.append(f"{len(duplicates)} persons with more than one lead:")
+            fail.extend(self._history(email, ids) for email, ids in sorted(duplicates.items()))
+        if missing:
+            fail.append(f"{len(missing)} persons without a lead: {missing[:5]}")
+        if poisoned_leads or strangers:
+            fail.append(f"leads that should not exist: {poisoned_leads[:5]} {strangers[:5]}")
+        applied = [
+            r
+            for r in self.requests
+            if r["method"] == "POST" and r["path"] == "/api/v1/lead/" and r["applied"]
+        ]
+        if len(applied) != len(self.leads):
+            fail.append(f"{len(applied)} lead creates applied for {len(self.leads)} leads")
+        # Records of one person name the same lead.
+        lead_of: dict[str, set[str]] = defaultdict(set)
+        for d in firsts:
+            record = self.records.get(d.accepted_id or "")
+            if d.email and record is not None and record.lead_id:
+                lead_of[d.email].add(record.lead_id)
+        split = {e: ids for e, ids in lead_of.items() if len(ids) > 1}
+        if split:
+            fail.append(f"persons whose records name different leads: {list(split.items())[:3]}")
+        # Dead only where the permanent error was injected, and there always.
+        poison_ids = {d.accepted_id for d in firsts if d.kind == "poison"}
+        dead_ids = {i for i in accepted if self._state(i) == "dead"}
+        if dead_ids - poison_ids:
+            fail.append(f"dead without an injected permanent error: {self._states(dead_ids)}")
+        not_refused = {i for i in poison_ids if self._state(i) not in ("dead", "rejected")}
+        if not_refused:
+            fail.append(f"poisoned submissions not dead/rejected: {self._states(not_refused)}")
+        for sub_id in poison_ids & dead_ids:
+            record = self.records[sub_id or ""]
+            assert record is not None
+            if (record.extra.get("last_error") or {}).get("status") != 400:
+                fail.append(f"{sub_id} dead without Close's 400 in its record: {record.extra}")
+        rejected_kinds = Counter(
+            d.kind for d in firsts if self._state(d.accepted_id or "") == "rejected"
+        )
+        if set(rejected_kinds) - {"reject"}:
+            fail.append(f"rejected submissions that were fine: {dict(rejected_kinds)}")
+        for name, count in self.leftovers.items():
+            if count:
+                fail.append(f"left behind in Redis: {name} = {count}")
+        repeats = [d for d in self.deliveries if d.original is not None]
+        self.counts = {
+            "sent": len(self.deliveries),
+            "http requests": sum(d.http_attempts for d in self.deliveries),
+            "accepted": len(accepted),
+            "final records": final_records,
+            "created": by_state["created"],
+            "attached": by_state["attached"],
+            "skipped": by_state["skipped"],
+            "rejected": by_state["rejected"],
+            "dead": by_state["dead"],
+            "duplicates": sum(len(ids) - 1 for ids in duplicates.values()),
+            "lost": len(lost),
+            "persons": len(good),
+            "leads": len(self.leads),
+            "repeat deliveries (200 duplicate)": len(repeats),
+            "poisoned (Close 400)": len(poison_ids),
+        }
+        if final_records != len(accepted):
+            fail.append(f"accepted {len(accepted)} != final-state records {final_records}")
+
+    def _state(self, sub_id: str | None) -> str | None:
+        record = self.records.get(sub_id or "")
+        return record.state if record else None
+
+    def _states(self, ids: set[str | None] | list[str]) -> str:
+        return str(Counter(self._state(i) for i in ids)) + f" e.g. {sorted(map(str, ids))[:3]}"
+
+    def _record_history(self, sub_id: str) -> str:
+        record = self.records.get(sub_id)
+        if record is None:
+            return f"    {sub_id}: no record"
+        lines = [f"    {record.id} {record.source} {record.state}:"]
+        lines.extend(f"      {json.dumps(event)}" for event in record.history)
+        return "\n".join(lines)
+
+    def _history(self, email: str, lead_ids: list[str]) -> str:
+        lines = [f"  {email}: leads {lead_ids}"]
+        for d in self.deliveries:
+            if d.email == email and d.original is None:
+                record = self.records.get(d.accepted_id or "")
+                if record is not None:
+                    lines.append(f"    {record.id} {record.source} {record.state}:")
+                    lines.extend(f"      {json.dumps(event)}" for event in record.history)
+        return "\n".join(lines)
+
+    def table(self) -> str:
+        faults = Counter(str(r.get("fault")) for r in self.requests if r.get("fault"))
+        statuses = Counter(str(r["status"]) for r in self.requests)
+        width = max(len(k) for k in self.counts)
+        lines = [
+            f"chaos run: {self.plan.submissions} submissions in {self.elapsed:.1f}s "
+            f"(all final {self.settled:.1f}s after the chaos stopped)"
+        ]
+        lines += [f"  {k:<{width}}  {v}" for k, v in self.counts.items()]
+        lines.append(
+            f"  chaos: {sum(w.kills for w in self.stack.workers)} worker SIGKILLs, "
+            f"{sum(r.kills for r in self.stack.receivers)} receiver SIGKILL, "
+            f"{self.stack.redis_restarts} redis restart ({self.monkey.redis_away:.2f}s away), "
+            f"{self.monkey.bursts} 429 bursts, search lag {self.plan.search_lag}s"
+        )
+        lines.append(f"  Close faults injected: {dict(sorted(faults.items()))}")
+        cpu = {
+            "receivers": sum(p.cpu_seconds for p in self.stack.receivers),
+            "workers": sum(p.cpu_seconds for p in self.stack.workers),
+            "emulator": self.stack.emulator.proc.cpu_seconds,
+        }
+        lines.append("  CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
+        lines.append(f"  Close answers: {dict(sorted(statuses.items()))}")
+        lines.append(f"  door answers: {dict(sorted(self.senders.answers.items()))}")
+        return "\n".join(lines)
+
+
+async def _collect(redis: Redis, ids: list[str]) -> dict[str, SubmissionRecord | None]:
+    keys = Keys(PREFIX)
+    out: dict[str, SubmissionRecord | None] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        pipe = redis.pipeline(transaction=False)
+        for sub_id in chunk:
+            pipe.hgetall(keys.sub(sub_id))
+        for sub_id, raw in zip(chunk, await pipe.execute(), strict=True):
+            out[sub_id] = SubmissionRecord.from_hash(raw) if raw else None
+    return out
+
+
+async def _leftovers(redis: Redis) -> dict[str, int]:
+    keys = Keys(PREFIX)
+    pending = await redis.xpending(keys.stream, GROUP)
+    return {
+        "stream entries": int(await redis.xlen(keys.stream)),
+        "pending entries": int(pending["pending"]),
+        "scheduled retries": int(await redis.zcard(keys.retry)),
+    }
+
+
+async def _settle(redis: Redis, ids: list[str], within: float) -> float:
+    """Wait until every id is final and nothing is left in the stream or the retry schedule;
+    returns how long that took."""
+    started = time.monotonic()
+    while time.monotonic() < started + within:
+        try:
+            records = await _collect(redis, ids)
+            done = all(r is not None and r.state in FINAL_STATES for r in records.values())
+            if done and not any((await _leftovers(redis)).values()):
+                break
+        except RedisError:
+            pass
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
+    run = f"r{plan.seed}"
+    deliveries = make_plan(plan, run)
+    settings = {
+        "worker_concurrency": plan.worker_concurrency,
+        "visibility_timeout_seconds": 2,
+        "read_block_ms": 200,
+        "retry_base_seconds": 0.2,
+        "retry_max_seconds": 1.5,
+        "unknown_outcome_grace_seconds": plan.grace,
+        "close_timeout_seconds": plan.close_timeout,
+        "identity_lock_seconds": 3,
+        "identity_lock_wait_seconds": 2,
+        "shutdown_grace_seconds": 2,
+        "drain_seconds": 0,
+        "auth_probe_seconds": 0.5,
+    }
+    started = time.monotonic()
+    async with Stack(
+        workdir, receivers=plan.receivers, workers=plan.workers, seed=plan.seed, **settings
+    ) as stack:
+        await stack.emulator.configure(
+            error_rate=0.03,  # 5xx before applying
+            error_after_apply_rate=0.03,  # applied, then 5xx: the outcome is unknown
+            hang_rate=0.01,  # no answer within the worker's timeout
+            hang_seconds=plan.close_timeout + 1.0,
+            search_lag_seconds=plan.search_lag,
+        )
+        senders = Senders(stack, deliveries, plan)
+        monkey = Monkey(stack, plan)
+        chaos = [
+            asyncio.create_task(monkey.kill_workers()),
+            asyncio.create_task(monkey.watch()),
+            asyncio.create_task(monkey.kill_receiver(plan.send_seconds * 0.35)),
+            asyncio.create_task(monkey.restart_redis(plan.send_seconds * 0.6)),
+            asyncio.create_task(monkey.bursts_of_429()),
+        ]
+        try:
+            await senders.run()
+            await asyncio.sleep(2.0)  # a little more chaos while the backlog drains
+        finally:
+            monkey.stopping.set()
+            await asyncio.gather(*chaos)
+        await stack.emulator.configure(rate_limit=None)
+        for proc in stack.services:  # whatever was killed last is running again
+            if not proc.running:
+                await proc.start()
+        ids = sorted({d.accepted_id for d in deliveries if d.accepted_id})
+        redis = Redis.from_url(stack.redis.url, decode_responses=True)
+        try:
+            settled = await _settle(redis, ids, plan.settle_seconds)
+            records = await _collect(redis, ids)
+            leftovers = await _leftovers(redis)
+            pending = await redis.xpending_range(
+                Keys(PREFIX).stream, GROUP, min="-", max="+", count=10
+            )
+            consumers = await redis.xinfo_consumers(Keys(PREFIX).stream, GROUP)
+        finally:
+            await redis.aclose()
+        outcome = Outcome(
+            plan=plan,
+            deliveries=deliveries,
+            records=records,
+            leads=await stack.emulator.leads(),
+            requests=await stack.emulator.requests(),
+            senders=senders,
+            monkey=monkey,
+            stack=stack,
+            leftovers=leftovers,
+            elapsed=time.monotonic() - started,
+            settled=settled,
+            pending_detail=[f"    pending: {p}" for p in pending]
+            + [f"    consumer: {c}" for c in consumers],
+        )
+        outcome.check()
+        # What every service process wrote: no secret, no email or phone in the clear.
+        phones = {d.phone for d in deliveries if d.phone}
+        for name, text in stack.service_logs():
+            found = leaks(text, secrets=(CLOSE_KEY, ADMIN_TOKEN), phones=phones)
+            if found:
+                outcome.failures.append(f"{name}'s log gives away: {found[:10]}")
+    return outcome

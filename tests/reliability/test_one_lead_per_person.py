@@ -1,0 +1,112 @@
+"""Two ways the chaos run found to break "one lead per person, every submission final", each
+now pinned down on its own:
+
+- a create whose answer was lost (Close applied it, then 5xx) while Close's search index lags:
+  the person's *next* submission must wait for the index too, not make a second lead;
+- a cancellation lost inside a Redis call (Python 3.11's ``wait_for``, used by redis-py, can
+  swallow one) must not keep a person's lock refreshed forever, blocking their submissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from service.envelope import Envelope, new_submission_id
+from service.keys import Keys
+from service.queue.records import FINAL_STATES
+from service.queue.scripts import Scripts
+from service.queue.stream import WorkQueue
+from service.sources import Sources
+from service.worker.identity import IdentityLocks
+from tests.conftest import emulator_state, running_worker, wait_for_record
+
+pytestmark = pytest.mark.usefixtures("captured_logs")
+
+
+async def enqueue(queue: WorkQueue, body: Any) -> str:
+    now = time.time()
+    envelope = Envelope(
+        id=new_submission_id(now),
+        source="partner",
+        received_at=now,
+        content_type="application/json",
+        body=body,
+    )
+    await queue.enqueue(envelope)
+    return envelope.id
+
+
+async def test_a_lost_create_answer_makes_the_persons_next_submission_wait_for_the_index(
+    queue: WorkQueue,
+    make_settings: Any,
+    sources: Sources,
+    redis: Redis,
+    emulator: TestServer,
+) -> None:
+    state = emulator_state(emulator)
+    state.configure(search_lag_seconds=1.5)
+    # The first create reaches Close and makes the lead; its answer is a 502.
+    state.add_fault(method="POST", path="/api/v1/lead/", status=502, after_apply=True)
+    email = "lost-answer@example.com"
+    first = await enqueue(queue, {"contact": {"email": email, "name": "Lo Stanswer"}})
+    second = await enqueue(queue, {"contact": {"email": email}, "notes": "again"})
+    settings = make_settings(unknown_outcome_grace_seconds=3.0, worker_concurrency=4)
+    async with running_worker(settings, sources, redis):
+        records = [
+            await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
+            for sub_id in (first, second)
+        ]
+    assert len(state.leads_with_email(email)) == 1
+    posts = [r for r in state.requests if r.method == "POST" and r.path == "/api/v1/lead/"]
+    assert len(posts) == 1, "a second create was sent while the first one's outcome was unknown"
+    assert {r.state for r in records} <= {"created", "attached"}
+    assert len({r.lead_id for r in records}) == 1
+
+
+class LosesOneCancellation:
+    """Scripts whose ``extend_lock`` swallows the first cancellation it meets, as a Redis call
+    under Python 3.11 sometimes does."""
+
+    def __init__(self, scripts: Scripts) -> None:
+        self.scripts = scripts
+        self.inside = asyncio.Event()
+        self.swallowed = 0
+
+    async def extend_lock(self, **kwargs: Any) -> Any:
+        self.inside.set()
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            self.swallowed += 1
+            if self.swallowed > 1:
+                raise
+        return await self.scripts.extend_lock(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scripts, name)
+
+
+async def test_a_lost_cancellation_does_not_hold_a_persons_lock_forever(
+    redis: Redis, keys: Keys
+) -> None:
+    scripts = LosesOneCancellation(Scripts.register(redis))
+    locks = IdentityLocks(redis, scripts, keys, ttl=0.3, wait=0.5)  # type: ignore[arg-type]
+
+    async def one_submission() -> None:
+        async with locks.hold(["e:person"]):
+            await scripts.inside.wait()  # finish while the lock is being refreshed
+
+    task = asyncio.create_task(one_submission())
+    finished, _ = await asyncio.wait({task}, timeout=5)  # asyncio.wait never cancels
+    for _ in range(3):  # a test that failed still cleans up
+        task.cancel()
+        await asyncio.wait({task}, timeout=1)
+    assert finished, "the lock is still held (and refreshed) after the submission finished"
+    assert scripts.swallowed == 1
+    assert await redis.exists(keys.lock("e:person")) == 0  # released, not refreshed on
