@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck manifests format system-deps install clean
+.PHONY: run test lint typecheck manifests format system-deps install clean bench chaos
 
 ## Debian packages the service and its tests need (installed only when missing).
 system-deps:
@@ -35,8 +35,8 @@ test: install lint typecheck manifests
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -48,8 +48,35 @@ manifests: $(STAMP)
 	$(BIN)/pytest tests/deploy -q
 
 format: $(STAMP)
-	$(BIN)/ruff format service tests
-	$(BIN)/ruff check --fix service tests
+	$(BIN)/ruff format service tests bench
+	$(BIN)/ruff check --fix service tests bench
+
+## Benchmarks (bench/README.md): intake, worker throughput, Close's rate limit, end-to-end
+## latency, memory, scale-out; prints the figures and writes bench/RESULTS.md and
+## bench/results.png, in under 10 minutes. Load stays on 127.0.0.1. Arguments for one part:
+## make bench BENCH_ARGS='--only intake'  (or --quick, --profile; see python -m bench.run -h)
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: install $(BENCH_STAMP)
+	@missing=(); \
+	command -v wrk >/dev/null || missing+=(wrk); \
+	command -v taskset >/dev/null || missing+=(util-linux); \
+	if [ $${#missing[@]} -gt 0 ]; then \
+	  echo "installing: $${missing[*]}"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq "$${missing[@]}"; \
+	fi
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## The long chaos run (tests/reliability/README.md): 5,000 submissions while workers, a receiver
+## and Redis are killed or restarted and Close misbehaves; prints the counts. About 5 minutes.
+## INTAKE_CHAOS_SEED=N replays a run's plan.
+chaos: install
+	INTAKE_CHAOS_LONG=1 $(BIN)/pytest tests/reliability/test_chaos.py -k long -q -s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,92 @@
+"""Profiles of the hot paths with py-spy (``python -m bench.run --profile``).
+
+py-spy starts the service process itself (attaching to a running one is refused in some
+sandboxes), samples it without stopping it and writes collapsed stacks when the process exits;
+:func:`summarize` turns them into the top functions by own and by cumulative samples.
+Idle samples (a thread waiting in epoll) are left out, so percentages are of busy CPU time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+from bench.procs import Procs
+
+RATE = 250
+_LOOP = "BaseEventLoop._run_once"
+_LINE = re.compile(r"^(.*) (\d+)$")
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def available() -> bool:
+    return shutil.which("py-spy") is not None
+
+
+def wrapper(raw: Path, inner_cores: str) -> list[str]:
+    """Prefix for a service command: py-spy (on the caller's cores) samples it; the service
+    itself runs on ``inner_cores``."""
+    binary = shutil.which("py-spy") or "py-spy"
+    return [
+        binary, "record", "--format", "raw", "--rate", str(RATE), "--output", str(raw),
+        "--", "taskset", "-c", inner_cores,
+    ]  # fmt: skip
+
+
+def stop_profiled(procs: Procs, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Stop the profiled service (SIGTERM to it alone) so py-spy writes its file, then py-spy."""
+    for child in psutil.Process(process.pid).children(recursive=True):
+        child.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    procs.stop(process)
+
+
+def _function(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match.group("file")
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    path = re.sub(r"^.*?/(service|bench)/", r"\1/", path)
+    return f"{match.group('func')} ({path})"
+
+
+def summarize(raw: Path, title: str, top: int = 40) -> str:
+    """The top functions by own and by cumulative samples, as text."""
+    own: Counter[str] = Counter()
+    cumulative: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        match = _LINE.match(line.strip())
+        if not match:
+            continue
+        stack, count = match.group(1), int(match.group(2))
+        frames = [_function(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        if not any(f.startswith(_LOOP) for f in frames):
+            continue  # start-up (imports, config): not the steady state being measured
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            cumulative[name] += count
+    lines = [
+        f"# {title}",
+        f"{total} busy samples at {RATE} Hz in the event loop (start-up left out)",
+        "",
+    ]
+    for label, counter in (("own", own), ("cumulative", cumulative)):
+        lines.append(f"## top {top} by {label} samples")
+        for name, count in counter.most_common(top):
+            lines.append(f"{100 * count / max(1, total):6.1f}%  {count:6d}  {name}")
+        lines.append("")
+    return "\n".join(lines)

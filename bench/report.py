@@ -1,0 +1,579 @@
+"""bench/RESULTS.md and bench/results.png from the figures of a run (results.json)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+TARGETS_NOTE = {
+    "intake_rate": (
+        "The receiver's Redis writes are already coalesced (group commit: the enqueue scripts "
+        "of concurrent requests share pipelined round trips, each request awaiting its own "
+        "reply); what is left is CPU the naive handler does not spend. Per request the "
+        "receiver uses about 2.2x the naive handler's CPU (table above). Its profile "
+        "(`make bench BENCH_ARGS=--profile`, bench/profiles/receiver_json.txt) puts "
+        "`Envelope.to_json` at 18% of busy samples (13% in `dataclasses.asdict`, which "
+        "deep-copies the parsed body only to serialise it), the pipelined Redis round trips at "
+        "11%, `read_body` at 8% (`asyncio.timeout` + `iter_chunked` for a 1 KB body), "
+        "`parse_body` at 8% (half of it `media_type_of`, i.e. the `email` package parsing "
+        "Content-Type, done twice per request), signature check 5%, `history_event` 3% "
+        "(datetime formatting), `request_client` 3%, the metrics middleware 3%, "
+        "`new_submission_id` 2%. Cheap fixes: build the envelope JSON from the fields "
+        "directly; parse Content-Type once (aiohttp's `request.content_type`, or a cached "
+        "parser); read a body with a known small Content-Length in one `read()`; format "
+        "history times with `time.strftime`; a fast path in `request_client` when no proxy is "
+        "trusted; cache the metric children per source. Together about a third of the CPU "
+        "per request: roughly 0.65x the naive handler. Past that, the event loop and HTTP "
+        "parsing (aiohttp itself, ~64 us per request here) dominate: uvloop, and more "
+        "receiver processes per pod, are what would reach 1.2x."
+    ),
+    "intake_p99": (
+        "At 32 connections the receiver is CPU-bound on its core: a request waits behind the "
+        "others (mean = 32 / requests per second), and the tail adds pauses of a few tens of "
+        "milliseconds. Lowering the CPU per request (above) lowers both."
+    ),
+    "worker_ratio": (
+        "Besides its four Close calls, a lead costs about 15 Redis round trips (record read, "
+        "four transitions, two lock SETs and two releases, the lead-cache read and write, and "
+        "one token-bucket script before each Close call) and 5-7 ms of CPU (mapping, note, "
+        "redis-py, aiohttp). At concurrency 1 that is ~10% on top of 4 x latency; at 16 and "
+        "64 tasks the tasks also queue for the one CPU (the worker is 40-60% busy), so the "
+        "gap grows with concurrency. Fix: fewer round trips and less CPU per lead (below)."
+    ),
+    "worker_cpu": (
+        "The worker profile (bench/profiles/worker.txt) puts redis-py's command path at about "
+        "28% of busy samples (about 15 round trips per lead; each costs ~100 us of client CPU), "
+        "the Close client (aiohttp + aiohttp-retry) at 25%, mapping and note rendering at 15% "
+        "(`clean_text` alone 5%). Fix: take rate-limit tokens in batches per process (one "
+        "EVALSHA per Close call today); read the record and mark it processing in one script; "
+        "take and release all identity locks in one script each; write the 'lead created' "
+        "progress and the lead cache in one script; a cheaper `clean_text` (one "
+        "`str.translate`/regex pass); `redis[hiredis]`. That is about half the round trips; "
+        "2 ms per lead would also need a lighter Close client path (aiohttp-retry wraps every "
+        "request in several layers)."
+    ),
+    "ratelimit": (
+        "With our limiter set to Close's limit the workers keep to it; with it off, Close's "
+        "429s and `RateLimit: remaining=0` pauses alone overshoot and then stall. Set "
+        "INTAKE_CLOSE_RATE_LIMIT (per endpoint group, all workers together) to the "
+        "organisation's Close limit."
+    ),
+    "memory": (
+        "RSS kept growing after the warm-up: look at what the process keeps per submission "
+        "(metrics label sets, caches; the emulator's objects are in another process)."
+    ),
+}
+
+
+def _f(value: Any, digits: int = 0, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _machine_lines(data: dict[str, Any]) -> list[str]:
+    m = data["machine"]
+    return [
+        f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Linux {m['kernel']}",
+        f"- Python {m['python']}, aiohttp {m['aiohttp']}, redis-py {m['redis_py']}; "
+        f"redis-server {m['redis_server']}; wrk {m['wrk']}",
+    ]
+
+
+def _background(section: dict[str, Any]) -> str:
+    share = section.get("background_cpu_share", 0.0)
+    warn = " **other processes were busy: figures are lower than the box can do**"
+    return (
+        f"_{_f(section.get('elapsed_seconds'), 0)} s; other processes on the box used "
+        f"{100 * share:.1f}% of its CPU meanwhile{warn if share > 0.05 else ''}._"
+    )
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
+    """(target, measured, met?, note key) for every target of the issue."""
+    s = data.get("sections", {})
+    rows: list[tuple[str, str, bool | None, str]] = []
+    i = s.get("intake", {})
+    if "receiver_json" in i:
+        ratio = i["ratios"]["receiver_vs_xadd"]
+        rows.append(
+            (
+                "Receiver >= 1.2x the naive XADD handler (signed JSON)",
+                f"{ratio:.2f}x ({_f(i['receiver_json']['rps'])} vs {_f(i['xadd']['rps'])} req/s)",
+                ratio >= 1.2,
+                "intake_rate",
+            )
+        )
+        p99 = i["receiver_json"]["p99_ms"]
+        rows.append(
+            (
+                "Receiver p99 < 25 ms at 32 connections",
+                f"{p99:.1f} ms",
+                p99 < 25,
+                "intake_p99",
+            )
+        )
+    d = s.get("drain", {})
+    if d.get("rows"):
+        dominated = [
+            r
+            for r in d["rows"]
+            if r["latency_ms"] > 0 and r["leads_per_s"] * r["cpu_ms_per_lead"] / 1000 < 0.5
+        ]
+        if dominated:
+            worst = min(dominated, key=lambda r: r["ratio"])
+            rows.append(
+                (
+                    ">= 0.9x the Little's-law bound where Close latency dominates "
+                    "(runs using < 50% of the worker's core)",
+                    f"lowest {worst['ratio']:.2f}x (latency {worst['latency_ms']} ms, "
+                    f"concurrency {worst['concurrency']}); "
+                    + ", ".join(
+                        f"{r['latency_ms']}ms/{r['concurrency']}: {r['ratio']:.2f}"
+                        for r in dominated
+                    ),
+                    worst["ratio"] >= 0.9,
+                    "worker_ratio",
+                )
+            )
+        busy = [r for r in d["rows"] if r["latency_ms"] == 0 and r["concurrency"] >= 16]
+        if busy:
+            cpu = min(r["cpu_ms_per_lead"] for r in busy)
+            rows.append(
+                (
+                    "<= 2 ms CPU per lead (worker process, Close answering at once)",
+                    f"{cpu:.2f} ms",
+                    cpu <= 2,
+                    "worker_cpu",
+                )
+            )
+    r = s.get("ratelimit", {})
+    if "ours_at_limit" in r:
+        at = r["ours_at_limit"]["groups"]
+        search = at["search"]
+        late = sum(g.get("status_429_after_first_window", 0) for g in at.values())
+        achieved = search.get("accepted_rate", 0) / r["limit"]
+        rows.append(
+            (
+                ">= 0.95x Close's limit, no 429 after the first window (ours set to the limit)",
+                f"{achieved:.2f}x of {r['limit']}/s on the busiest group (search); "
+                f"{late} 429s after the first window",
+                achieved >= 0.95 and late == 0,
+                "ratelimit",
+            )
+        )
+    mem = s.get("memory", {})
+    for name in ("receiver", "worker"):
+        m = mem.get(name)
+        if m:
+            growth = m["growth_after_warmup_mib"]
+            flat = growth <= max(10.0, 0.1 * m["after_warmup_mib"])
+            rows.append(
+                (
+                    f"{name.capitalize()} RSS flat after warm-up",
+                    f"{growth:+.1f} MiB after warm-up (peak {m['peak_mib']:.0f} MiB)",
+                    flat,
+                    "memory",
+                )
+            )
+    return rows
+
+
+def markdown(data: dict[str, Any]) -> str:
+    s = data.get("sections", {})
+    out: list[str] = ["# Benchmark results", ""]
+    out.append(
+        "Generated by `make bench` (`python -m bench.run`) from the figures in `results.json`; "
+        "the plot is `results.png`. How to run each benchmark and how to read the figures for "
+        "sizing a deployment: [README.md](README.md)."
+    )
+    out.append("")
+    if data.get("quick"):
+        out += ["**QUICK RUN (`--quick`): tiny runs that check the harness; figures are "
+                "meaningless.**", ""]  # fmt: skip
+    out += ["## Machine", "", *_machine_lines(data)]
+    out.append(f"- Written {data.get('written_at')}; all sections took "
+               f"{_f(data.get('total_seconds'))} s.")  # fmt: skip
+    out += [
+        "- Set-up: everything on 127.0.0.1. A private `redis-server` configured like production "
+        "(AOF on, `appendfsync everysec`, `noeviction`; no snapshots or AOF rewrites during "
+        "runs). Service processes run as in production: `lead-intake serve` / `lead-intake "
+        "worker`, `INTAKE_ENV=production` (JSON logs), `INTAKE_LOG_LEVEL=WARNING`, a sources "
+        "file written by the bench with a webhook source (`partner`: Standard Webhooks "
+        "signatures, secret from the environment) and a form source (`website`: generic-form "
+        "preset, honeypot, CORS, redirect, per-client and per-source rate limits set high "
+        "because all load comes from one address). Close is the service's emulator "
+        "(`bench/emulator.py`: same app, contact search indexed).",
+        "",
+    ]
+    rows = targets(data)
+    if rows:
+        out += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        for name, measured, met, _ in rows:
+            out.append(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
+        missed = [(name, key) for name, _, met, key in rows if met is False]
+        if missed:
+            out += ["", "Targets not met, why, and what would fix it:", ""]
+            seen = set()
+            for name, key in missed:
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(f"- **{name}**: {TARGETS_NOTE[key]}")
+        out.append("")
+
+    i = s.get("intake")
+    if i:
+        out += ["## 1. Receiver intake", "", f"Command: `{data['commands'].get('intake')}`", ""]
+        if "error" in i:
+            out += [f"Failed: `{i['error']}`", ""]
+        else:
+            out.append(
+                f"wrk (1 thread, {i['connections']} connections) and Redis on core 1, the "
+                f"server on core 0; {i['warmup']:g} s warm-up, then {i['seconds']:g} s measured "
+                f"(at most {i['seconds'] * 7500:,.0f} distinct requests: every request is a "
+                f"new delivery of a new person, so none is a duplicate). JSON body "
+                f"{i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the form post "
+                f"{i.get('form_body_bytes')} bytes, form-encoded."
+            )
+            out += [
+                "",
+                "| server | requests/s | p50 ms | p99 ms | max ms | server CPU per request | "
+                "server CPU use | answers |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for key, label in (
+                ("ceiling", "bare aiohttp, answers 202 (ceiling)"),
+                ("xadd", "bare aiohttp + one XADD per request (naive)"),
+                ("receiver_json", "**receiver**, signed JSON webhook"),
+                ("receiver_form", "**receiver**, form post"),
+            ):
+                r = i[key]
+                answers = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
+                if r.get("socket_errors"):
+                    answers += f"; socket errors {r['socket_errors']}"
+                out.append(
+                    f"| {label} | {_f(r['rps'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                    f"{r['max_ms']:.1f} | {_f(r.get('cpu_us_per_request'), 0, ' us')} | "
+                    f"{_f(100 * r.get('cpu_share', float('nan')), 0, '%')} of a core | {answers} |"
+                )
+            ratios = i["ratios"]
+            out += [
+                "",
+                f"Ratios: receiver / naive XADD = **{ratios['receiver_vs_xadd']:.2f}**, "
+                f"receiver / ceiling = {ratios['receiver_vs_ceiling']:.2f}, naive / ceiling = "
+                f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = {ratios['form_vs_xadd']:.2f}.",
+                f"Every 202 was stored: {i['accepted']:,} answered 202 (warm-ups included), "
+                f"{i['stored_in_stream']:,} entries in the stream (a few more: requests in "
+                "flight when wrk stopped were stored but not counted).",
+                "",
+                _background(i),
+                "",
+            ]
+    d = s.get("drain")
+    if d:
+        out += ["## 2. Worker throughput", "", f"Command: `{data['commands'].get('drain')}`", ""]
+        if "error" in d:
+            out += [f"Failed: `{d['error']}`", ""]
+        else:
+            out.append(
+                "One `lead-intake worker` process on core 0, Redis and the emulator on core 1. "
+                "N distinct people preloaded with `WorkQueue.enqueue`, hidden from the "
+                "consumer group until the worker waits on the stream, then released at once; "
+                "leads/s = created / (last final state - release). CPU = the worker process's "
+                "user+system time over the drain / N. Bound = concurrency / (Close calls per "
+                "lead x latency) (Little's law). `INTAKE_CLOSE_RATE_LIMIT=100000` so our own "
+                "limiter is not what is measured."
+            )
+            out += ["", "| Close latency | concurrency | N | leads/s | bound | ratio | "
+                    "CPU ms/lead | worker CPU use | Close calls/lead | states |",
+                    "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            for r in d["rows"]:
+                use = r["leads_per_s"] * r["cpu_ms_per_lead"] / 1000
+                out.append(
+                    f"| {r['latency_ms']} ms | {r['concurrency']} | {r['n']} | "
+                    f"{r['leads_per_s']:.1f} | {_f(r.get('bound'), 1)} | "
+                    f"{_f(r.get('ratio'), 2)} | {r['cpu_ms_per_lead']:.2f} | "
+                    f"{100 * use:.0f}% | {r['close_calls_per_lead']:.1f} | "
+                    f"{', '.join(f'{k}: {v}' for k, v in r['states'].items())} |"
+                )
+            out += [
+                "",
+                "CPU per lead includes the worker's idle polling during the run, which is "
+                "why runs that take long for few leads (concurrency 1) show more.",
+                "",
+                _background(d),
+                "",
+            ]
+    r = s.get("ratelimit")
+    if r:
+        out += ["## 3. Close's rate limit", "", f"Command: `{data['commands'].get('ratelimit')}`",
+                ""]  # fmt: skip
+        if "error" in r:
+            out += [f"Failed: `{r['error']}`", ""]
+        else:
+            out.append(
+                f"Emulator limited to {r['limit']} requests per {r['window']:g} s per endpoint "
+                f"group (as Close limits per group); {r['processes']} worker processes of 16 "
+                f"tasks on core 0; N = {r['n']} leads; Close latency 0. A lead makes two "
+                "searches (email, then phone), one lead create and one note, so the search "
+                "group is the busiest. Achieved = accepted requests per second after the "
+                "first window."
+            )
+            out += ["", "| our limiter | group | achieved req/s | of the limit | 429s in all | "
+                    "429s after the first window | leads/s |",
+                    "|---|---|---|---|---|---|---|"]  # fmt: skip
+            for label, text in (
+                ("ours_at_limit", f"INTAKE_CLOSE_RATE_LIMIT={r['limit']}"),
+                ("ours_off", "off (100000)"),
+            ):
+                run = r.get(label)
+                if not run:
+                    continue
+                for group, g in run["groups"].items():
+                    if not g.get("requests"):
+                        continue
+                    out.append(
+                        f"| {text} | {group} | {g['accepted_rate']:.1f} | "
+                        f"{g['accepted_rate'] / r['limit']:.2f} | {g['status_429_total']} | "
+                        f"{g['status_429_after_first_window']} | {run['leads_per_s']:.1f} |"
+                    )
+            out += [
+                "",
+                "Our limiter is set to the limit in the first run because that is how a "
+                "deployment is meant to be configured (INTAKE_CLOSE_RATE_LIMIT is the "
+                "organisation's limit per endpoint group, shared by all workers through "
+                "Redis); its default (10/s) would simply halve the rate here. The second run "
+                "shows what happens when it is left above Close's limit: only Close's 429s "
+                "and RateLimit headers hold the workers back.",
+                "",
+                _background(r),
+                "",
+            ]
+    e = s.get("e2e")
+    if e:
+        out += ["## 4. End-to-end latency", "", f"Command: `{data['commands'].get('e2e')}`", ""]
+        if "error" in e:
+            out += [f"Failed: `{e['error']}`", ""]
+        else:
+            out.append(
+                f"A paced poster (open loop) sends {e['rate']:g} signed webhooks/s for "
+                f"{e['seconds']:g} s to one receiver; one worker (16 tasks) delivers them. "
+                "Receiver and worker on core 0, Redis, emulator and poster on core 1. "
+                "Receipt -> created is the record's `updated_at - received_at`."
+            )
+            out += [
+                "",
+                "| Close latency | posted | receipt->created p50 | p90 | p99 | max | "
+                "HTTP answer p50 / p99 | states |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for run in e["runs"]:
+                out.append(
+                    f"| {run['latency_ms']:g} ms | {run['posted']} | {run['p50_ms']:.0f} ms | "
+                    f"{run['p90_ms']:.0f} ms | {run['p99_ms']:.0f} ms | {run['max_ms']:.0f} ms "
+                    f"| {run['http_p50_ms']:.1f} / {run['http_p99_ms']:.1f} ms | "
+                    f"{', '.join(f'{k}: {v}' for k, v in run['states'].items())} |"
+                )
+            out += ["", _background(e), ""]
+    m = s.get("memory")
+    if m:
+        out += ["## 5. Memory", "", f"Command: `{data['commands'].get('memory')}`", ""]
+        if "error" in m:
+            out += [f"Failed: `{m['error']}`", ""]
+        else:
+            out.append(
+                f"wrk posts N = {m['n']:,} signed webhooks (distinct people) to one receiver "
+                "while one worker (64 tasks) delivers them to the emulator (latency 0); RSS "
+                f"sampled every second; the run is bounded at {m['timeout']:g} s. Nothing "
+                f"pinned. Accepted: {m['accepted']:,} in {m['intake_seconds']:.0f} s; "
+                f"processed by the worker: {m['processed']:,} in {m['total_seconds']:.0f} s"
+                + (
+                    "."
+                    if m["drained"]
+                    else " (the time bound came first: the worker saw fewer submissions than "
+                    "the receiver; run `python -m bench.run --only memory --memory-timeout 900` "
+                    "for all of them)."
+                )
+            )
+            out += ["", "| process | start | after warm-up (10%) | peak | end | growth after "
+                    "warm-up |", "|---|---|---|---|---|---|"]  # fmt: skip
+            for name in ("receiver", "worker"):
+                v = m.get(name)
+                if v:
+                    out.append(
+                        f"| {name} | {v['start_mib']:.0f} MiB | {v['after_warmup_mib']:.0f} MiB "
+                        f"| {v['peak_mib']:.0f} MiB | {v['end_mib']:.0f} MiB | "
+                        f"{v['growth_after_warmup_mib']:+.1f} MiB |"
+                    )
+            out += ["", _background(m), ""]
+    so = s.get("scaleout")
+    if so:
+        out += ["## 6. Scale-out on this 2-core box", "",
+                f"Command: `{data['commands'].get('scaleout')}`", ""]  # fmt: skip
+        if "error" in so:
+            out += [f"Failed: `{so['error']}`", ""]
+        else:
+            si, sd = so["intake"], so["drain"]
+            out.append(
+                "Nothing pinned: the processes, Redis, the emulator and wrk share both cores. "
+                f"Intake: {si['connections']} connections in all (with 2 receivers, one wrk "
+                f"each with half), signed JSON, {si['seconds']:g} s. Drain: N = {sd['n']} "
+                "per run, 16 tasks per worker process, Close latency 0 (so CPU is the limit)."
+            )
+            out += ["", "| processes | intake requests/s | intake p99 | drain leads/s | "
+                    "drain CPU ms/lead |", "|---|---|---|---|---|"]  # fmt: skip
+            drains = {str(r["processes"]): r for r in sd["rows"]}
+            for p in ("1", "2", "4"):
+                rx = si.get(p)
+                dr = drains.get(p)
+                rx_rate = _f(rx["rps"]) if rx else "-"
+                rx_p99 = _f(rx["p99_ms"], 1, " ms") if rx else "-"
+                dr_rate = _f(dr["leads_per_s"], 1) if dr else "-"
+                dr_cpu = _f(dr["cpu_ms_per_lead"], 2) if dr else "-"
+                out.append(f"| {p} | {rx_rate} | {rx_p99} | {dr_rate} | {dr_cpu} |")
+            out += ["", _background(so), ""]
+    out += [
+        "## Left simpler than a sizing exercise would need",
+        "",
+        "- One machine: load generator, Redis and the emulator share the box with the process "
+        "under test, so absolute figures are lower than on separate machines; the ratios and "
+        "the per-request / per-lead CPU costs carry over best.",
+        "- wrk is closed-loop (each connection waits for its answer): latency under an open "
+        "arrival rate above capacity would be worse than shown.",
+        "- The emulator answers in constant time; real Close latency varies and has a tail.",
+        "- Redis runs on the same box without replication; a managed Redis adds a network "
+        "round trip to every receive and to each of the worker's ~15 Redis round trips per "
+        "lead.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    s = data.get("sections", {})
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    fig.suptitle(
+        f"Lead Intake benchmarks - {data['machine']['cpu']}, {data['machine']['cores']} cores"
+        + (" (QUICK RUN: figures meaningless)" if data.get("quick") else ""),
+        fontsize=12,
+    )
+    ax = axes[0][0]
+    i = s.get("intake", {})
+    if "receiver_json" in i:
+        keys = ["ceiling", "xadd", "receiver_json", "receiver_form"]
+        labels = ["bare 202\n(ceiling)", "naive\nXADD", "receiver\nsigned JSON", "receiver\nform"]
+        values = [i[k]["rps"] for k in keys]
+        bars = ax.bar(labels, values, color=["#999", "#bbb", "#2a7", "#5b9"])
+        for bar, k in zip(bars, keys, strict=True):
+            ax.annotate(
+                f"{i[k]['rps']:,.0f}/s\np99 {i[k]['p99_ms']:.1f} ms",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        ax.axhline(1.2 * i["xadd"]["rps"], color="r", ls="--", lw=1, label="target 1.2x naive")
+        ax.set_ylim(0, max(values) * 1.25)
+        ax.legend(fontsize=8)
+    ax.set_title("1. Intake, one process on one core (requests/s)")
+
+    ax = axes[0][1]
+    d = s.get("drain", {})
+    colors = {0: "#444", 50: "#27c", 200: "#c52"}
+    for latency in (0, 50, 200):
+        rows = [r for r in d.get("rows", []) if r["latency_ms"] == latency]
+        if not rows:
+            continue
+        xs = [r["concurrency"] for r in rows]
+        ax.plot(xs, [r["leads_per_s"] for r in rows], "o-", color=colors[latency],
+                label=f"Close latency {latency} ms")  # fmt: skip
+        if latency:
+            ax.plot(xs, [r["bound"] for r in rows], ":", color=colors[latency],
+                    label=f"Little's-law bound, {latency} ms")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("worker concurrency (tasks)")
+    ax.set_ylabel("leads/s")
+    ax.set_title("2. Worker throughput, one process on one core")
+    ax.legend(fontsize=7)
+
+    ax = axes[0][2]
+    for latency in (0, 50, 200):
+        rows = [r for r in d.get("rows", []) if r["latency_ms"] == latency]
+        if rows:
+            ax.plot([r["concurrency"] for r in rows], [r["cpu_ms_per_lead"] for r in rows], "o-",
+                    color=colors[latency], label=f"Close latency {latency} ms")  # fmt: skip
+    ax.axhline(2, color="r", ls="--", lw=1, label="target 2 ms")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("worker concurrency (tasks)")
+    ax.set_ylabel("worker CPU ms per lead")
+    ax.set_title("2. Worker CPU per lead")
+    ax.legend(fontsize=7)
+
+    ax = axes[1][0]
+    r = s.get("ratelimit", {})
+    for label, style in (("ours_at_limit", "-"), ("ours_off", "--")):
+        run = r.get(label)
+        if run:
+            per = run["groups"]["search"].get("per_second", [])
+            ours = "= limit" if label == "ours_at_limit" else "off"
+            ax.plot(range(len(per)), per, style, marker=".", label=f"search group, ours {ours}")
+    if r.get("limit"):
+        ax.axhline(r["limit"], color="r", lw=1, label=f"Close limit {r['limit']}/s")
+    ax.set_xlabel("second of the run")
+    ax.set_ylabel("accepted requests in that second")
+    ax.set_title("3. Close rate limit (3 worker processes)")
+    ax.legend(fontsize=7)
+
+    ax = axes[1][1]
+    m = s.get("memory", {})
+    samples = m.get("samples", [])
+    if samples:
+        mib = 1024 * 1024
+        for name, progress, color in (("receiver", "accepted", "#2a7"), ("worker", "processed",
+                                                                        "#27c")):  # fmt: skip
+            pts = [(x[progress], x[name] / mib) for x in samples if x.get(name)]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color,
+                    label=f"{name} RSS vs submissions {progress}")  # fmt: skip
+        ax.set_xlabel("submissions")
+        ax.set_ylabel("RSS MiB")
+        peak = max((x[n] for x in samples for n in ("receiver", "worker") if x.get(n)), default=1)
+        ax.set_ylim(0, 1.4 * peak / mib)
+        ax.legend(fontsize=7)
+    ax.set_title(f"5. Memory over {m.get('n', 0):,} submissions")
+
+    ax = axes[1][2]
+    so = s.get("scaleout", {})
+    if "intake" in so and "drain" in so:
+        si, sd = so["intake"], so["drain"]
+        xs = [p for p in ("1", "2") if p in si]
+        ax.bar([f"{p} receiver(s)" for p in xs], [si[p]["rps"] for p in xs], color="#2a7",
+               label="intake requests/s")  # fmt: skip
+        ax2 = ax.twinx()
+        rows = sd["rows"]
+        ax2.bar(
+            [f"{row['processes']} worker(s)" for row in rows],
+            [row["leads_per_s"] for row in rows],
+            color="#27c",
+            label="drain leads/s",
+        )
+        ax.set_ylabel("intake requests/s", color="#2a7")
+        ax2.set_ylabel("drain leads/s (Close latency 0)", color="#27c")
+        ax.tick_params(axis="x", labelrotation=20)
+    ax.set_title("6. Scale-out on the 2-core box (unpinned)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(data: dict[str, Any], out: Path) -> None:
+    (out / "RESULTS.md").write_text(markdown(data))
+    plot(data, out / "results.png")
