@@ -24,6 +24,7 @@ from bench.stack import (
     wait_drained,
 )
 from service.queue.connection import redis_from_url
+from service.queue.records import TERMINAL_STATES
 
 
 def end_to_end(
@@ -180,8 +181,9 @@ def memory(
             sampler.join(timeout=5)
         states = asyncio.run(final_states(redis_url, "intake"))
         samples = sampler.samples
-        accepted = samples[-1]["accepted"] if samples else 0
-        processed = samples[-1]["processed"] if samples else 0
+        # Final counts from the records (the last sample may be up to a second old).
+        accepted = sum(states.values())
+        processed = sum(v for k, v in states.items() if k in TERMINAL_STATES)
         out.update(
             {
                 "accepted": accepted,

@@ -10,23 +10,25 @@ TARGETS_NOTE = {
     "intake_rate": (
         "The receiver's Redis writes are already coalesced (group commit: the enqueue scripts "
         "of concurrent requests share pipelined round trips, each request awaiting its own "
-        "reply); what is left is CPU the naive handler does not spend. Per request the "
-        "receiver uses about 2.2x the naive handler's CPU (table above). Its profile "
-        "(`make bench BENCH_ARGS=--profile`, bench/profiles/receiver_json.txt) puts "
-        "`Envelope.to_json` at 18% of busy samples (13% in `dataclasses.asdict`, which "
-        "deep-copies the parsed body only to serialise it), the pipelined Redis round trips at "
-        "11%, `read_body` at 8% (`asyncio.timeout` + `iter_chunked` for a 1 KB body), "
-        "`parse_body` at 8% (half of it `media_type_of`, i.e. the `email` package parsing "
-        "Content-Type, done twice per request), signature check 5%, `history_event` 3% "
-        "(datetime formatting), `request_client` 3%, the metrics middleware 3%, "
-        "`new_submission_id` 2%. Cheap fixes: build the envelope JSON from the fields "
-        "directly; parse Content-Type once (aiohttp's `request.content_type`, or a cached "
-        "parser); read a body with a known small Content-Length in one `read()`; format "
-        "history times with `time.strftime`; a fast path in `request_client` when no proxy is "
-        "trusted; cache the metric children per source. Together about a third of the CPU "
-        "per request: roughly 0.65x the naive handler. Past that, the event loop and HTTP "
-        "parsing (aiohttp itself, ~64 us per request here) dominate: uvloop, and more "
-        "receiver processes per pod, are what would reach 1.2x."
+        "reply) and the envelope is serialised without `dataclasses.asdict`; what is left is "
+        "CPU the naive handler does not spend: per request the receiver uses about 2.2x the "
+        "naive handler's CPU (table above). Its profile (`make bench BENCH_ARGS=--profile`, "
+        "bench/profiles/receiver_json.txt) puts the pipelined Redis round trips at 13% of busy "
+        "samples, `read_body` at 8% (`asyncio.timeout` + `iter_chunked` for a 1 KB body), "
+        "aiohttp writing the answer at 8%, `parse_body` at 8% (of which `media_type_of` 5.5%: "
+        "the `email` package parsing Content-Type, twice per request), JSON encoding 7% "
+        "(envelope and answer), `new_submission_id` 2%, history timestamps, the delivery "
+        "digest, `request_client` and the metrics middleware 1-2% each. Cheap fixes: parse "
+        "Content-Type once (aiohttp's `request.content_type`, or a cached parser); read a body "
+        "with a small known Content-Length in one `read()`; a faster id encoding; "
+        "`time.strftime` for history times; a fast path in `request_client` when no proxy is "
+        "trusted; cached metric children per source: together about 15%, i.e. about 0.5x the "
+        "naive handler. 1.2x the naive handler means 141 us per request here, and aiohttp's "
+        "own HTTP handling is 64 us of it (the ceiling): the signature check, JSON parse, "
+        "envelope and idempotent store would have to fit in 77 us, less than the ~105 us one "
+        "awaited XADD costs the naive handler. That needs uvloop and a C JSON library "
+        "(orjson) at least; the dependable way to more requests/s per pod is more receiver "
+        "processes (section 6)."
     ),
     "intake_p99": (
         "At 32 connections the receiver is CPU-bound on its core: a request waits behind the "
@@ -42,16 +44,16 @@ TARGETS_NOTE = {
         "gap grows with concurrency. Fix: fewer round trips and less CPU per lead (below)."
     ),
     "worker_cpu": (
-        "The worker profile (bench/profiles/worker.txt) puts redis-py's command path at about "
-        "28% of busy samples (about 15 round trips per lead; each costs ~100 us of client CPU), "
-        "the Close client (aiohttp + aiohttp-retry) at 25%, mapping and note rendering at 15% "
-        "(`clean_text` alone 5%). Fix: take rate-limit tokens in batches per process (one "
-        "EVALSHA per Close call today); read the record and mark it processing in one script; "
-        "take and release all identity locks in one script each; write the 'lead created' "
-        "progress and the lead cache in one script; a cheaper `clean_text` (one "
-        "`str.translate`/regex pass); `redis[hiredis]`. That is about half the round trips; "
-        "2 ms per lead would also need a lighter Close client path (aiohttp-retry wraps every "
-        "request in several layers)."
+        "The worker profile (bench/profiles/worker.txt) puts redis-py's command path at 28% "
+        "of busy samples (about 15 round trips per lead, ~100 us of client CPU each), the "
+        "Close client at 25% (half of it aiohttp-retry's wrapping), mapping and note "
+        "rendering at 13% (`clean_text` 5%), state transitions 11%, identity locks 8%, the "
+        "shared token bucket (`Pacer.before`, one EVALSHA per Close call) 7.5%. Fix: take "
+        "rate-limit tokens in batches per process; read the record and mark it processing in "
+        "one script; take and release all identity locks in one script each; write the "
+        "'lead created' progress and the lead cache in one script; a cheaper `clean_text` "
+        "(one `str.translate`/regex pass); `redis[hiredis]`. That halves the round trips "
+        "(roughly 1.5 ms per lead); 2 ms per lead also needs a leaner Close client path."
     ),
     "ratelimit": (
         "With our limiter set to Close's limit the workers keep to it; with it off, Close's "
@@ -446,6 +448,12 @@ def markdown(data: dict[str, Any]) -> str:
         "- Redis runs on the same box without replication; a managed Redis adds a network "
         "round trip to every receive and to each of the worker's ~15 Redis round trips per "
         "lead.",
+        "- Every submission is a new person: the path of a returning person (cache hit, note "
+        "or contact on an existing lead: 2-3 Close calls) is not measured separately.",
+        "- The box is a VM shared with other work: the ceiling alone moved between about 8,000 "
+        "and 15,500 requests/s from run to run. Compare ratios and CPU per request or per "
+        "lead between runs, not absolute rates; sections during which other processes were "
+        "busy are flagged above.",
         "",
     ]
     return "\n".join(out)
