@@ -25,6 +25,19 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# What every submission record has, in a full record and in a listing row alike.
+_RECORD_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string"},
+    "source": {"type": "string"},
+    "state": _ref("State"),
+    "received_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+    "attempts": {"type": "integer", "minimum": 0},
+    "lead_id": {"type": ["string", "null"]},
+    "lead_url": {"type": ["string", "null"]},
+}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
@@ -104,25 +117,11 @@ SCHEMAS: dict[str, Any] = {
             "tombstone: id, source, times, `erased_from` and one history event."
         ),
         "required": [
-            "id",
-            "source",
-            "state",
-            "received_at",
-            "updated_at",
-            "attempts",
-            "lead_id",
-            "lead_url",
+            *_RECORD_PROPERTIES,
             "history",
         ],
         "properties": {
-            "id": {"type": "string"},
-            "source": {"type": "string"},
-            "state": _ref("State"),
-            "received_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "attempts": {"type": "integer", "minimum": 0},
-            "lead_id": {"type": ["string", "null"]},
-            "lead_url": {"type": ["string", "null"]},
+            **_RECORD_PROPERTIES,
             "last_error": {"description": "What the last failed attempt met (object or text)."},
             "payload": {"description": "The body as received: personal data."},
             "erased_from": {"type": "string", "description": "The state before erasure."},
@@ -134,27 +133,13 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "A listing row; `payload` and `history` only when `include` asks.",
         "required": [
-            "id",
-            "source",
-            "state",
-            "received_at",
-            "updated_at",
-            "attempts",
-            "lead_id",
-            "lead_url",
+            *_RECORD_PROPERTIES,
             "last_error",
             "next_attempt_at",
             "replayed_at",
         ],
         "properties": {
-            "id": {"type": "string"},
-            "source": {"type": "string"},
-            "state": _ref("State"),
-            "received_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "attempts": {"type": "integer", "minimum": 0},
-            "lead_id": {"type": ["string", "null"]},
-            "lead_url": {"type": ["string", "null"]},
+            **_RECORD_PROPERTIES,
             "last_error": {"description": "What the last failed attempt met (object, text, null)."},
             "next_attempt_at": NULLABLE_TIME,
             "replayed_at": NULLABLE_TIME,
