@@ -53,6 +53,8 @@ from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2
 EXIT_REJECTED = 3
+REPLAY_BATCH = 10_000
+"""At most this many submissions per `replay --state` run (run it again for more)."""
 
 
 def _fail_config(exc: ConfigError) -> int:
@@ -255,7 +257,10 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
             ids = list(args.id)
         else:
             since = _parse_since(args.since) if args.since else None
-            ids = [e.sub_id for e in await queue.dead_letters(source=args.source, since=since)]
+            dead = await queue.list_records(
+                states=[args.state], source=args.source, since=since, limit=REPLAY_BATCH
+            )
+            ids = [record.id for record in reversed(dead)]  # oldest first
         failures = 0
         for sub_id in ids:
             outcome = await queue.replay(sub_id)
@@ -331,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     chosen.add_argument("--id", action="append", help="a submission id (repeatable)")
     chosen.add_argument("--state", choices=["dead"], help="every dead-lettered submission")
     replay.add_argument("--source", help="with --state: only this source")
-    replay.add_argument("--since", help="with --state: dead-lettered since (ISO-8601 or unix)")
+    replay.add_argument("--since", help="with --state: received since (ISO-8601 or unix)")
     return parser
 
 

@@ -12,7 +12,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from service.close.pacing import GROUPS
-from service.keys import GROUP
 from service.queue.stream import WorkQueue
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -98,31 +97,19 @@ class Metrics:
 
     async def refresh(self, queue: WorkQueue) -> None:
         """Read the shared queue state from Redis into the gauges."""
-        keys = queue.keys
         try:
-            pipe = queue.redis.pipeline(transaction=False)
-            pipe.xlen(keys.stream)
-            pipe.zcard(keys.retry)
-            pipe.xlen(keys.dead)
-            pipe.exists(keys.close("auth"))
-            for group in GROUPS:
-                pipe.pttl(keys.close(f"pause:{group}"))
-            results = await pipe.execute()
-            pending = 0
-            if results[0]:
-                summary = await queue.redis.xpending(keys.stream, GROUP)
-                pending = int(summary.get("pending", 0))
+            depth = await queue.depth(GROUPS)
         except (RedisError, OSError):
             self.redis_up.set(0)
             return
         self.redis_up.set(1)
-        self.stream_length.set(results[0])
-        self.retry_scheduled.set(results[1])
-        self.dead.set(results[2])
-        self.stream_pending.set(pending)
-        self.delivery_paused.labels("auth").set(1 if results[3] else 0)
-        for group, pttl in zip(GROUPS, results[4:], strict=True):
-            self.delivery_paused.labels(f"rate_limit:{group}").set(1 if pttl > 0 else 0)
+        self.stream_length.set(depth.stream_length)
+        self.retry_scheduled.set(depth.retry_scheduled)
+        self.dead.set(depth.dead_letters)
+        self.stream_pending.set(depth.pending)
+        self.delivery_paused.labels("auth").set(1 if depth.auth_pause else 0)
+        for group, wait in depth.rate_limit_pauses.items():
+            self.delivery_paused.labels(f"rate_limit:{group}").set(1 if wait > 0 else 0)
 
     async def render(self, queue: WorkQueue | None = None) -> bytes:
         if queue is not None:

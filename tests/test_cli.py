@@ -197,7 +197,7 @@ async def test_replay_command_requeues_dead_letters(
     code, out, _ = await run_cli("replay", "--state", "dead", "--source", "partner", env=env_vars)
     assert code == 0
     assert out.split() == [f"{dead_ids[1]}:", "replayed", f"{dead_ids[2]}:", "replayed"]
-    assert [e.sub_id for e in await queue.dead_letters()] == [dead_ids[0]]
+    assert [r.id for r in await queue.list_records(states=["dead"])] == [dead_ids[0]]
     record = await queue.record(dead_ids[1])
     assert record is not None and record.state == "queued" and record.attempts == 0
     code, out, _ = await run_cli("replay", "--id", dead_ids[0], "--id", "sub_gone", env=env_vars)

@@ -47,6 +47,20 @@ class DeliveryKey:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """The shared state of the queue and of delivery, as the metrics and the admin show it."""
+
+    stream_length: int
+    pending: int
+    retry_scheduled: int
+    dead_letters: int
+    auth_pause: str | None
+    """Why delivery is paused for Close's API key, or None."""
+    rate_limit_pauses: dict[str, float]
+    """Seconds each endpoint group still waits for Close's rate limit (0: not paused)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One stream entry handed to a worker."""
 
@@ -286,17 +300,6 @@ class WorkQueue:
         )
         return {1: "replayed", 0: "in-progress", 2: "erased"}.get(int(result), "unknown")
 
-    async def dead_letters(
-        self, *, source: str | None = None, since: float | None = None, count: int = 1000
-    ) -> list[Entry]:
-        """Dead-lettered submissions, oldest first, optionally of one source / since a time."""
-        start = f"{int(since * 1000)}-0" if since else "-"
-        rows: Any = await self.redis.xrange(self.keys.dead, min=start, max="+", count=count)
-        entries = self._entries(rows)
-        return [e for e in entries if source is None or e.source == source]
-
-    # -- the index: listing, counting, erasing ---------------------------------------------
-
     async def counts(self) -> dict[str, int]:
         """How many retained submissions are in each state."""
         pipe = self.redis.pipeline(transaction=False)
@@ -341,6 +344,36 @@ class WorkQueue:
         for sub_id in sub_ids:
             pipe.hgetall(self.keys.sub(sub_id))
         return [SubmissionRecord.from_hash(raw) if raw else None for raw in await pipe.execute()]
+
+    async def depth(self, pause_groups: Sequence[str]) -> QueueDepth:
+        """Stream length, pending, retry-scheduled and dead counts and delivery pauses, in one
+        pipelined round trip (plus one XPENDING when the stream holds entries)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(self.keys.stream)
+        pipe.zcard(self.keys.retry)
+        pipe.xlen(self.keys.dead)
+        pipe.get(self.keys.close("auth"))
+        for group in pause_groups:
+            pipe.pttl(self.keys.close(f"pause:{group}"))
+        stream_length, retry, dead, auth, *pauses = await pipe.execute()
+        pending = 0
+        if stream_length:
+            try:
+                summary: Any = await self.redis.xpending(self.keys.stream, GROUP)
+                pending = int(summary.get("pending") or 0)
+            except ResponseError:  # no consumer group yet: nothing is pending
+                pending = 0
+        return QueueDepth(
+            stream_length=int(stream_length),
+            pending=pending,
+            retry_scheduled=int(retry),
+            dead_letters=int(dead),
+            auth_pause=str(auth) if auth else None,
+            rate_limit_pauses={
+                group: round(max(0, int(ms)) / 1000.0, 3)
+                for group, ms in zip(pause_groups, pauses, strict=True)
+            },
+        )
 
     async def erase(self, sub_id: str, now: float | None = None) -> str:
         """Remove a submission's personal data, keeping a tombstone: ``erased``,

@@ -29,10 +29,9 @@ from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from service.close.pacing import GROUPS
-from service.keys import GROUP
 from service.queue.records import FINAL_STATES, STATES, SubmissionRecord, iso
 from service.queue.stream import WorkQueue
 from service.receiver.problems import ProblemError
@@ -300,39 +299,28 @@ def error_reason(record: SubmissionRecord) -> str | None:
 
 async def queue_overview(queue: WorkQueue) -> dict[str, Any]:
     """Submissions per state, queue depth and whether delivery to Close is paused."""
-    keys = queue.keys
     counts = await queue.counts()
-    pipe = queue.redis.pipeline(transaction=False)
-    pipe.xlen(keys.stream)
-    pipe.zcard(keys.retry)
-    pipe.xlen(keys.dead)
-    pipe.get(keys.close("auth"))
-    for group in GROUPS:
-        pipe.pttl(keys.close(f"pause:{group}"))
-    stream_length, retry, dead, auth, *pauses = await pipe.execute()
-    pending = 0
-    if stream_length:
-        try:
-            summary_: Any = await queue.redis.xpending(keys.stream, GROUP)
-            pending = int(summary_.get("pending") or 0)
-        except ResponseError:  # no consumer group yet: nothing is pending
-            pending = 0
-    rate_limited = {
-        group: round(max(0, int(ms)) / 1000.0, 3) for group, ms in zip(GROUPS, pauses, strict=True)
-    }
-    status = "paused" if auth else "rate-limited" if any(rate_limited.values()) else "running"
+    depth = await queue.depth(GROUPS)
+    rate_limited = depth.rate_limit_pauses
+    status = (
+        "paused"
+        if depth.auth_pause
+        else "rate-limited"
+        if any(rate_limited.values())
+        else "running"
+    )
     return {
         "states": counts,
         "total": sum(n for state, n in counts.items() if state != "erased"),
         "queue": {
-            "stream_length": int(stream_length),
-            "pending": pending,
-            "retry_scheduled": int(retry),
-            "dead_letters": int(dead),
+            "stream_length": depth.stream_length,
+            "pending": depth.pending,
+            "retry_scheduled": depth.retry_scheduled,
+            "dead_letters": depth.dead_letters,
         },
         "delivery": {
             "status": status,
-            "paused_reason": str(auth) if auth else None,
+            "paused_reason": depth.auth_pause,
             "rate_limit_pauses": rate_limited,
         },
     }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import HTTP
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -56,9 +57,17 @@ def media_type_of(content_type: str | None) -> tuple[str, dict[str, str]]:
     """Split a Content-Type header into a lower-case media type and its parameters."""
     if not content_type:
         return "", {}
+    media_type, params = _parse_content_type(content_type[:1024])
+    return media_type, dict(params)
+
+
+@lru_cache(maxsize=512)
+def _parse_content_type(content_type: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    # The email package's parser is thorough but slow; senders repeat the same few header
+    # values, and the door asks twice per request, so the answer is cached.
     msg = Message()
     msg["content-type"] = content_type
-    params = {k.lower(): v for k, v in msg.get_params(failobj=[])[1:]}
+    params = tuple((k.lower(), v) for k, v in msg.get_params(failobj=[])[1:])
     return msg.get_content_type().lower(), params
 
 

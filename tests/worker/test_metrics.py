@@ -69,3 +69,15 @@ async def test_worker_metrics_count_outcomes_close_calls_and_queue_state(
     assert values[("intake_stream_pending", ())] == 0
     assert values[("intake_delivery_paused", (("reason", "auth"),))] == 0
     assert values[("intake_redis_up", ())] == 1
+
+
+async def test_queue_gauges_without_a_consumer_group_still_see_redis_up(
+    client: TestClient[Any, Any], queue: WorkQueue, redis: Redis
+) -> None:
+    await client.post("/hooks/partner", json={"contact": {"email": "g@example.com"}})
+    await redis.xgroup_destroy(queue.keys.stream, "workers")
+    metrics = Metrics()
+    values = samples((await metrics.render(queue)).decode())
+    assert values[("intake_redis_up", ())] == 1
+    assert values[("intake_stream_length", ())] == 1
+    assert values[("intake_stream_pending", ())] == 0
