@@ -5,7 +5,9 @@
 - ``xadd``: reads the body and awaits one XADD of it per request before answering 202: the
   naive Redis-queued receiver (no signature check, no parsing, no idempotency).
 
-``python -m bench.baselines ceiling|xadd --port N [--redis URL]``; listens on 127.0.0.1 only.
+``python -m bench.baselines ceiling|xadd --port N [--redis URL] [--loop asyncio|uvloop]``;
+listens on 127.0.0.1 only. ``--loop`` picks the event loop, so that a baseline runs on the same
+loop as the receiver it is compared with.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
+
+from service.loops import event_loop_factory
 
 REDIS = web.AppKey("redis", Redis)
 STREAM = "{bench}:naive-stream"
@@ -55,10 +59,17 @@ def main() -> None:
     parser.add_argument("kind", choices=["ceiling", "xadd"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    factory = event_loop_factory(args.loop)
     web.run_app(
-        create(args.kind, args.redis), host="127.0.0.1", port=args.port, print=None, access_log=None
+        create(args.kind, args.redis),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+        loop=factory() if factory else None,
     )
 
 

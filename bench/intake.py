@@ -25,6 +25,7 @@ from bench.procs import (
     service_pid,
 )
 from bench.stack import Stack, queue_state
+from service.loops import uvloop_available
 from service.queue.connection import redis_from_url
 
 FILE_RATE = 7500
@@ -32,6 +33,14 @@ FILE_RATE = 7500
 by time, not by running out of distinct requests."""
 CONNECTIONS = 32
 BOTH_CORES = "0,1"
+
+
+def receiver_loop() -> str:
+    """The event loop ``lead-intake serve`` runs on with the bench's settings."""
+    choice = service_env().get("INTAKE_EVENT_LOOP", "auto")
+    if choice == "auto":
+        return "uvloop" if uvloop_available() else "asyncio"
+    return choice
 
 
 def request_file(
@@ -100,22 +109,29 @@ def intake(
         base_count = int((seconds + warmup) * FILE_RATE // 4)
         base_file, size = request_file(stack, "baseline", "json", base_count, "base")
         out["json_body_bytes"] = size
-        for kind in ("ceiling", "xadd"):
+        # The baselines on the receiver's event loop (the comparison the targets use), and,
+        # when that is uvloop, on asyncio's own loop too (what a naive handler usually runs on).
+        loop = receiver_loop()
+        out["event_loop"] = loop
+        runs = [(kind, loop, kind) for kind in ("ceiling", "xadd")]
+        if loop != "asyncio":
+            runs += [(kind, "asyncio", f"{kind}_asyncio") for kind in ("ceiling", "xadd")]
+        for kind, kind_loop, key in runs:
             port = free_port()
-            argv = [PYTHON, "-m", "bench.baselines", kind, "--port", str(port)]
+            argv = [PYTHON, "-m", "bench.baselines", kind, "--port", str(port), "--loop", kind_loop]
             proc = procs.start(
-                f"baseline-{kind}",
+                f"baseline-{key}",
                 [*argv, "--redis", redis_url],
                 cores=SERVER_CORE,
                 env=service_env(),
             )
             procs.wait_port(kind, proc, port)
             run_wrk(port, base_file, count=10**9, wrap=True, seconds=warmup)
-            out[kind] = _with_cpu(
+            out[key] = _with_cpu(
                 proc.pid,
                 lambda port=port: run_wrk(port, base_file, count=10**9, wrap=True, seconds=seconds),
             )
-            print(f"  {kind:<16} {_summary(out[kind])}", flush=True)
+            print(f"  {key:<16} {_summary(out[key])}", flush=True)
             procs.stop(proc)
 
         accepted = 0
@@ -155,6 +171,10 @@ def intake(
         "xadd_vs_ceiling": xadd / ceiling,
         "form_vs_xadd": out["receiver_form"]["rps"] / xadd,
     }
+    if "xadd_asyncio" in out:
+        out["ratios"]["receiver_vs_xadd_asyncio"] = (
+            out["receiver_json"]["rps"] / out["xadd_asyncio"]["rps"]
+        )
     return out
 
 

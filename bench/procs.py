@@ -55,8 +55,9 @@ def rss_bytes(pid: int) -> int:
 
 
 def service_env(**settings: object) -> dict[str, str]:
-    """The environment of a service process: this one without INTAKE_/EMULATOR_ variables,
-    plus production settings, plus ``settings`` (``redis_url=...`` → ``INTAKE_REDIS_URL``)."""
+    """The environment of a service process: this one without INTAKE_/EMULATOR_ variables
+    (but for INTAKE_EVENT_LOOP), plus production settings, plus ``settings``
+    (``redis_url=...`` → ``INTAKE_REDIS_URL``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTAKE_", "EMULATOR_"))}
     env.update(
         {
@@ -64,6 +65,8 @@ def service_env(**settings: object) -> dict[str, str]:
             "INTAKE_LOG_LEVEL": "WARNING",
             "INTAKE_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
+            # Kept from the caller's environment: an A/B run of the event loop.
+            "INTAKE_EVENT_LOOP": os.environ.get("INTAKE_EVENT_LOOP", "auto"),
         }
     )
     for name, value in settings.items():

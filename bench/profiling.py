@@ -4,6 +4,8 @@ py-spy starts the service process itself (attaching to a running one is refused 
 sandboxes), samples it without stopping it and writes collapsed stacks when the process exits;
 :func:`summarize` turns them into the top functions by own and by cumulative samples.
 Idle samples (a thread waiting in epoll) are left out, so percentages are of busy CPU time.
+Under uvloop the loop itself is C: its own work shows as samples whose innermost Python frame
+is ``Runner.run``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,19 +24,26 @@ import psutil
 from bench.procs import Procs
 
 RATE = 250
-_LOOP = "BaseEventLoop._run_once"
+# A stack is the steady state when it runs inside the event loop: asyncio's own loop, or a
+# loop in C (uvloop) under ``asyncio.Runner.run``, where py-spy sees no loop frame at all.
+_LOOPS = ("BaseEventLoop._run_once", "Runner.run")
 _LINE = re.compile(r"^(.*) (\d+)$")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
+def _py_spy() -> str | None:
+    """py-spy on PATH, or beside this Python (a venv's bin/ that is not on PATH)."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 def available() -> bool:
-    return shutil.which("py-spy") is not None
+    return _py_spy() is not None
 
 
 def wrapper(raw: Path, inner_cores: str) -> list[str]:
     """Prefix for a service command: py-spy (on the caller's cores) samples it; the service
     itself runs on ``inner_cores``."""
-    binary = shutil.which("py-spy") or "py-spy"
+    binary = _py_spy() or "py-spy"
     return [
         binary, "record", "--format", "raw", "--rate", str(RATE), "--output", str(raw),
         "--", "taskset", "-c", inner_cores,
@@ -73,7 +83,7 @@ def summarize(raw: Path, title: str, top: int = 40) -> str:
             continue
         stack, count = match.group(1), int(match.group(2))
         frames = [_function(f) for f in stack.split(";") if f and not f.startswith("process ")]
-        if not any(f.startswith(_LOOP) for f in frames):
+        if not any(f.startswith(_LOOPS) for f in frames):
             continue  # start-up (imports, config): not the steady state being measured
         total += count
         own[frames[-1]] += count

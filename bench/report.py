@@ -101,8 +101,15 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
         ratio = i["ratios"]["receiver_vs_xadd"]
         rows.append(
             (
-                "Receiver >= 1.2x the naive XADD handler (signed JSON)",
-                f"{ratio:.2f}x ({_f(i['receiver_json']['rps'])} vs {_f(i['xadd']['rps'])} req/s)",
+                "Receiver >= 1.2x the naive XADD handler (signed JSON; both on the same loop)",
+                f"{ratio:.2f}x ({_f(i['receiver_json']['rps'])} vs {_f(i['xadd']['rps'])} req/s"
+                f", {i.get('event_loop', 'asyncio')})"
+                + (
+                    f"; {i['ratios']['receiver_vs_xadd_asyncio']:.2f}x the naive handler on "
+                    f"asyncio's own loop ({_f(i['xadd_asyncio']['rps'])} req/s)"
+                    if "xadd_asyncio" in i
+                    else ""
+                ),
                 ratio >= 1.2,
                 "intake_rate",
             )
@@ -233,7 +240,10 @@ def markdown(data: dict[str, Any]) -> str:
         else:
             out.append(
                 f"wrk (1 thread, {i['connections']} connections) and Redis on core 1, the "
-                f"server on core 0; {i['warmup']:g} s warm-up, then {i['seconds']:g} s measured "
+                f"server on core 0. The receiver runs on {i.get('event_loop', 'asyncio')} (its "
+                "default, INTAKE_EVENT_LOOP=auto); the baselines run on the same loop (the "
+                "ratios the targets use) and, for reference, on asyncio's own loop. "
+                f"{i['warmup']:g} s warm-up, then {i['seconds']:g} s measured "
                 f"(at most {i['seconds'] * 7500:,.0f} distinct requests: every request is a "
                 f"new delivery of a new person, so none is a duplicate). JSON body "
                 f"{i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the form post "
@@ -245,12 +255,18 @@ def markdown(data: dict[str, Any]) -> str:
                 "server CPU use | answers |",
                 "|---|---|---|---|---|---|---|---|",
             ]
-            for key, label in (
-                ("ceiling", "bare aiohttp, answers 202 (ceiling)"),
-                ("xadd", "bare aiohttp + one XADD per request (naive)"),
-                ("receiver_json", "**receiver**, signed JSON webhook"),
-                ("receiver_form", "**receiver**, form post"),
-            ):
+            loop = i.get("event_loop", "asyncio")
+            rows = [
+                ("ceiling", f"bare aiohttp, answers 202 (ceiling), {loop}"),
+                ("xadd", f"bare aiohttp + one XADD per request (naive), {loop}"),
+                ("ceiling_asyncio", "bare aiohttp, answers 202 (ceiling), asyncio's loop"),
+                ("xadd_asyncio", "bare aiohttp + one XADD per request (naive), asyncio's loop"),
+                ("receiver_json", f"**receiver**, signed JSON webhook, {loop}"),
+                ("receiver_form", f"**receiver**, form post, {loop}"),
+            ]
+            for key, label in rows:
+                if key not in i:
+                    continue
                 r = i[key]
                 answers = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
                 if r.get("socket_errors"):
@@ -263,9 +279,16 @@ def markdown(data: dict[str, Any]) -> str:
             ratios = i["ratios"]
             out += [
                 "",
-                f"Ratios: receiver / naive XADD = **{ratios['receiver_vs_xadd']:.2f}**, "
-                f"receiver / ceiling = {ratios['receiver_vs_ceiling']:.2f}, naive / ceiling = "
-                f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = {ratios['form_vs_xadd']:.2f}.",
+                f"Ratios (same event loop): receiver / naive XADD = "
+                f"**{ratios['receiver_vs_xadd']:.2f}**, receiver / ceiling = "
+                f"{ratios['receiver_vs_ceiling']:.2f}, naive / ceiling = "
+                f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = {ratios['form_vs_xadd']:.2f}"
+                + (
+                    f"; receiver / naive XADD on asyncio's own loop = "
+                    f"{ratios['receiver_vs_xadd_asyncio']:.2f}."
+                    if "receiver_vs_xadd_asyncio" in ratios
+                    else "."
+                ),
                 f"Every 202 was stored: {i['accepted']:,} answered 202 (warm-ups included), "
                 f"{i['stored_in_stream']:,} entries in the stream (a few more: requests in "
                 "flight when wrk stopped were stored but not counted).",
@@ -475,10 +498,20 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax = axes[0][0]
     i = s.get("intake", {})
     if "receiver_json" in i:
-        keys = ["ceiling", "xadd", "receiver_json", "receiver_form"]
-        labels = ["bare 202\n(ceiling)", "naive\nXADD", "receiver\nsigned JSON", "receiver\nform"]
+        loop = i.get("event_loop", "asyncio")
+        keys = ["ceiling", "xadd", "xadd_asyncio", "receiver_json", "receiver_form"]
+        names = {
+            "ceiling": f"bare 202\n(ceiling)\n{loop}",
+            "xadd": f"naive\nXADD\n{loop}",
+            "xadd_asyncio": "naive\nXADD\nasyncio",
+            "receiver_json": f"receiver\nsigned JSON\n{loop}",
+            "receiver_form": f"receiver\nform\n{loop}",
+        }
+        colours = {"ceiling": "#999", "xadd": "#bbb", "xadd_asyncio": "#ddd"}
+        keys = [k for k in keys if k in i]
+        labels = [names[k] for k in keys]
         values = [i[k]["rps"] for k in keys]
-        bars = ax.bar(labels, values, color=["#999", "#bbb", "#2a7", "#5b9"])
+        bars = ax.bar(labels, values, color=[colours.get(k, "#2a7") for k in keys])
         for bar, k in zip(bars, keys, strict=True):
             ax.annotate(
                 f"{i[k]['rps']:,.0f}/s\np99 {i[k]['p99_ms']:.1f} ms",

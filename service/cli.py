@@ -17,9 +17,10 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import aiohttp
@@ -33,6 +34,7 @@ from service.envelope import Envelope, new_submission_id
 from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
 from service.keys import Keys
 from service.logs import configure_logging
+from service.loops import event_loop_factory
 from service.mapping import CloseSchema, Mapper, MappingSpec, load_presets, preview
 from service.metrics import Metrics
 from service.queue.connection import redis_from_url
@@ -75,15 +77,24 @@ def _settings() -> Settings:
         raise ConfigError(issues) from None
 
 
+_T = TypeVar("_T")
+
+
 def _load(settings: Settings, path: Path | None = None) -> Sources:
     return load_sources(path or settings.sources_file)
+
+
+def _run(settings: Settings, main: Coroutine[Any, Any, _T]) -> _T:
+    """Run a long-lived process's main coroutine on the configured event loop."""
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+        return runner.run(main)
 
 
 def cmd_serve(settings: Settings, sources: Sources, _args: argparse.Namespace) -> int:
 
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `serve`")])
-    asyncio.run(serve(settings, sources))
+    _run(settings, serve(settings, sources))
     return 0
 
 
@@ -115,13 +126,13 @@ def cmd_worker(settings: Settings, sources: Sources, _args: argparse.Namespace) 
     ]
     if missing:
         raise ConfigError(missing)
-    asyncio.run(_run_worker(settings, sources))
+    _run(settings, _run_worker(settings, sources))
     return 0
 
 
 def cmd_dev(settings: Settings, sources: Sources, args: argparse.Namespace) -> int:
 
-    asyncio.run(run_dev(settings, sources, emulator_port=args.emulator_port))
+    _run(settings, run_dev(settings, sources, emulator_port=args.emulator_port))
     return 0
 
 

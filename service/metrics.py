@@ -7,6 +7,8 @@ state shared by all processes, so they are read from Redis when ``/metrics`` is 
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
@@ -25,6 +27,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Labelled children of the per-request metrics, looked up once per label set:
+        # ``labels()`` validates and locks on every call, and the door calls it per request.
+        self._http_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.http_requests = Counter(
             "intake_http_requests_total", "Requests to the hooks", ["source", "status"], registry=r
         )
@@ -94,6 +99,18 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge("intake_redis_up", "1 when the last scrape reached Redis", registry=r)
+
+    def observe_http(self, source: str, status: int, seconds: float) -> None:
+        """One answered hook request (``source``: a configured source's name or "unknown")."""
+        children = self._http_children.get((source, status))
+        if children is None:
+            children = (
+                self.http_requests.labels(source, str(status)),
+                self.http_seconds.labels(source),
+            )
+            self._http_children[(source, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def refresh(self, queue: WorkQueue) -> None:
         """Read the shared queue state from Redis into the gauges."""

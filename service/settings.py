@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_pii: bool = False
     """Write emails and phone numbers into logs unmasked (debugging only)."""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """``auto``: uvloop when it is installed (it is a dependency on Linux), else asyncio's."""
 
     # Redis: None means "start a private redis-server" (only `lead-intake dev` does that).
     redis_url: str | None = None

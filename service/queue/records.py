@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,15 +31,35 @@ TERMINAL_STATES: frozenset[str] = FINAL_STATES | {"erased"}
 _JSON_FIELDS = ("last_error", "close_response", "warnings", "lead", "candidates")
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def iso(ts: float) -> str:
-    """Unix seconds → ISO-8601 UTC with milliseconds, the one time format of records."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Unix seconds → ISO-8601 UTC with milliseconds, the one time format of records.
+
+    The same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``
+    with ``Z``, at a third of the cost: the whole second's text is kept for the few seconds
+    in use (every history event of every submission formats a time)."""
+    if ts < 0:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    fraction, whole = math.modf(ts)
+    second = int(whole)
+    micros = round(fraction * 1e6)  # rounded to microseconds first, as datetime does
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    text = _SECONDS.get(second)
+    if text is None:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        if len(_SECONDS) >= 8:
+            _SECONDS.clear()
+        _SECONDS[second] = text
+    return f"{text}.{micros // 1000:03d}Z"
 
 
 def history_event(ts: float, state: str, detail: Mapping[str, Any] | None = None) -> str:
-    event: dict[str, Any] = {"at": iso(ts), "state": state}
-    if detail:
-        event["detail"] = dict(detail)
+    if not detail:  # the common event: a state name (an identifier) at a time
+        return f'{{"at":"{iso(ts)}","state":"{state}"}}'
+    event: dict[str, Any] = {"at": iso(ts), "state": state, "detail": dict(detail)}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from service import jsoncodec
 from service.receiver.policy import RedirectSpec, page_url_problem
 from service.receiver.problems import ProblemError
 
@@ -113,8 +114,14 @@ def accepted(
         if target:
             return see_other(target)
     if duplicate:
-        return web.json_response({"id": sub_id, "duplicate": True}, status=200)
-    return web.json_response({"id": sub_id, "status": "queued"}, status=202)
+        return _json({"id": sub_id, "duplicate": True}, 200)
+    return _json({"id": sub_id, "status": "queued"}, 202)
+
+
+def _json(data: dict[str, Any], status: int) -> web.Response:
+    return web.Response(
+        body=jsoncodec.dumps(data), status=status, content_type="application/json", charset="utf-8"
+    )
 
 
 def refused(request: web.Request, spec: RedirectSpec | None, error: ProblemError) -> web.Response:

@@ -119,20 +119,22 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
     now = time.time()
     sub_id = new_submission_id(now)
     SUBMISSION.set((sub_id, name))  # this request's task: every log line names the submission
+    requested_page, token, clean = _controls(body, source)
+    headers = request.headers
     envelope = Envelope(
         id=sub_id,
         source=name,
         received_at=now,
         content_type=parsed.media_type,
-        body=body,
-        headers={h: request.headers[h] for h in KEPT_HEADERS if h in request.headers},
-        query={k: v for k, v in request.query.items() if k not in private},
+        body=clean,
+        headers={h: headers[h] for h in KEPT_HEADERS if h in headers},
+        query={k: v for k, v in request.query.items() if k not in private} if request.query else {},
         client_ip=client,
     )
-    requested_page, token, clean = _controls(body, source)
     if spam.honeypot_filled(body, source.honeypot):
-        return await _spam(request, envelope, source, requested_page)
-    envelope = dataclasses.replace(envelope, body=clean)
+        return await _spam(
+            request, dataclasses.replace(envelope, body=body), source, requested_page
+        )
     if source.kind == "form":
         _check_mappable(request, name, envelope)
     if source.captcha is not None:
@@ -207,9 +209,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        metrics = request.app[METRICS]
-        metrics.http_requests.labels(label, str(status)).inc()
-        metrics.http_seconds.labels(label).observe(time.monotonic() - started)
+        request.app[METRICS].observe_http(label, status, time.monotonic() - started)
 
 
 async def metrics_page(request: web.Request) -> web.Response:

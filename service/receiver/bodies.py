@@ -9,6 +9,7 @@ its size: JSON nesting depth, JSON keys and items, form fields.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -17,6 +18,8 @@ from email.policy import HTTP
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl
+
+from service import jsoncodec
 
 JSON_TYPES = ("application/json",)
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -110,7 +113,7 @@ def parse_body(
     """Parse ``raw`` per ``content_type`` within ``limits``; BodyError (400/413/415) if not."""
     media_type, params = media_type_of(content_type)
     if is_json(media_type):
-        return ParsedBody(media_type, _parse_json(_decode(raw, "JSON body"), limits))
+        return ParsedBody(media_type, _parse_json(raw, limits))
     if media_type == FORM_TYPE:
         text = _decode(raw, "form body")
         if text.count("&") >= limits.form_fields:
@@ -134,9 +137,36 @@ class _TooManyKeys(Exception):
     pass
 
 
-def _parse_json(text: str, limits: ParseLimits) -> Any:
-    """JSON with bounded keys (counted while parsing, so a huge document stops early) and
-    bounded nesting."""
+def _too_many(limits: ParseLimits) -> BodyError:
+    return BodyError(
+        413, "too-large", f"the JSON body has more than {limits.json_keys} keys and items"
+    )
+
+
+def _parse_json(raw: bytes, limits: ParseLimits) -> Any:
+    """JSON within ``limits``: orjson when it reads the document as :mod:`json` would, else
+    :mod:`json` with its keys counted while parsing."""
+    value = jsoncodec.fast_loads(raw)
+    if value is jsoncodec.UNPARSED or _check_shape(value, limits, keys=0, count_objects=True):
+        return _parse_json_text(_decode(raw, "JSON body"), limits)
+    return value
+
+
+def _not_a_number(name: str) -> Any:
+    raise BodyError(400, "malformed-body", f"invalid JSON: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        _not_a_number(text if len(text) <= 24 else text[:24] + "...")
+    return number
+
+
+def _parse_json_text(text: str, limits: ParseLimits) -> Any:
+    """The standard library's parse, for what orjson leaves to it: keys counted while
+    parsing (so a huge document stops early), numbers longer than 64 bits kept exact, lone
+    surrogates replaced; NaN and infinities refused (JSON has no such numbers)."""
     keys = 0
 
     def count_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -146,11 +176,10 @@ def _parse_json(text: str, limits: ParseLimits) -> Any:
             raise _TooManyKeys
         return dict(pairs)
 
-    too_many = BodyError(
-        413, "too-large", f"the JSON body has more than {limits.json_keys} keys and items"
-    )
     try:
-        value = json.loads(text, object_pairs_hook=count_pairs)
+        value = json.loads(
+            text, object_pairs_hook=count_pairs, parse_constant=_not_a_number, parse_float=_finite
+        )
     except json.JSONDecodeError as exc:
         raise BodyError(
             400,
@@ -160,29 +189,51 @@ def _parse_json(text: str, limits: ParseLimits) -> Any:
     except RecursionError:
         raise BodyError(400, "malformed-body", "JSON nested too deeply") from None
     except _TooManyKeys:
-        raise too_many from None
-    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise _too_many(limits) from None
+    except ValueError as exc:  # an integer longer than Python converts
+        if isinstance(exc, BodyError):
+            raise
         raise BodyError(
             400, "malformed-body", "invalid JSON: a number with too many digits"
         ) from None
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if not isinstance(node, (dict, list)):
-            continue
-        if depth > limits.json_depth:
-            raise BodyError(
-                400, "malformed-body", f"JSON nested deeper than {limits.json_depth} levels"
-            )
-        if isinstance(node, list):
-            keys += len(node)
-            if keys > limits.json_keys:
-                raise too_many
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children)
+    _check_shape(value, limits, keys=keys, count_objects=False)
     if _SURROGATE_ESCAPE.search(text):
         value = _without_lone_surrogates(value)
     return value
+
+
+def _check_shape(value: Any, limits: ParseLimits, *, keys: int, count_objects: bool) -> bool:
+    """Raise unless nesting is within ``json_depth`` and keys and items within ``json_keys``
+    (``keys`` already counted; objects' keys counted here too when ``count_objects``).
+    True when a float may be an integer orjson could not keep exact (the caller re-parses)."""
+    max_depth, max_keys = limits.json_depth, limits.json_keys
+    count = keys
+    big = False
+
+    def walk(node: Any, depth: int) -> None:
+        nonlocal count, big
+        if depth > max_depth:
+            raise BodyError(400, "malformed-body", f"JSON nested deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            children: Any = node.values()
+            if count_objects:
+                count += len(node)
+        else:
+            children = node
+            count += len(node)
+        if count > max_keys:
+            raise _too_many(limits)
+        for child in children:
+            if isinstance(child, (dict, list)):
+                walk(child, depth + 1)
+            elif isinstance(child, float) and jsoncodec.maybe_lost_integer(child):
+                big = True
+
+    if isinstance(value, (dict, list)):
+        walk(value, 1)
+    elif isinstance(value, float) and jsoncodec.maybe_lost_integer(value):
+        big = True
+    return big
 
 
 # A \uD800-\uDFFF escape: a pair of them is one character, a lone one is no text at all (it

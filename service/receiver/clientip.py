@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -30,6 +31,14 @@ def _address(text: str) -> Address | None:
     return address
 
 
+@lru_cache(maxsize=4096)
+def _peer_text(peer: str) -> str:
+    """The peer address written the one way records use (IPv4-mapped IPv6 as IPv4); the
+    same few peers (load balancers, proxies) send most requests, so it is cached."""
+    address = _address(peer)
+    return str(address) if address is not None else peer
+
+
 def _trusted(address: Address, networks: Sequence[Network]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
@@ -41,8 +50,12 @@ def client_ip(
 
     ``forwarded_for`` are the ``X-Forwarded-For`` header values in the order received.
     """
-    address = _address(peer) if peer else None
-    if address is None or not trusted or not _trusted(address, trusted):
+    if not peer:
+        return peer
+    if not trusted:
+        return _peer_text(peer)
+    address = _address(peer)
+    if address is None or not _trusted(address, trusted):
         return str(address) if address is not None else peer
     hops = [item for value in forwarded_for for item in value.split(",") if item.strip()]
     for item in reversed(hops):

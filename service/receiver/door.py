@@ -80,23 +80,35 @@ def parse_limits(source: SourceConfig) -> ParseLimits:
 def request_client(request: web.Request) -> str | None:
     """The client address (``X-Forwarded-For`` only from a trusted proxy)."""
     trusted: tuple[Network, ...] = request.app[TRUSTED_PROXIES]
+    if not trusted:
+        return client_ip(request.remote, (), ())
     return client_ip(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+
+
+def _too_large(limit: int) -> ProblemError:
+    return ProblemError(413, "too-large", f"the body may be at most {limit} bytes")
 
 
 async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     """The raw body: 413 past ``limit`` bytes (without reading the rest), 408 when it does
     not arrive within ``within`` seconds."""
-    too_large = ProblemError(413, "too-large", f"the body may be at most {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise _too_large(limit)
+    content = request.content
+    if content.is_eof():
+        # The whole body came with the headers (a small post): nothing left to wait for.
+        raw = await content.read()
+        if len(raw) > limit:
+            raise _too_large(limit)
+        return raw
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(within):
-            async for chunk in request.content.iter_chunked(64 * 1024):
+            async for chunk in content.iter_chunked(64 * 1024):
                 size += len(chunk)
                 if size > limit:
-                    raise too_large
+                    raise _too_large(limit)
                 chunks.append(chunk)
     except TimeoutError:
         raise ProblemError(

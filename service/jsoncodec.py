@@ -1,0 +1,77 @@
+"""JSON on the hot paths: orjson where it gives the same result as the standard library.
+
+orjson parses and writes JSON several times faster than :mod:`json`, which the receiver does
+for every request (the body, the envelope, the answer). It differs from :mod:`json` in a few
+corners, and there the standard library is used instead, so stored values never change:
+
+- an integer past 64 bits: orjson reads it as a float (precision lost), so a document with a
+  float that large is parsed again by :mod:`json`;
+- text orjson refuses (a lone surrogate escape, ``NaN``, ``1e400``, nesting past 1,024 levels,
+  bytes that are not UTF-8) goes to :mod:`json`, which gives the error message or value the
+  caller already handles;
+- writing: an integer past 64 bits or a string with a lone surrogate makes orjson refuse, and
+  :mod:`json` writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+# orjson reads an integer past 64 bits as a float; every such float is at least this large.
+_BIG = 2.0**63
+
+
+def maybe_lost_integer(number: float) -> bool:
+    """True for a float orjson may have made of an integer past 64 bits (the standard library
+    keeps those exact); also true for a genuine float that large, which costs only a re-parse."""
+    return not -_BIG <= number < _BIG
+
+
+def _has_big_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return maybe_lost_integer(value)
+    if isinstance(value, dict):
+        return any(_has_big_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_big_float(item) for item in value)
+    return False
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON text; same result as ``json.loads`` for every document both accept."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+    if _has_big_float(value):
+        return json.loads(raw)
+    return value
+
+
+def fast_loads(raw: bytes) -> Any:
+    """orjson's parse, or :data:`UNPARSED` when orjson refuses the text. The caller checks the
+    floats with :func:`maybe_lost_integer` and has its own standard-library path."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return UNPARSED
+
+
+UNPARSED: Any = object()
+"""What :func:`fast_loads` returns when orjson refuses the text."""
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON (no ASCII escaping), as ``json.dumps(..., separators=(",", ":"),
+    ensure_ascii=False)`` writes it, but for float spelling (``1e-7`` for ``1e-07``)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: a big integer, a lone surrogate
+        pass
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate: written as its \u escape
+        return json.dumps(value, separators=(",", ":")).encode()
