@@ -4,11 +4,12 @@ Construction compiles every expression and checks the whole mapping, raising one
 ``ConfigError`` that lists every problem. ``map`` never raises anything but
 ``MappingRejected`` for bad payload data: a failing expression or a missing required field
 rejects the submission with a reason naming the field, the expression and the error.
+``check`` answers only that question (would ``map`` reject, and why) for the receiver's door,
+skipping the lead body and the note.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,18 @@ class Identity:
 
     email: str | None
     phone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckPlan:
+    """What ``Mapper.check`` evaluates."""
+
+    failing: tuple[tuple[str, Expr], ...]
+    """Extract expressions that can fail, in extract order: always evaluated."""
+    fields: dict[str, tuple[int, Expr]]
+    """Each field a required group needs: (its position in extract, its expression)."""
+    groups: tuple[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]], ...]
+    """Each required group, and for each member the extracted fields it needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,7 @@ class Mapper:
         if issues.items:
             raise ConfigError(issues.items)
         self._note = NoteRenderer(spec.note.template, spec.limits)
+        self._check = self._check_plan()
 
     def with_schema(self, schema: CloseSchema | None) -> Mapper:
         """The same mapping checked and resolved against a newer Close schema."""
@@ -163,8 +177,78 @@ class Mapper:
         text = scalar_text(value) if not isinstance(value, (list, dict)) else None
         return text.strip() if text and text.strip() else None
 
+    def _check_plan(self) -> _CheckPlan | None:
+        """What ``check`` evaluates; None when it must run the whole mapping (a template
+        expression can fail)."""
+        t = self.template
+        template = [expr for expr in (*t.lead.values(), *t.contact.values()) if expr is not None]
+        template += [entry.expr for entry in (*t.custom, *t.contact_custom)]
+        if not all(expr.cannot_fail for expr in template):
+            return None
+        position = {path: index for index, path in enumerate(t.extract)}
+        names = tuple(name for name in _NAME_FIELDS if name in position)
+        groups = []
+        for group in required_groups(self.spec):
+            members = []
+            for name in group:
+                # full_name is derived from first and last name, and back: one unit.
+                if name == NAME_ALIAS or name in _NAME_FIELDS:
+                    members.append(names)
+                else:
+                    members.append((name,) if name in position else ())
+            groups.append((group, tuple(members)))
+        needed = {path for _, members in groups for paths in members for path in paths}
+        return _CheckPlan(
+            failing=tuple((p, e) for p, e in t.extract.items() if not e.cannot_fail),
+            fields={path: (position[path], t.extract[path]) for path in needed},
+            groups=tuple(groups),
+        )
+
+    def check(self, envelope: Envelope) -> None:
+        """Raise MappingRejected exactly when ``map`` would, with the same reason; else None.
+
+        For the receiver's door. It evaluates the extract expressions that can fail (all of
+        them, in order, as ``map`` does: the first failure is the reason), then, group by
+        group of ``required``, extracts and normalises members only until one is present
+        (a valid email settles "one of email, phone, name" without parsing the phone); a
+        group with none present has had every member normalised, so the reason names the
+        same dropped values. No lead body, no note. (The rejection's ``warnings`` detail names
+        only the notices of the fields looked at.) A source whose template expressions can
+        fail is checked by the whole mapping, without the note.
+        """
+        plan = self._check
+        if plan is None:
+            self._map(envelope, note=False)
+            return
+        document = root_document(envelope)
+        raw = {path: evaluate(expr, document) for path, expr in plan.failing}
+        builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)
+        record: dict[str, Any] = {}
+        done: set[str] = set()
+        tagged: list[tuple[int, int, Notice]] = []  # (extract position, order, notice)
+        for group, members in plan.groups:
+            for name, paths in zip(group, members, strict=True):
+                if paths and paths[0] not in done:
+                    for path in paths:
+                        position, expr = plan.fields[path]
+                        value = raw[path] if path in raw else evaluate(expr, document)
+                        start = len(builder.notices)
+                        builder.add(record, path, value)
+                        for notice in builder.notices[start:]:
+                            tagged.append((position, len(tagged), notice))
+                        done.add(path)
+                    if paths[0] in _NAME_FIELDS:
+                        builder.derive_names(record)
+                if _present(record, name):
+                    break
+            else:
+                raise _missing_required(group, [notice for _, _, notice in sorted(tagged)])
+
     def map(self, envelope: Envelope) -> MappedLead:
         """Map one submission; MappingRejected when it cannot become a lead."""
+        return self._map(envelope, note=True)
+
+    def _map(self, envelope: Envelope, *, note: bool) -> MappedLead:
         document = root_document(envelope)
         raw = {path: evaluate(expr, document) for path, expr in self.template.extract.items()}
         builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)
@@ -175,9 +259,9 @@ class Mapper:
             source=envelope.source, received_at=document["received_at"], submission_id=envelope.id
         )
         lead, contact = self._lead_body(record, builder)
-        note = None
-        if self.spec.note.enabled:
-            note = self._note.render(
+        text = None
+        if note and self.spec.note.enabled:
+            text = self._note.render(
                 NoteContext(
                     title=f"{self.template.note_title} \u2014 {envelope.source}",
                     source=envelope.source,
@@ -192,8 +276,8 @@ class Mapper:
         logger.debug("mapped %s for %s: %d warning(s)", envelope.id, self.source, len(notices))
         return MappedLead(
             lead=lead,
-            contact=copy.deepcopy(contact),
-            note=note,
+            contact=_copy_json(contact),
+            note=text,
             identity=identity,
             record=record,
             warnings=tuple(n.message for n in notices),
@@ -201,16 +285,8 @@ class Mapper:
 
     def _require(self, record: dict[str, Any], notices: list[Notice]) -> None:
         for group in required_groups(self.spec):
-            if any(_present(record, name) for name in group):
-                continue
-            wanted = f"'{group[0]}'" if len(group) == 1 else "one of " + ", ".join(group)
-            related = [n.message for n in notices if n.message.split(" ", 1)[0] in group]
-            reason = f"missing required field: {wanted}"
-            if related:
-                reason += " (" + "; ".join(related) + ")"
-            raise MappingRejected(
-                reason, {"missing": list(group), "warnings": [n.message for n in notices]}
-            )
+            if not any(_present(record, name) for name in group):
+                raise _missing_required(group, notices)
 
     def _note_fields(self, document: dict[str, Any], notices: list[Notice]) -> Any:
         expr = self.template.note_fields
@@ -322,6 +398,19 @@ def _pick(
     return None if expr is None else convert(evaluate(expr, record))
 
 
+def _missing_required(group: tuple[str, ...], notices: list[Notice]) -> MappingRejected:
+    """The rejection for a required group with no member present; ``notices`` in extract
+    order (those about the group's fields are named in the reason)."""
+    wanted = f"'{group[0]}'" if len(group) == 1 else "one of " + ", ".join(group)
+    related = [n.message for n in notices if n.message.split(" ", 1)[0] in group]
+    reason = f"missing required field: {wanted}"
+    if related:
+        reason += " (" + "; ".join(related) + ")"
+    return MappingRejected(
+        reason, {"missing": list(group), "warnings": [n.message for n in notices]}
+    )
+
+
 def _present(record: dict[str, Any], path: str) -> bool:
     if path == NAME_ALIAS:
         return any(record.get(name) for name in _NAME_FIELDS)
@@ -330,6 +419,15 @@ def _present(record: dict[str, Any], path: str) -> bool:
     if name:
         return isinstance(value, dict) and not is_empty(value.get(name))
     return not is_empty(value)
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON-like data (dicts, lists, scalars): copy.deepcopy, cheaper."""
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
 
 
 def _as_list(value: Any) -> list[Any]:

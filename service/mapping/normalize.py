@@ -26,6 +26,18 @@ _MAX_DEPTH = 8
 _INVISIBLE = dict.fromkeys(
     [0x200B, 0x200E, 0x200F, 0xFEFF, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 )
+#: Control characters (Unicode category Cc: U+0000-U+001F, U+007F-U+009F).
+_CONTROL = [*range(0x20), *range(0x7F, 0xA0)]
+#: Single-line text: invisible characters and control characters that are not white space
+#: are dropped (white space is collapsed afterwards).
+_SINGLE_LINE = {**_INVISIBLE, **dict.fromkeys(c for c in _CONTROL if not chr(c).isspace())}
+#: Multi-line text: CR and LINE SEPARATOR become LF, other control characters but tab go.
+_MULTILINE: dict[int, int | None] = {
+    **dict.fromkeys(code for code in _CONTROL if chr(code) not in "\n\t"),
+    ord("\r"): ord("\n"),
+    0x2028: ord("\n"),
+}
+_BLANK_LINES = re.compile(r"\n{3,}")
 _LOCAL_PART = re.compile(r"^[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)*$")
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ANGLE_ADDRESS = re.compile(r"<([^<>]+)>\s*$")
@@ -95,15 +107,25 @@ def first_scalar(value: Any) -> Any:
 
 def clean_text(text: str, *, multiline: bool = False) -> str:
     """NFC, no control or invisible characters, trimmed; single-line text has one-space runs."""
-    text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
+    ascii_only = text.isascii()  # ASCII text is NFC and has no invisible characters
+    if ascii_only and text.isprintable():  # no control characters, not even tab or newline
+        return " ".join(text.split()) if not multiline else text.strip()
+    if not ascii_only:
+        text = unicodedata.normalize("NFC", text)
     if not multiline:
-        return " ".join(
-            "".join(ch for ch in text if unicodedata.category(ch) != "Cc" or ch.isspace()).split()
-        )
-    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cc" or ch in "\n\t")
-    lines = [line.rstrip() for line in kept.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+        # Line breaks and any other white space (control or not) become single spaces.
+        return " ".join(text.translate(_SINGLE_LINE).split())
+    if not ascii_only:
+        text = text.translate(_INVISIBLE)  # before CR LF is joined: "\r<ZWSP>\n" is one break
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    kept = text.translate(_MULTILINE)
+    if "\n" not in kept:
+        return kept.strip()
+    kept = "\n".join([line.rstrip() for line in kept.split("\n")])
+    if "\n\n\n" in kept:
+        kept = _BLANK_LINES.sub("\n\n", kept)
+    return kept.strip()
 
 
 def cut(text: str, limit: int) -> tuple[str, bool]:
@@ -196,16 +218,20 @@ class RecordBuilder:
     def build(self, raw: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {}
         for path, value in raw.items():
-            cleaned = self._field(path, value)
-            if cleaned is None:
-                continue
-            group, _, name = path.partition(".")
-            if name:
-                record.setdefault(group, {})[name] = cleaned
-            else:
-                record[path] = cleaned
-        self._derive_names(record)
+            self.add(record, path, value)
+        self.derive_names(record)
         return record
+
+    def add(self, record: dict[str, Any], path: str, value: Any) -> None:
+        """Put one extracted value into ``record`` at ``path``, normalised (or leave it out)."""
+        cleaned = self._field(path, value)
+        if cleaned is None:
+            return
+        group, _, name = path.partition(".")
+        if name:
+            record.setdefault(group, {})[name] = cleaned
+        else:
+            record[path] = cleaned
 
     def _field(self, path: str, value: Any) -> Any:
         if is_empty(value):
@@ -270,7 +296,8 @@ class RecordBuilder:
             self.notices.append(notice)
         return value
 
-    def _derive_names(self, record: dict[str, Any]) -> None:
+    def derive_names(self, record: dict[str, Any]) -> None:
+        """full_name from first and last name, or first and last from full_name."""
         first, last = record.get("first_name"), record.get("last_name")
         if not record.get("full_name") and (first or last):
             record["full_name"] = " ".join(part for part in (first, last) if part)

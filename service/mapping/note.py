@@ -61,25 +61,33 @@ def iso_utc(timestamp: float) -> str:
 
 def flatten(value: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
     """``(dotted key, text)`` for every non-empty leaf, in order; lists of scalars joined."""
+    pairs: list[tuple[str, str]] = []
+    _flatten_into(pairs, value, prefix, depth)
+    return iter(pairs)
+
+
+def _flatten_into(pairs: list[tuple[str, str]], value: Any, prefix: str, depth: int) -> None:
+    # One list filled by plain recursion: nested generators cost a frame switch per level
+    # for every leaf.
     if depth > _MAX_DEPTH:
-        yield prefix or "value", "(nested too deep)"
+        pairs.append((prefix or "value", "(nested too deep)"))
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
-            yield from flatten(item, f"{prefix}.{key}" if prefix else str(key), depth + 1)
+            _flatten_into(pairs, item, f"{prefix}.{key}" if prefix else str(key), depth + 1)
         return
     if isinstance(value, list):
         if all(not isinstance(item, (Mapping, list)) for item in value):
             text = scalar_text(value)
             if text:
-                yield prefix or "value", text
+                pairs.append((prefix or "value", text))
             return
         for index, item in enumerate(value):
-            yield from flatten(item, f"{prefix}[{index}]", depth + 1)
+            _flatten_into(pairs, item, f"{prefix}[{index}]", depth + 1)
         return
     text = scalar_text(value)
     if text is not None and text.strip():
-        yield prefix or "value", text
+        pairs.append((prefix or "value", text))
 
 
 def _line(key: str, text: str, limit: int) -> str:

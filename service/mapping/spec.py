@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.errors import ConfigIssue
 from service.mapping.functions import (
     Evaluator,
+    cannot_fail,
     compile_expression,
     evaluator,
     literal_value,
@@ -223,6 +224,7 @@ class Expr:
     run: Evaluator
     reads_message: bool = False
     literal: Any = None  # the value when the whole expression is a literal
+    cannot_fail: bool = False  # True: raises on no input (functions.cannot_fail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +276,14 @@ def _compile(path: str, text: str, issues: Issues, *, record: bool) -> Expr | No
         return None
     reads_message = record and reads_field(compiled, "message")
     literal = literal_value(compiled)[1]
-    return Expr(f"{issues.prefix}.{path}", text, evaluator(compiled), reads_message, literal)
+    return Expr(
+        f"{issues.prefix}.{path}",
+        text,
+        evaluator(compiled),
+        reads_message,
+        literal,
+        cannot_fail=cannot_fail(compiled),
+    )
 
 
 def _compile_keys(

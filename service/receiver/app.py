@@ -169,7 +169,7 @@ def _check_mappable(request: web.Request, name: str, envelope: Envelope) -> None
     if mapper is None:
         return
     try:
-        mapper.map(envelope)
+        mapper.check(envelope)  # the worker's decision and reason, without the lead and note
     except MappingRejected as exc:
         raise ProblemError(422, "unprocessable", exc.reason) from None
 
