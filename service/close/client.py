@@ -10,7 +10,6 @@ caller decides (the worker looks the person up again before creating).
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import random
 import time
@@ -21,7 +20,7 @@ import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
 from pydantic import SecretStr
 
-from service import __version__
+from service import __version__, jsoncodec
 from service.close.pacing import Pacer, endpoint_group
 from service.close.ratelimit import parse_ratelimit, wait_after_429
 from service.close.search import leads_by_contact
@@ -196,7 +195,7 @@ class CloseClient:
     @staticmethod
     def _result(endpoint: str, status: int, headers: Mapping[str, str], raw: bytes) -> Any:
         try:
-            parsed: Any = json.loads(raw) if raw else None
+            parsed: Any = jsoncodec.loads(raw) if raw else None
         except ValueError:
             parsed = raw[:500].decode("utf-8", "replace")
         if 200 <= status < 300:

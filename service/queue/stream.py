@@ -22,6 +22,7 @@ from service.queue.connection import RedisClient
 from service.queue.records import (
     FINAL_STATES,
     STATES,
+    TERMINAL_STATES,
     SubmissionRecord,
     encode_fields,
     history_event,
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 STATE_NAMES = " ".join(STATES)
 """The state index keys' order, as the scripts receive it."""
+
+# The worker's scripts get their unchanging arguments as bytes: redis-py sends bytes as they are.
+_STATE_NAMES_B = STATE_NAMES.encode()
+_TERMINAL_NAMES_B = " ".join(sorted(TERMINAL_STATES)).encode()
+_GROUP_B = GROUP.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,26 @@ class Entry:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class PersonUpdate:
+    """What a state change also writes about the person (all of ``identities``), in the same
+    script: the lead cache, the "create may have reached Close" marks, the release of the locks.
+    """
+
+    identities: Sequence[str]
+    cache_lead: str = ""
+    """Lead id to remember for the person ('' = leave the cache alone)."""
+    cache_ttl: int = 0
+    mark_creating: str = ""
+    """Submission id whose create is about to be sent ('' = no mark)."""
+    mark_ttl: float = 0.0
+    """Seconds the mark lasts."""
+    clear_creating: bool = False
+    """Remove the marks: the create's outcome is known."""
+    release_token: str = ""
+    """Release the person's locks where they still hold this token ('' = keep them)."""
+
+
 def _is_nogroup(exc: ResponseError) -> bool:
     return str(exc).startswith("NOGROUP")
 
@@ -83,6 +109,17 @@ class WorkQueue:
         self.scripts = Scripts.register(redis)
         self._enqueue = ScriptBatcher(redis, self.scripts.enqueue)
         self._state_keys = [keys.state(state) for state in STATES]
+        # The keys every state change names after the record's, computed (and encoded) once.
+        state_keys = [key.encode() for key in self._state_keys]
+        stream = keys.stream.encode()
+        self._transition_keys: list[bytes] = [
+            stream,
+            keys.retry.encode(),
+            keys.dead.encode(),
+            *state_keys,
+        ]
+        self._claim_keys: list[bytes] = [stream, *state_keys]
+        self._ttl_b = str(record_ttl).encode()
 
     # -- setup and health -------------------------------------------------------------------
 
@@ -222,6 +259,36 @@ class WorkQueue:
             )
         return out
 
+    async def claim(
+        self, entry: Entry, now: float | None = None
+    ) -> tuple[str, dict[str, str] | None]:
+        """Start an attempt at ``entry``: read its record and mark it ``processing`` (the attempt
+        counted), in one script.
+
+        Returns ``("processing", fields)`` with the record's fields after the change (its
+        history left out), or ``(state, None)`` when the record is gone (``""``) or already
+        terminal: the entry is then acknowledged and deleted, and nothing else changes.
+        """
+        now = time.time() if now is None else now
+        # The event of this attempt; the script appends the attempt number and closes it.
+        event = history_event(now, "processing")[:-1] + ',"detail":{"attempt":'
+        reply: Any = await self.scripts.claim(
+            keys=[self.keys.sub(entry.sub_id), *self._claim_keys],
+            args=[
+                _GROUP_B,
+                entry.entry_id,
+                event,
+                repr(now),
+                self._ttl_b,
+                _TERMINAL_NAMES_B,
+                _STATE_NAMES_B,
+            ],
+        )
+        state = str(reply[0]) if reply else ""
+        if state != "processing":
+            return state, None
+        return state, dict(zip(reply[1::2], reply[2::2], strict=True))
+
     async def transition(
         self,
         sub_id: str,
@@ -236,42 +303,53 @@ class WorkQueue:
         count_attempt: bool = False,
         attempts_delta: int = 0,
         now: float | None = None,
+        person: PersonUpdate | None = None,
     ) -> int:
-        """Record a state change; optionally ack+delete the entry, schedule a retry, dead-letter.
+        """Record a state change; optionally ack+delete the entry, schedule a retry, dead-letter,
+        and write the person's keys (``person``).
 
         Returns the record's attempt count (after ``count_attempt``), or -1 when the record no
         longer exists (expired or erased); the entry is still acknowledged then, so it does not
-        come back.
+        come back, and ``person`` is still applied.
         """
         now = time.time() if now is None else now
         pairs = encode_fields({"updated_at": repr(now), **(fields or {})})
         dead_minid = ""
         if dead:
             dead_minid = f"{int((now - self.record_ttl) * 1000)}-0"
-        result = await self.scripts.transition(
-            keys=[
-                self.keys.sub(sub_id),
-                self.keys.stream,
-                self.keys.retry,
-                self.keys.dead,
-                *self._state_keys,
-            ],
-            args=[
-                state,
-                history_event(now, state, detail),
-                self.record_ttl,
-                GROUP if ack else "",
-                ack.entry_id if ack else "",
-                repr(retry_at) if retry_at is not None else "",
-                f"{sub_id}|{source}" if retry_at is not None else sub_id,
-                dead_minid,
-                source,
-                attempts_delta + (1 if count_attempt else 0),
-                STATE_NAMES,
-                len(pairs) // 2,
-                *pairs,
-            ],
-        )
+        keys: list[str | bytes] = [self.keys.sub(sub_id), *self._transition_keys]
+        args: list[Any] = [
+            state,
+            history_event(now, state, detail),
+            self._ttl_b,
+            _GROUP_B if ack else "",
+            ack.entry_id if ack else "",
+            repr(retry_at) if retry_at is not None else "",
+            f"{sub_id}|{source}" if retry_at is not None else sub_id,
+            dead_minid,
+            source,
+            attempts_delta + (1 if count_attempt else 0),
+            _STATE_NAMES_B,
+            len(pairs) // 2,
+            *pairs,
+        ]
+        if person is not None and person.identities:
+            for identity in person.identities:
+                keys += (
+                    self.keys.lock(identity),
+                    self.keys.lead(identity),
+                    self.keys.creating(identity),
+                )
+            args += (
+                len(person.identities),
+                person.cache_lead,
+                person.cache_ttl,
+                person.mark_creating,
+                max(1, int(person.mark_ttl * 1000)),
+                "1" if person.clear_creating else "",
+                person.release_token,
+            )
+        result = await self.scripts.transition(keys=keys, args=args)
         return int(result)
 
     async def move_due(self, now: float | None = None, limit: int = 100) -> int:
@@ -422,4 +500,4 @@ class WorkQueue:
         return SubmissionRecord.from_hash(raw) if raw else None
 
 
-__all__ = ["Entry", "RedisError", "WorkQueue"]
+__all__ = ["Entry", "PersonUpdate", "RedisError", "WorkQueue"]

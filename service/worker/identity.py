@@ -4,6 +4,10 @@ Identity keys are hashes of the normalised email and E.164 phone (personal data 
 Redis key names). Holding the locks of all of a submission's keys serialises the submissions of
 one person across every worker; the cache, written right after a create, bridges Close's
 search-index lag so the next submission of that person finds the lead.
+
+All of a person's locks are taken in one script (all or none, so no deadlock and nothing held
+while waiting), which also reads the person's cached lead and create marks as they are under the
+locks; they are released in one script, usually the one that records the outcome.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from service.errors import TransientError
 from service.keys import Keys
@@ -39,6 +45,32 @@ def identity_keys(identity: Identity) -> list[str]:
     return sorted(keys)
 
 
+@dataclass(slots=True)
+class Held:
+    """A person's locks, held, and what Redis knew about the person when they were taken.
+
+    Nobody else writes a person's lead cache or create marks without holding the person's
+    locks, so these stay true while the locks are held (a mark can only expire meanwhile).
+    """
+
+    identities: tuple[str, ...]
+    token: str
+    cached_lead: str | None = None
+    """The lead id the cache holds for the person (first identity that has one), or None."""
+    creating: tuple[str, float] | None = None
+    """``(submission id, seconds left)`` of a create whose outcome is unknown, or None."""
+    released: bool = False
+    """Set once a state change released the locks with the token (nothing left to release)."""
+    _marks_at: float = field(default=0.0, repr=False)
+
+    def creating_now(self) -> tuple[str, float] | None:
+        """``creating`` with the seconds left counted down to now (None once it expired)."""
+        if self.creating is None:
+            return None
+        left = self.creating[1] - (time.monotonic() - self._marks_at)
+        return (self.creating[0], left) if left > 0 else None
+
+
 class IdentityLocks:
     """One Redis lock per identity key, with expiry, refresh while held, and safe release."""
 
@@ -52,61 +84,115 @@ class IdentityLocks:
         self.wait = wait
 
     @asynccontextmanager
-    async def hold(self, identities: Sequence[str]) -> AsyncIterator[None]:
-        """Hold the locks of all ``identities`` (taken in sorted order: no deadlock)."""
-        token = secrets.token_hex(12)
-        names = [self.keys.lock(identity) for identity in sorted(identities)]
-        taken: list[str] = []
+    async def hold(self, identities: Sequence[str]) -> AsyncIterator[Held]:
+        """Hold the locks of all ``identities`` (all taken at once, or none)."""
+        ordered = tuple(sorted(identities))
+        # A holder's token only has to differ from every other holder's (it is no secret):
+        # 96 random bits, without a system call per submission.
+        held = Held(ordered, f"{random.getrandbits(96):024x}")
+        if not ordered:
+            yield held
+            return
+        names = [self.keys.lock(identity) for identity in ordered]
+        await self._acquire(held, names)
+        refresher = _Refresher(self, names, held.token)
         try:
-            for name in names:
-                await self._acquire(name, token)
-                taken.append(name)
-            done = asyncio.Event()
-            refresher = asyncio.create_task(self._refresh(taken, token, done))
-            try:
-                yield
-            finally:
-                await self._stop(refresher, done)
+            yield held
         finally:
-            for name in reversed(taken):
-                await self.scripts.release_lock(keys=[name], args=[token])
+            try:
+                await refresher.stop()
+            finally:
+                if not held.released:
+                    await self.scripts.release_lock(keys=names, args=[held.token])
 
-    async def _stop(self, refresher: asyncio.Task[None], done: asyncio.Event) -> None:
-        """End the refresher. A cancellation can get lost inside a Redis call (Python 3.11's
-        ``wait_for``, which redis-py uses, may swallow one), so the refresher also checks
-        ``done`` each round, and the wait for it is bounded: a lock is never held on forever
-        because one cancellation went missing."""
-        done.set()
-        refresher.cancel()
-        await asyncio.wait({refresher}, timeout=self.ttl_ms / 1000)
-        if not refresher.done():
-            logger.warning("a lock refresher did not stop in time; it stops at its next round")
-        elif not refresher.cancelled() and refresher.exception() is not None:
-            logger.warning("refreshing a person's lock failed: %r", refresher.exception())
-
-    async def _acquire(self, name: str, token: str) -> None:
+    async def _acquire(self, held: Held, names: list[str]) -> None:
+        keys = [
+            *names,
+            *(self.keys.lead(i) for i in held.identities),
+            *(self.keys.creating(i) for i in held.identities),
+        ]
+        args: list[str | int] = [held.token, self.ttl_ms, len(names)]
         deadline = time.monotonic() + self.wait
         delay = 0.01
         while True:
-            if await self.redis.set(name, token, nx=True, px=self.ttl_ms):
-                return
+            reply: Any = await self.scripts.take_locks(keys=keys, args=args)
+            if int(reply[0]):
+                break
             if time.monotonic() >= deadline:
                 raise IdentityBusy("this person's previous submission is still being processed")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
+        n = len(names)
+        held.cached_lead = next((str(v) for v in reply[1 : n + 1] if v), None)
+        held._marks_at = time.monotonic()
+        marks = reply[n + 1 :]
+        for owner, millis in zip(marks[::2], marks[1::2], strict=True):
+            if owner and int(millis) > 0:
+                held.creating = (str(owner), int(millis) / 1000)
+                break
 
-    async def _refresh(self, names: list[str], token: str, done: asyncio.Event) -> None:
-        while not done.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self.ttl_ms / 3000)
-            for name in names:
-                if done.is_set():
-                    return
-                await self.scripts.extend_lock(keys=[name], args=[token, self.ttl_ms])
+
+class _Refresher:
+    """Extends a holder's locks every third of their ttl while they are held.
+
+    Nothing runs until the first third has passed (most submissions are done by then): a timer,
+    then one task per round. Stopping cancels the timer and any round in flight, and waits for
+    that round a bounded time: a cancellation can get lost inside a Redis call (Python 3.11's
+    ``wait_for``, which redis-py uses, may swallow one), so a round also checks ``stopped``
+    before scheduling the next one, and a lock is never held on forever because one cancellation
+    went missing.
+    """
+
+    def __init__(self, locks: IdentityLocks, names: list[str], token: str) -> None:
+        self.locks = locks
+        self.names = names
+        self.token = token
+        self.every = locks.ttl_ms / 3000
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(self.every, self._due)
+
+    def _due(self) -> None:
+        if not self.stopped:
+            self.task = asyncio.get_running_loop().create_task(self._round())
+
+    async def _round(self) -> None:
+        await self.locks.scripts.extend_lock(keys=self.names, args=[self.token, self.locks.ttl_ms])
+        if not self.stopped:
+            self.timer = asyncio.get_running_loop().call_later(self.every, self._due)
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self.timer.cancel()
+        task = self.task
+        if task is None or task.done():
+            self._report(task)
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=self.locks.ttl_ms / 1000)
+        if not task.done():
+            logger.warning("a lock refresher did not stop in time; it stops at its next round")
+        else:
+            self._report(task)
+
+    @staticmethod
+    def _report(task: asyncio.Task[None] | None) -> None:
+        if (
+            task is not None
+            and task.done()
+            and not task.cancelled()
+            and task.exception() is not None
+        ):
+            logger.warning("refreshing a person's lock failed: %r", task.exception())
 
 
 class LeadCache:
-    """identity key → lead id, written after a create (or a match), kept ``ttl`` seconds."""
+    """identity key → lead id, written after a create (or a match), kept ``ttl`` seconds.
+
+    The worker reads it with the person's locks (:class:`Held`) and writes it with the state
+    change that goes with it (``PersonUpdate`` in ``service/queue/stream.py``); these methods
+    are the same operations on their own.
+    """
 
     def __init__(self, redis: RedisClient, keys: Keys, *, ttl: int) -> None:
         self.redis = redis

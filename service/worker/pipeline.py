@@ -16,6 +16,12 @@ Effectively-once leads, although Close has no idempotency key:
   is found it waits out a grace period for Close's search index before creating;
 - progress (lead id, contact added, note posted) is written as it happens, so a retry resumes
   where the last attempt stopped instead of repeating a create.
+
+Redis round trips of a new person's submission: one to read the record and mark it
+``processing``, one to take the person's locks (reading the lead cache and create marks with
+them), one to record "creating lead" with the marks, one to record "lead created" with the lead
+cache, and one to record the outcome, acknowledge the entry and release the locks. Close's rate
+limit tokens are taken several at a time (``service/close/pacing.py``).
 """
 
 from __future__ import annotations
@@ -41,11 +47,11 @@ from service.errors import (
 from service.mapping import MappedLead, Mapper
 from service.metrics import Metrics
 from service.queue.records import SubmissionRecord
-from service.queue.stream import Entry, WorkQueue
+from service.queue.stream import Entry, PersonUpdate, WorkQueue
 from service.sources import DedupSpec, Sources
 from service.worker.backoff import retry_delay
 from service.worker.gate import DeliveryGate
-from service.worker.identity import IdentityLocks, LeadCache, identity_keys
+from service.worker.identity import Held, IdentityLocks, LeadCache, identity_keys
 
 logger = logging.getLogger(__name__)
 
@@ -140,23 +146,16 @@ class Pipeline:
 
     async def handle(self, entry: Entry) -> str:
         """Process one entry; returns the state it was left in."""
+        # Read the record and mark it processing (the attempt counted) in one step; an expired,
+        # erased or already finished one (acknowledging failed last time) is acknowledged.
+        state, raw = await self.queue.claim(entry)
+        if raw is None:
+            return state or "gone"
         try:
-            record = await self.queue.record(entry.sub_id)
+            record = SubmissionRecord.from_hash(raw)
         except (ValueError, TypeError, KeyError) as exc:  # the stored record is damaged
             return await self.give_up(entry, f"the stored record could not be read ({exc})")
-        if record is None or record.terminal:
-            # Expired/erased, or already finished (acknowledging failed last time): drop the entry.
-            state = record.state if record else "gone"
-            await self.queue.transition(entry.sub_id, state, ack=entry)
-            return state
-        attempts = await self.queue.transition(
-            entry.sub_id,
-            "processing",
-            count_attempt=True,
-            source=record.source,
-            detail={"attempt": record.attempts + 1},
-        )
-        return await self._process(entry, record, attempts)
+        return await self._process(entry, record, record.attempts)
 
     async def _process(self, entry: Entry, record: SubmissionRecord, attempts: int) -> str:
         try:
@@ -174,8 +173,8 @@ class Pipeline:
             return await self._end(entry, record, "rejected", {"reason": exc.reason, **exc.detail})
         identities = identity_keys(mapped.identity)
         try:
-            async with self.locks.hold(identities):
-                return await self._deliver(entry, record, mapped, identities, source.dedup)
+            async with self.locks.hold(identities) as held:
+                return await self._deliver(entry, record, mapped, held, source.dedup)
         except CloseRefused as exc:
             detail = _close_error_detail(exc)
             body = exc.response.body if exc.response else None
@@ -193,9 +192,10 @@ class Pipeline:
         entry: Entry,
         record: SubmissionRecord,
         mapped: MappedLead,
-        identities: list[str],
+        held: Held,
         dedup: DedupSpec,
     ) -> str:
+        identities = held.identities
         progress = record.extra
         lead_id = record.lead_id
         created = progress.get("lead_created") == "1"
@@ -203,21 +203,25 @@ class Pipeline:
         if lead_id is None:
             match = None
             if dedup.on_match != "create":
-                match = await self._find(identities, mapped, dedup.choose)
+                match = await self._find(held, mapped, dedup.choose)
             if match is not None:
                 lead_id, via = match.lead_id, match.via
+                # A lead found by search is cached in the same step that records the match.
                 await self._progress(
                     record,
                     {"step": "matched", "lead_id": lead_id, "via": via},
+                    person=self._person(held, cache_lead=lead_id if via != "cache" else ""),
                     lead_id=lead_id,
                     matched_via=via,
                     candidates=list(match.candidates),
                 )
                 if dedup.on_match == "skip":
                     skipped = {"lead_id": lead_id, "via": via, "candidates": list(match.candidates)}
-                    return await self._end(entry, record, "skipped", skipped, lead_id=lead_id)
+                    return await self._end(
+                        entry, record, "skipped", skipped, lead_id=lead_id, held=held
+                    )
             else:
-                lead_id = await self._create(record, mapped, identities)
+                lead_id = await self._create(record, mapped, held)
                 created = True
         try:
             if not created and dedup.on_match == "contact" and not progress.get("contact_done"):
@@ -229,7 +233,7 @@ class Pipeline:
             if created or not _about_missing_lead(exc):
                 raise
             # The lead we matched is gone (deleted or merged): look the person up afresh.
-            await self.cache.forget(identities)
+            await self.cache.forget(list(identities))
             await self._progress(
                 record,
                 {"step": "matched lead gone", "lead_id": lead_id},
@@ -244,26 +248,30 @@ class Pipeline:
         fields: dict[str, Any] = {"note_id": progress.get("note_id")}
         if mapped.warnings:
             fields["warnings"] = list(mapped.warnings)
-        return await self._end(entry, record, state, detail, fields=fields, lead_id=lead_id)
+        return await self._end(
+            entry, record, state, detail, fields=fields, lead_id=lead_id, held=held
+        )
 
-    async def _find(self, identities: list[str], mapped: MappedLead, choose: str) -> Match | None:
-        """The person's lead: the local cache, then Close's search by email, then by phone."""
-        cached = await self.cache.get(identities)
-        if cached:
-            return Match(cached, "cache", (cached,))
+    async def _find(self, held: Held, mapped: MappedLead, choose: str) -> Match | None:
+        """The person's lead: the local cache (as read with the locks), then Close's search by
+        email, then by phone. The caller caches a lead found by search."""
+        if held.cached_lead:
+            return Match(held.cached_lead, "cache", (held.cached_lead,))
         for kind, value in (("email", mapped.identity.email), ("phone", mapped.identity.phone)):
             if not value:
                 continue
             rows = await self.close.find_leads(kind, value)
             if rows:
                 lead_id = choose_lead(rows, choose)
-                await self.cache.remember(identities, lead_id)
                 return Match(lead_id, f"search:{kind}", tuple(str(r["id"]) for r in rows))
         return None
 
-    async def _create(
-        self, record: SubmissionRecord, mapped: MappedLead, identities: list[str]
-    ) -> str:
+    def _person(self, held: Held, **changes: Any) -> PersonUpdate:
+        if changes.get("cache_lead"):
+            changes["cache_ttl"] = self.cache.ttl
+        return PersonUpdate(held.identities, **changes)
+
+    async def _create(self, record: SubmissionRecord, mapped: MappedLead, held: Held) -> str:
         started = float(record.extra.get("create_started_at") or 0)
         if started:
             waited = time.time() - started
@@ -274,35 +282,50 @@ class Pipeline:
                 )
         # Another submission of this person sent a create whose answer was lost: its lead may
         # exist although Close's search does not show it yet. Wait as that submission does.
-        other = await self.cache.creating(identities)
+        # (The marks were read with the locks; only a holder of the locks writes them.)
+        identities = list(held.identities)
+        other = held.creating_now()
         if other is not None and other[0] != record.id:
             raise AwaitingIndex(
                 f"a create for this person by {other[0]} may have reached Close; waiting for "
                 "its search index",
                 retry_after=other[1],
             )
-        # Marked before the POST: a crash or timeout from here on is detected on redelivery,
-        # by this submission (its record) and by the person's others (the identity mark).
-        await self._progress(record, {"step": "creating lead"}, create_started_at=repr(time.time()))
-        await self.cache.mark_creating(identities, record.id, self.unknown_outcome_grace)
+        # Marked before the POST, in one step: a crash or timeout from here on is detected on
+        # redelivery, by this submission (its record) and by the person's others (the marks).
+        await self._progress(
+            record,
+            {"step": "creating lead"},
+            person=self._person(
+                held,
+                mark_creating=record.id if self.unknown_outcome_grace > 0 else "",
+                mark_ttl=self.unknown_outcome_grace,
+            ),
+            create_started_at=repr(time.time()),
+        )
         try:
             lead = await self.close.create_lead(mapped.lead)
         except (CloseUnavailable, CloseRateLimited) as exc:
             if isinstance(exc, CloseUnavailable) and exc.maybe_applied:
                 raise
             # Nothing reached Close (429, or no connection): no unknown outcome to wait out.
-            await self._progress(record, {"step": "create not sent"}, create_started_at="")
-            await self.cache.clear_creating(identities)
+            await self._progress(
+                record,
+                {"step": "create not sent"},
+                person=self._person(held, clear_creating=True),
+                create_started_at="",
+            )
             raise
         except (CloseRefused, CloseAuthFailed):
             await self.cache.clear_creating(identities)  # refused: no lead was made
             raise
         lead_id = str(lead["id"])
-        await self.cache.remember(identities, lead_id)
-        await self.cache.clear_creating(identities)
+        # The lead cached (the person's next submission finds it even while Close's search
+        # lags), the marks cleared and the progress recorded, in one step.
         await self._progress(
             record,
             {"step": "lead created", "lead_id": lead_id},
+            person=self._person(held, cache_lead=lead_id, clear_creating=True),
             lead_id=lead_id,
             lead_created="1",
             lead_url=lead.get("html_url"),
@@ -324,10 +347,20 @@ class Pipeline:
         )
 
     async def _progress(
-        self, record: SubmissionRecord, detail: dict[str, Any], **fields: Any
+        self,
+        record: SubmissionRecord,
+        detail: dict[str, Any],
+        *,
+        person: PersonUpdate | None = None,
+        **fields: Any,
     ) -> None:
         await self.queue.transition(
-            record.id, "processing", detail=detail, fields=fields, source=record.source
+            record.id,
+            "processing",
+            detail=detail,
+            fields=fields,
+            source=record.source,
+            person=person,
         )
 
     # -- outcomes -----------------------------------------------------------------------------
@@ -404,10 +437,16 @@ class Pipeline:
         *,
         fields: Mapping[str, Any] | None = None,
         lead_id: str | None = None,
+        held: Held | None = None,
     ) -> str:
+        """Record the outcome and acknowledge the entry; with ``held``, the person's locks are
+        released in the same step."""
         all_fields = dict(fields or {})
         if lead_id:
             all_fields["lead_id"] = lead_id
+        person = None
+        if held is not None and held.identities:
+            person = self._person(held, release_token=held.token)
         await self.queue.transition(
             record.id,
             state,
@@ -416,7 +455,10 @@ class Pipeline:
             ack=entry,
             dead=state == "dead",
             source=record.source,
+            person=person,
         )
+        if person is not None and held is not None:
+            held.released = True
         if self.metrics is not None:
             self.metrics.submissions.labels(record.source, state).inc()
             self.metrics.end_to_end_seconds.labels(record.source, state).observe(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from service.close.client import CloseClient
-from service.errors import CloseAuthFailed, CloseRefused, CloseUnavailable
+from service.close.pacing import Pacer
+from service.errors import CloseAuthFailed, CloseRateLimited, CloseRefused, CloseUnavailable
+from service.keys import Keys
+from service.queue.scripts import Scripts
 from service.redis_server import free_port
 from tests.conftest import API_KEY, emulator_state
 
@@ -23,9 +29,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def client_for(
-    session: aiohttp.ClientSession, base: str, key: str = API_KEY, **kw: float
+    session: aiohttp.ClientSession, base: str, key: str = API_KEY, **kw: Any
 ) -> CloseClient:
-    return CloseClient(session, base_url=base, api_key=SecretStr(key), **kw)  # type: ignore[arg-type]
+    return CloseClient(session, base_url=base, api_key=SecretStr(key), **kw)
 
 
 def lead_posts(server: TestServer) -> list[int]:
@@ -122,3 +128,64 @@ async def test_wrong_key_is_auth_failed(
     with pytest.raises(CloseAuthFailed):
         await close.create_lead({"name": "Acme"})
     assert emulator_state(emulator).leads == {}
+
+
+async def test_post_429_goes_back_through_the_shared_limiter(
+    session: aiohttp.ClientSession, emulator: TestServer, redis: Redis, keys: Keys
+) -> None:
+    emulator_state(emulator).add_fault(
+        method="POST",
+        path="/api/v1/lead/",
+        status=429,
+        count=1,
+        headers={"RateLimit": "limit=10, remaining=0, reset=1"},
+    )
+    pacer = Pacer(redis, Scripts.register(redis), keys, rate=1000)
+    other = Pacer(redis, Scripts.register(redis), keys, rate=1000)  # another process
+    close = client_for(session, str(emulator.make_url("/api/v1")), pacer=pacer)
+    started = time.monotonic()
+    created = asyncio.create_task(close.create_lead({"name": "Acme"}))
+    for _ in range(300):
+        if await redis.exists(pacer.pause_key("write")):
+            break
+        await asyncio.sleep(0.01)
+    await other.before("write")  # every process waits out the pause Close asked for
+    assert time.monotonic() - started >= 0.9
+    await created
+    assert time.monotonic() - started >= 1.0
+    assert lead_posts(emulator) == [429, 200]
+
+
+async def test_get_timeout_is_retried(session: aiohttp.ClientSession, emulator: TestServer) -> None:
+    emulator_state(emulator).add_fault(
+        method="GET", path="/api/v1/status/lead/", hang=True, hang_seconds=2, count=1
+    )
+    close = client_for(session, str(emulator.make_url("/api/v1")), timeout=0.3)
+    assert (await close.lead_statuses())["data"]
+    gets = [r for r in emulator_state(emulator).requests if r.path == "/api/v1/status/lead/"]
+    assert len(gets) == 2
+
+
+async def test_a_refused_connection_is_known_not_to_have_applied(
+    session: aiohttp.ClientSession,
+) -> None:
+    close = client_for(session, f"http://127.0.0.1:{free_port()}/api/v1", attempts=2)
+    with pytest.raises(CloseUnavailable) as info:
+        await close.create_lead({"name": "Acme"})
+    assert info.value.maybe_applied is False
+
+
+async def test_the_last_429_is_rate_limited_with_the_wait_close_named(
+    session: aiohttp.ClientSession, emulator: TestServer
+) -> None:
+    emulator_state(emulator).add_fault(
+        method="POST",
+        path="/api/v1/activity/note/",
+        status=429,
+        count=2,
+        headers={"Retry-After": "0.1"},
+    )
+    close = client_for(session, str(emulator.make_url("/api/v1")), attempts=2)
+    with pytest.raises(CloseRateLimited) as info:
+        await close.create_note("lead_x", "hello")
+    assert info.value.retry_after == pytest.approx(0.1)
