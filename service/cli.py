@@ -34,7 +34,7 @@ from service.envelope import Envelope, new_submission_id
 from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
 from service.keys import Keys
 from service.logs import configure_logging
-from service.loops import event_loop_factory
+from service.loops import event_loop_factory, freeze_startup_heap
 from service.mapping import CloseSchema, Mapper, MappingSpec, load_presets, preview
 from service.metrics import Metrics
 from service.queue.connection import redis_from_url
@@ -109,6 +109,7 @@ async def _run_worker(settings: Settings, sources: Sources) -> None:
         await runner.setup()
         if settings.worker_http_port:
             await web.TCPSite(runner, settings.host, settings.worker_http_port).start()
+        freeze_startup_heap()
         try:
             await worker.run()
         finally:

@@ -154,3 +154,17 @@ def test_event_loop_choice() -> None:
         assert type(loop).__module__.startswith("uvloop")
     finally:
         loop.close()
+
+
+def test_the_startup_heap_is_frozen_out_of_collections() -> None:
+    import gc  # noqa: PLC0415
+
+    from service.loops import freeze_startup_heap  # noqa: PLC0415
+
+    kept = [object() for _ in range(10)]
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert kept

@@ -1,14 +1,16 @@
-"""Token buckets in Redis, shared by every process (the Lua script is in ``scripts.py``)."""
+"""Token buckets in Redis, shared by every process (the Lua script is ``RATE_BUCKET`` in
+``scripts.py``; the receiver runs it through a :class:`ScriptBatcher`, so the buckets of
+concurrent requests share round trips)."""
 
 from __future__ import annotations
 
 import time
 
-from service.queue.scripts import Scripts
+from service.queue.batching import ScriptBatcher
 
 
 async def take(
-    scripts: Scripts,
+    script: ScriptBatcher,
     bucket: str,
     *,
     rate: float,
@@ -22,7 +24,7 @@ async def take(
     ``pause_key``, when given and set in Redis, makes every taker wait for its remaining life.
     """
     now_ms = int((time.time() if now is None else now) * 1000)
-    wait_ms = await scripts.token_bucket(
-        keys=[bucket, pause_key or bucket + ":nopause"], args=[now_ms, rate, capacity, cost]
+    wait_ms = await script(
+        [bucket, pause_key or bucket + ":nopause"], [now_ms, rate, capacity, cost]
     )
     return int(wait_ms) / 1000.0

@@ -108,6 +108,8 @@ class WorkQueue:
         self.record_ttl = record_ttl
         self.scripts = Scripts.register(redis)
         self._enqueue = ScriptBatcher(redis, self.scripts.enqueue)
+        self.rate_bucket = ScriptBatcher(redis, self.scripts.token_bucket)
+        """The door's rate-limit buckets (``buckets.take``), group-committed like enqueues."""
         self._state_keys = [keys.state(state) for state in STATES]
         # The keys every state change names after the record's, computed (and encoded) once.
         state_keys = [key.encode() for key in self._state_keys]

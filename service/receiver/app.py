@@ -193,16 +193,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count hook requests by source and status, and time them."""
+async def door_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as problem+json on every route; hook requests also counted by source and
+    status, and timed. (One middleware, not two: aiohttp wraps the handler once per
+    middleware on every request.)"""
     if not request.path.startswith("/hooks/"):
-        return await handler(request)
+        return await problem_middleware(request, handler)
     name = request.match_info.get("source", "")
     label = name if request.app[SOURCES].get(name) is not None else "unknown"
     started = time.monotonic()
     status = 500
     try:
-        response = await handler(request)
+        response = await problem_middleware(request, handler)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -277,7 +279,7 @@ def create_app(
 ) -> web.Application:
     """The receiver application. Pass ``redis`` to share a client (tests, `lead-intake dev`)."""
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware],
+        middlewares=[door_middleware],
         client_max_size=settings.max_body_bytes,
         # A connection gets this long to send its request line and headers (after it opens or
         # after the previous answer); the body has its own bound (read_timeout_seconds).

@@ -136,7 +136,7 @@ def authenticate(request: web.Request, source: str, verifier: Verifier, raw: byt
     """Verify the raw request before anything parses it; the sender's event id if any."""
     signed = SignedRequest(
         method=request.method,
-        url=f"{request.scheme}://{request.host}{request.raw_path}",
+        url=f"{request.scheme}://{request.host}{request.raw_path}" if verifier.signs_url else "",
         headers=request.headers,
         query=request.query,
         body=raw,

@@ -14,6 +14,7 @@ import signal
 from aiohttp import web
 
 from service.logs import AccessLogger
+from service.loops import freeze_startup_heap
 from service.receiver.app import create_app
 from service.receiver.state import DRAINING
 from service.settings import Settings
@@ -36,6 +37,7 @@ async def serve(settings: Settings, sources: Sources, *, stop: asyncio.Event | N
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
+        freeze_startup_heap()
         logger.info("receiver listening on %s:%d", settings.host, settings.port)
         await stop.wait()
         app[DRAINING].set()

@@ -39,7 +39,7 @@ def without_fields(body: Any, names: Iterable[str | None]) -> Any:
 
 async def _take(queue: WorkQueue, scope: str, rate: Rate) -> float:
     return await buckets.take(
-        queue.scripts, queue.keys.throttle(scope), rate=rate.per_second, capacity=rate.count
+        queue.rate_bucket, queue.keys.throttle(scope), rate=rate.per_second, capacity=rate.count
     )
 
 

@@ -35,7 +35,8 @@ class AuthFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
-    """The parts of a request a scheme may sign. ``headers`` is case-insensitive."""
+    """The parts of a request a scheme may sign. ``headers`` is case-insensitive; ``url`` is
+    empty unless the verifier ``signs_url``."""
 
     method: str
     url: str
@@ -50,6 +51,8 @@ class Verifier(ABC):
 
     scheme: str
     secrets: tuple[str, ...]
+    signs_url: bool = False
+    """True when the scheme signs the request URL (else the door does not build it)."""
 
     @abstractmethod
     def verify(self, request: SignedRequest) -> str | None:

@@ -196,6 +196,8 @@ def hubspot_uri(url: str) -> str:
 class HubSpotVerifier(Verifier):
     """``X-HubSpot-Signature-v3``: base64 HMAC-SHA256 of method + URI + body + timestamp."""
 
+    signs_url = True
+
     def __init__(self, spec: HubSpotAuth) -> None:
         self.spec = spec
         self.scheme = spec.scheme
