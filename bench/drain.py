@@ -44,6 +44,7 @@ def drain_run(
     n: int,
     latency_ms: float,
     concurrency: int,
+    jitter: float = 0.0,
     processes: int = 1,
     cores: str = SERVER_CORE,
     timeout: float = 60.0,
@@ -52,14 +53,23 @@ def drain_run(
     profile: Path | None = None,
     keep_log: bool = False,
 ) -> dict[str, Any]:
-    """One drain of ``n`` preloaded submissions; the figures of the run."""
+    """One drain of ``n`` preloaded submissions; the figures of the run.
+
+    ``jitter``: Close's latency is uniform in ``latency_ms * (1 +- jitter)`` (mean
+    ``latency_ms``, which the Little's-law bound uses)."""
     close_url, emu_port = emulator
     run = next(_runs)
     prefix = f"bench{run}"
     tag = f"d{run}"
     ids = asyncio.run(preload(redis_url, prefix, tag, n))
     asyncio.run(hold(redis_url, prefix))
-    options = {"latency_ms": latency_ms, "rate_limit": None, **(emulator_options or {})}
+    spread = 2 * jitter * latency_ms
+    options = {
+        "latency_ms": latency_ms - spread / 2,
+        "latency_jitter_ms": spread,
+        "rate_limit": None,
+        **(emulator_options or {}),
+    }
     since = asyncio.run(emulator_prepare(emu_port, **options))
     workers = []
     for k in range(processes):
@@ -99,6 +109,7 @@ def drain_run(
     result: dict[str, Any] = {
         "n": n,
         "latency_ms": latency_ms,
+        "latency_jitter": jitter,
         "concurrency": concurrency,
         "processes": processes,
         "drained": drained,
@@ -119,13 +130,18 @@ def drain_run(
     return result
 
 
+LATENCY_JITTER = 0.1
+"""Close's latency in the throughput runs: uniform within +-10% of the nominal latency."""
+
+
 def _n_for(latency_ms: float, concurrency: int, *, quick: bool, seconds: float) -> int:
-    """N for a run of about ``seconds`` at the Little's-law bound (4 Close calls per lead)."""
+    """N for a run of about ``seconds`` at the Little's-law bound (4 Close calls per lead), in
+    whole rounds of ``concurrency`` leads (a half-empty last round would lower the ratio)."""
     if latency_ms == 0:
         return 200 if quick else 1500
     bound = concurrency / (4 * latency_ms / 1000)
-    n = int(bound * seconds)
-    return max(min(n, 2500), 2 * concurrency, 8)
+    rounds = max(2, min(round(bound * seconds / concurrency), 2500 // concurrency))
+    return max(rounds * concurrency, 8)
 
 
 def throughput(
@@ -149,6 +165,7 @@ def throughput(
                 n=n,
                 latency_ms=latency,
                 concurrency=concurrency,
+                jitter=LATENCY_JITTER,
                 timeout=max(30.0, 4 * expected),
             )
             rows.append(row)

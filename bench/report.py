@@ -309,7 +309,11 @@ def markdown(data: dict[str, Any]) -> str:
                 "leads/s = created / (last final state - release). CPU = the worker process's "
                 "user+system time over the drain / N. Bound = concurrency / (Close calls per "
                 "lead x latency) (Little's law). `INTAKE_CLOSE_RATE_LIMIT=100000` so our own "
-                "limiter is not what is measured."
+                "limiter is not what is measured. Close's latency is uniform within +-10% of "
+                "the nominal one (its mean, which the bound uses): with a constant latency and "
+                "every entry released at once, all tasks move in lockstep and queue for the "
+                "CPU at the same instants, which real traffic does not do. N is a whole number "
+                "of rounds of the concurrency."
             )
             out += ["", "| Close latency | concurrency | N | leads/s | bound | ratio | "
                     "CPU ms/lead | worker CPU use | Close calls/lead | states |",
