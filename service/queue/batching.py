@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,11 +119,14 @@ class ScriptBatcher:
         results: list[Any] = []
         try:
             await connection.send_packed_command(packed, check_health=False)
-            for _ in batch:
-                try:
-                    results.append(await connection.read_response())
-                except ResponseError as exc:  # read whole: the next reply is intact
-                    results.append(exc)
+            # One time limit for the whole batch's replies, not one per reply (math.inf: no
+            # per-read limit of redis-py's own).
+            async with asyncio.timeout(connection.socket_timeout):
+                for _ in batch:
+                    try:
+                        results.append(await connection.read_response(timeout=math.inf))
+                    except ResponseError as exc:  # read whole: the next reply is intact
+                        results.append(exc)
         except BaseException:
             await connection.disconnect()
             raise

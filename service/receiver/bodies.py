@@ -147,7 +147,15 @@ def _parse_json(raw: bytes, limits: ParseLimits) -> Any:
     """JSON within ``limits``: orjson when it reads the document as :mod:`json` would, else
     :mod:`json` with its keys counted while parsing."""
     value = jsoncodec.fast_loads(raw)
-    if value is jsoncodec.UNPARSED or _check_shape(value, limits, keys=0, count_objects=True):
+    if value is jsoncodec.UNPARSED:
+        return _parse_json_text(_decode(raw, "JSON body"), limits)
+    # The walk is needed only when the text could break a limit (nesting is at most the
+    # count of brackets, keys and items at most the count of bytes) or hold a big integer.
+    if (
+        raw.count(b"[") + raw.count(b"{") > limits.json_depth
+        or len(raw) > limits.json_keys
+        or jsoncodec.may_hold_big_integer(raw)
+    ) and _check_shape(value, limits, keys=0, count_objects=True):
         return _parse_json_text(_decode(raw, "JSON body"), limits)
     return value
 

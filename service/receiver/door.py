@@ -67,7 +67,22 @@ def build_verifiers(sources: Sources) -> dict[str, Verifier]:
     return verifiers
 
 
+_LIMITS: dict[int, tuple[SourceConfig, ParseLimits]] = {}
+
+
 def parse_limits(source: SourceConfig) -> ParseLimits:
+    """The source's parse limits, built once per source (sources live as long as the app)."""
+    cached = _LIMITS.get(id(source))
+    if cached is not None and cached[0] is source:
+        return cached[1]
+    if len(_LIMITS) >= 1024:
+        _LIMITS.clear()
+    limits = _parse_limits(source)
+    _LIMITS[id(source)] = (source, limits)
+    return limits
+
+
+def _parse_limits(source: SourceConfig) -> ParseLimits:
     limits = source.body_limits
     return ParseLimits(
         json_depth=limits.json_depth,

@@ -36,7 +36,7 @@ _SPLIT = re.compile(r"[\s,]+")
 
 
 def _sign(algorithm: str, key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, algorithm).digest()
+    return hmac.digest(key, message, algorithm)  # one call into OpenSSL
 
 
 def _b64(text: str) -> bytes | None:
