@@ -28,7 +28,7 @@ from bench.stack import Stack, queue_state
 from service.loops import uvloop_available
 from service.queue.connection import redis_from_url
 
-FILE_RATE = 7500
+FILE_RATE = 12000
 """Requests per second of run time the request files hold (above the ceiling): the run ends
 by time, not by running out of distinct requests."""
 CONNECTIONS = 32
@@ -103,7 +103,12 @@ def intake(
     stack: Stack, logdir: Path, *, seconds: float, warmup: float, profile_dir: Path | None
 ) -> dict[str, Any]:
     """Section 1: ceiling, naive XADD, the receiver (signed JSON, then a form post)."""
-    out: dict[str, Any] = {"seconds": seconds, "warmup": warmup, "connections": CONNECTIONS}
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "warmup": warmup,
+        "connections": CONNECTIONS,
+        "file_rate": FILE_RATE,
+    }
     with Procs(logdir) as procs:
         redis_url = procs.redis()
         base_count = int((seconds + warmup) * FILE_RATE // 4)

@@ -8,52 +8,47 @@ from typing import Any
 
 TARGETS_NOTE = {
     "intake_rate": (
-        "The receiver's Redis writes are already coalesced (group commit: the enqueue scripts "
-        "of concurrent requests share pipelined round trips, each request awaiting its own "
-        "reply) and the envelope is serialised without `dataclasses.asdict`; what is left is "
-        "CPU the naive handler does not spend: per request the receiver uses about 2.2x the "
-        "naive handler's CPU (table above). Its profile (`make bench BENCH_ARGS=--profile`, "
-        "bench/profiles/receiver_json.txt) puts the pipelined Redis round trips at 13% of busy "
-        "samples, `read_body` at 8% (`asyncio.timeout` + `iter_chunked` for a 1 KB body), "
-        "aiohttp writing the answer at 8%, `parse_body` at 8% (of which `media_type_of` 5.5%: "
-        "the `email` package parsing Content-Type, twice per request), JSON encoding 7% "
-        "(envelope and answer), `new_submission_id` 2%, history timestamps, the delivery "
-        "digest, `request_client` and the metrics middleware 1-2% each. Cheap fixes: parse "
-        "Content-Type once (aiohttp's `request.content_type`, or a cached parser); read a body "
-        "with a small known Content-Length in one `read()`; a faster id encoding; "
-        "`time.strftime` for history times; a fast path in `request_client` when no proxy is "
-        "trusted; cached metric children per source: together about 15%, i.e. about 0.5x the "
-        "naive handler. 1.2x the naive handler means 141 us per request here, and aiohttp's "
-        "own HTTP handling is 64 us of it (the ceiling): the signature check, JSON parse, "
-        "envelope and idempotent store would have to fit in 77 us, less than the ~105 us one "
-        "awaited XADD costs the naive handler. That needs uvloop and a C JSON library "
-        "(orjson) at least; the dependable way to more requests/s per pod is more receiver "
-        "processes (section 6)."
+        "What the receiver already does: uvloop; orjson for the body, the envelope and the "
+        "answer; the enqueue scripts of concurrent requests written to Redis in one write on "
+        "the batcher's own connection (group commit; each request still waits for its own "
+        "reply); the JSON shape walk only when the text could break a limit; a one-shot HMAC; "
+        "no per-request URL, timeout context or metric label lookup. Per request it still "
+        "spends more CPU than the naive handler (CPU per request in the table above). Its "
+        "profile (`make bench BENCH_ARGS=--profile`, bench/profiles/receiver_json.txt) puts "
+        "about 40% of the busy samples in aiohttp and uvloop's own HTTP handling (the "
+        "ceiling's cost; writing the answer to the socket alone is 12%), about 17% in the "
+        "enqueue (the request's side 10%, the batch's write and replies 6%), 9% in the "
+        "signature check (an HMAC of the 1 KB body plus base64), 5% in parsing, and the rest "
+        "in the envelope, record, id, history and metrics, none above 3%. 1.2x the naive "
+        "handler on the same loop leaves about 40 us per request above aiohttp's own cost for "
+        "all of that. What would fix it: an HTTP layer leaner than aiohttp's web application "
+        "(its low-level server, or a server in C), which would be a rewrite of the door; the "
+        "dependable way to more requests/s is more receiver processes per pod, each on its "
+        "own core (section 6 cannot show that on this 2-core box: wrk and Redis need the other "
+        "core). Tried and dropped: a second enqueue batch in flight (see the commit log)."
     ),
     "intake_p99": (
         "At 32 connections the receiver is CPU-bound on its core: a request waits behind the "
-        "others (mean = 32 / requests per second), and the tail adds pauses of a few tens of "
+        "others (mean = 32 / requests per second), and the tail adds pauses of a few "
         "milliseconds. Lowering the CPU per request (above) lowers both."
     ),
     "worker_ratio": (
-        "Besides its four Close calls, a lead costs about 15 Redis round trips (record read, "
-        "four transitions, two lock SETs and two releases, the lead-cache read and write, and "
-        "one token-bucket script before each Close call) and 5-7 ms of CPU (mapping, note, "
-        "redis-py, aiohttp). At concurrency 1 that is ~10% on top of 4 x latency; at 16 and "
-        "64 tasks the tasks also queue for the one CPU (the worker is 40-60% busy), so the "
-        "gap grows with concurrency. Fix: fewer round trips and less CPU per lead (below)."
+        "A new person's lead costs four Close calls, five Redis scripts (claim; take the "
+        "locks with the lead cache and create marks; 'creating'; 'created' with the cache; "
+        "the outcome with the ack and the lock release) and a shared token refill now and "
+        "then. At concurrency 1 the scripts and the CPU add a few percent to 4 x latency; at 16 "
+        "and 64 tasks the tasks also queue for the one CPU, so the gap grows with the "
+        "worker's CPU use (column above). Fix: less CPU per lead (below), or fewer tasks per "
+        "process and more processes."
     ),
     "worker_cpu": (
-        "The worker profile (bench/profiles/worker.txt) puts redis-py's command path at 28% "
-        "of busy samples (about 15 round trips per lead, ~100 us of client CPU each), the "
-        "Close client at 25% (half of it aiohttp-retry's wrapping), mapping and note "
-        "rendering at 13% (`clean_text` 5%), state transitions 11%, identity locks 8%, the "
-        "shared token bucket (`Pacer.before`, one EVALSHA per Close call) 7.5%. Fix: take "
-        "rate-limit tokens in batches per process; read the record and mark it processing in "
-        "one script; take and release all identity locks in one script each; write the "
-        "'lead created' progress and the lead cache in one script; a cheaper `clean_text` "
-        "(one `str.translate`/regex pass); `redis[hiredis]`. That halves the round trips "
-        "(roughly 1.5 ms per lead); 2 ms per lead also needs a leaner Close client path."
+        "The worker profile (bench/profiles/worker.txt) puts redis-py's command path (five "
+        "scripts per lead), aiohttp's client (four Close calls), and mapping with the note at "
+        "roughly a quarter, a fifth and a sixth of busy samples. Left: group-committing the "
+        "worker's scripts like the receiver's (about 10% more, but a stale connection would "
+        "then fail a whole batch of mid-lead writes), and a Close client without "
+        "aiohttp-retry's wrapping (10-18 us per request, about 3% of a lead; kept because the "
+        "design names aiohttp-retry as the retry layer)."
     ),
     "ratelimit": (
         "With our limiter set to Close's limit the workers keep to it; with it off, Close's "
@@ -244,10 +239,10 @@ def markdown(data: dict[str, Any]) -> str:
                 "default, INTAKE_EVENT_LOOP=auto); the baselines run on the same loop (the "
                 "ratios the targets use) and, for reference, on asyncio's own loop. "
                 f"{i['warmup']:g} s warm-up, then {i['seconds']:g} s measured "
-                f"(at most {i['seconds'] * 7500:,.0f} distinct requests: every request is a "
-                f"new delivery of a new person, so none is a duplicate). JSON body "
-                f"{i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the form post "
-                f"{i.get('form_body_bytes')} bytes, form-encoded."
+                f"(at most {i['seconds'] * i.get('file_rate', 7500):,.0f} distinct requests: "
+                "every request is a new delivery of a new person, so none is a duplicate). "
+                f"JSON body {i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the "
+                f"form post {i.get('form_body_bytes')} bytes, form-encoded."
             )
             out += [
                 "",
@@ -471,16 +466,17 @@ def markdown(data: dict[str, Any]) -> str:
         "the per-request / per-lead CPU costs carry over best.",
         "- wrk is closed-loop (each connection waits for its answer): latency under an open "
         "arrival rate above capacity would be worse than shown.",
-        "- The emulator answers in constant time; real Close latency varies and has a tail.",
+        "- The emulator's latency is uniform within +-10% (section 2) or constant (sections 4-6); "
+        "real Close latency varies more and has a tail.",
         "- Redis runs on the same box without replication; a managed Redis adds a network "
-        "round trip to every receive and to each of the worker's ~15 Redis round trips per "
+        "round trip to every receive and to each of the worker's ~6 Redis round trips per "
         "lead.",
         "- Every submission is a new person: the path of a returning person (cache hit, note "
         "or contact on an existing lead: 2-3 Close calls) is not measured separately.",
         "- The box is a VM shared with other work: the ceiling alone moved between about 8,000 "
-        "and 15,500 requests/s from run to run. Compare ratios and CPU per request or per "
-        "lead between runs, not absolute rates; sections during which other processes were "
-        "busy are flagged above.",
+        "and 22,000 requests/s from run to run, idle box or not. Compare ratios and CPU per "
+        "request or per lead between runs, not absolute rates; sections during which other "
+        "processes were busy are flagged above.",
         "",
     ]
     return "\n".join(out)
