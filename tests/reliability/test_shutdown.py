@@ -166,6 +166,9 @@ async def test_receiver_sigterm_fails_readiness_then_drains_without_losing_a_req
             workers = [asyncio.create_task(load(session, n)) for n in range(6)]
             await asyncio.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
+            # The process handles the signal on its next turn of the event loop: a probe
+            # already on the wire may still be answered first (seen with uvloop).
+            await asyncio.sleep(0.05)
             for _ in range(10):
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(f"{base}/readyz") as response:
@@ -179,7 +182,7 @@ async def test_receiver_sigterm_fails_readiness_then_drains_without_losing_a_req
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0, stderr.decode()[-2000:]
-    assert readiness and readiness[0] == 503  # readiness fails first...
+    assert readiness and set(readiness) == {503}  # readiness fails at once, and stays failed...
     assert len(accepted) > 20  # ...while it still took the requests routed to it
     # Nothing answered 202 is missing: every id has its record and its stream entry.
     records = await WorkQueue(redis, keys, record_ttl=3600).records(accepted)
