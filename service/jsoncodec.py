@@ -31,12 +31,17 @@ def maybe_lost_integer(number: float) -> bool:
 
 
 def _has_big_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return maybe_lost_integer(value)
-    if isinstance(value, dict):
-        return any(_has_big_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_big_float(item) for item in value)
+    # A loop, not recursion: orjson nests up to 1,024 levels, past Python's recursion limit.
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float):
+            if maybe_lost_integer(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
     return False
 
 
@@ -52,27 +57,26 @@ def may_hold_big_integer(raw: bytes) -> bool:
 
 def loads(raw: bytes | str) -> Any:
     """Parse JSON text; same result as ``json.loads`` for every document both accept."""
+    value = fast_loads(raw)
+    return json.loads(raw) if value is UNPARSED else value
+
+
+def fast_loads(raw: bytes | str) -> Any:
+    """orjson's parse when it is :mod:`json`'s, else :data:`UNPARSED` (orjson refused the
+    text, or may have read an integer past 64 bits as a float): the caller then parses with
+    the standard library its own way."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw)
+        return UNPARSED
     data = raw.encode() if isinstance(raw, str) else raw
     if may_hold_big_integer(data) and _has_big_float(value):
-        return json.loads(raw)
+        return UNPARSED
     return value
 
 
-def fast_loads(raw: bytes) -> Any:
-    """orjson's parse, or :data:`UNPARSED` when orjson refuses the text. The caller checks the
-    floats with :func:`maybe_lost_integer` and has its own standard-library path."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return UNPARSED
-
-
 UNPARSED: Any = object()
-"""What :func:`fast_loads` returns when orjson refuses the text."""
+"""What :func:`fast_loads` returns when the standard library must parse the text."""
 
 
 def dumps(value: Any) -> bytes:

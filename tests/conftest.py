@@ -22,8 +22,10 @@ from service.close.emulator import (
     EMULATOR_STATE,
     EmulatorOptions,
     EmulatorState,
+    RequestRecord,
     create_emulator_app,
 )
+from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
 from service.queue.records import SubmissionRecord
 from service.queue.stream import WorkQueue
@@ -82,6 +84,11 @@ async def emulator() -> AsyncIterator[TestServer]:
 
 def emulator_state(server: TestServer) -> EmulatorState:
     return server.app[EMULATOR_STATE]
+
+
+def lead_posts(state: EmulatorState) -> list[RequestRecord]:
+    """The create-lead requests the emulator received, in order."""
+    return [r for r in state.requests if r.method == "POST" and r.path == "/api/v1/lead/"]
 
 
 @pytest.fixture
@@ -172,6 +179,20 @@ async def wait_for_record(
             return record
         await asyncio.sleep(0.02)
     raise AssertionError(f"record of {sub_id} never reached {states}: {record}")
+
+
+async def enqueue(queue: WorkQueue, body: Any, source: str = "partner") -> str:
+    """Queue a JSON submission straight into the stream (no receiver); returns its id."""
+    now = time.time()
+    envelope = Envelope(
+        id=new_submission_id(now),
+        source=source,
+        received_at=now,
+        content_type="application/json",
+        body=body,
+    )
+    await queue.enqueue(envelope)
+    return envelope.id
 
 
 def sources_from(data: dict[str, Any]) -> Sources:

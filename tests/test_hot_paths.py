@@ -17,7 +17,7 @@ import pytest
 
 from service import envelope, jsoncodec
 from service.loops import event_loop_factory
-from service.queue.records import history_event, iso
+from service.queue.records import history_event, history_event_head, iso
 from service.receiver.bodies import BodyError, ParseLimits, parse_body
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -90,6 +90,13 @@ def test_history_events_are_json_with_or_without_detail() -> None:
     }
 
 
+def test_a_history_event_head_closed_by_the_script_is_the_whole_event() -> None:
+    # The claim script appends the attempt number and "}}" (scripts.CLAIM).
+    for attempt in (1, 12):
+        closed = history_event_head(1.25, "processing", "attempt") + f"{attempt}}}}}"
+        assert closed == history_event(1.25, "processing", {"attempt": attempt})
+
+
 DOCUMENTS = [
     b'{"email": "a@example.com", "n": [1, 2.5, -3e-7, true, false, null], "s": "\\u00e9\\n"}',
     b'{"id": 123456789012345678901234567890, "neg": -9223372036854775809}',
@@ -108,6 +115,14 @@ def test_json_parse_matches_the_standard_library(raw: bytes) -> None:
     assert parse_body("application/json", raw).body == expected
     # Exact types too: an integer past 64 bits stays an int.
     assert repr(jsoncodec.loads(raw)) == repr(expected)
+
+
+def test_a_deep_document_with_a_big_integer_parses_like_the_standard_library() -> None:
+    # The big-float check must not recurse: it once hit the recursion limit near 400 levels.
+    raw = b"[" * 500 + b"12345678901234567890" + b"]" * 500
+    expected = json.loads(raw)
+    assert jsoncodec.loads(raw) == expected
+    assert parse_body("application/json", raw, ParseLimits(json_depth=512)).body == expected
 
 
 @pytest.mark.parametrize("raw", [b'{"a": NaN}', b"[Infinity]", b'{"a": -1e400}'])

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from service import __version__, jsoncodec
 from service.close.pacing import Pacer, endpoint_group
-from service.close.ratelimit import parse_ratelimit, wait_after_429
+from service.close.ratelimit import RateLimitInfo, parse_ratelimit, wait_after_429
 from service.close.search import leads_by_contact
 from service.errors import (
     CloseAuthFailed,
@@ -176,19 +176,19 @@ class CloseClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._count(group, "error", started)
             raise CloseUnavailable(f"{endpoint}: {type(exc).__name__} (outcome unknown)") from None
-        self._count(group, str(status), started, headers)
+        info = parse_ratelimit(headers)  # read once, for the metrics and the pacer
+        self._count(group, str(status), started, info)
         if self.pacer is not None:
-            await self.pacer.observe(group, status, headers, raw)
+            await self.pacer.observe(group, status, headers, raw, info=info)
         return self._result(endpoint, status, headers, raw)
 
     def _count(
-        self, group: str, status: str, started: float, headers: Mapping[str, str] | None = None
+        self, group: str, status: str, started: float, info: RateLimitInfo | None = None
     ) -> None:
         if self.metrics is None:
             return
         self.metrics.close_requests.labels(group, status).inc()
         self.metrics.close_seconds.labels(group).observe(time.monotonic() - started)
-        info = parse_ratelimit(headers) if headers is not None else None
         if info is not None:
             self.metrics.close_remaining.labels(group).set(info.remaining)
 

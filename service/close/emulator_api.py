@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.close.emulator_fields import JSONObject, ValidationFailed
+from service.close.emulator_fields import JSONObject, ValidationFailed, custom_fields_of
 from service.close.emulator_objects import create_contact, create_lead, create_note, update_lead
 from service.close.emulator_options import CustomFieldSpec
 from service.close.emulator_search import run_search
@@ -74,7 +74,7 @@ def _project(obj: JSONObject, fields: list[str] | None) -> JSONObject:
     picked: JSONObject = {}
     for name in fields:
         if name == "custom":
-            picked.update({k: v for k, v in obj.items() if k.startswith("custom.")})
+            picked.update(custom_fields_of(obj))
         elif name in obj:
             picked[name] = obj[name]
     return picked

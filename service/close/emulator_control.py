@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from service.close.emulator_fields import JSONObject
+from service.close.emulator_fields import JSONObject, custom_fields_of
 from service.close.emulator_options import Fault
 from service.close.emulator_state import EMULATOR_STATE, EmulatorState
 
@@ -128,8 +128,7 @@ def _contact_html(contact: JSONObject) -> str:
 def _lead_html(lead: JSONObject, note_count: int) -> str:
     custom = ", ".join(
         f"{html.escape(key)}={html.escape(json.dumps(value))}"
-        for key, value in lead.items()
-        if key.startswith("custom.")
+        for key, value in custom_fields_of(lead).items()
     )
     contacts = "".join(_contact_html(contact) for contact in lead["contacts"])
     return (

@@ -195,4 +195,5 @@ def apply_custom_fields(
 
 
 def custom_fields_of(obj: JSONObject) -> JSONObject:
+    """The ``custom.<id>`` values stored on a lead or contact."""
     return {key: value for key, value in obj.items() if key.startswith("custom.")}

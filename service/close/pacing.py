@@ -187,11 +187,6 @@ class Pacer:
             logger.info("Close asked to slow down on %s: pausing it %.2fs", group, pause)
         return pause
 
-    async def paused_for(self, group: str) -> float:
-        """Seconds the group stays paused (0 when not paused)."""
-        millis = await self.redis.pttl(self.pause_key(group))
-        return max(0.0, millis / 1000.0)
-
     # -- the API key --------------------------------------------------------------------------
 
     async def auth_failed(self, detail: str) -> None:

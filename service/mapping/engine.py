@@ -226,19 +226,25 @@ class Mapper:
         record: dict[str, Any] = {}
         done: set[str] = set()
         tagged: list[tuple[int, int, Notice]] = []  # (extract position, order, notice)
+
+        def normalise(paths: tuple[str, ...]) -> None:
+            """Extract and normalise a member's fields into ``record`` (once per field)."""
+            if not paths or paths[0] in done:
+                return
+            for path in paths:
+                position, expr = plan.fields[path]
+                value = raw[path] if path in raw else evaluate(expr, document)
+                start = len(builder.notices)
+                builder.add(record, path, value)
+                for notice in builder.notices[start:]:
+                    tagged.append((position, len(tagged), notice))
+                done.add(path)
+            if paths[0] in _NAME_FIELDS:
+                builder.derive_names(record)
+
         for group, members in plan.groups:
             for name, paths in zip(group, members, strict=True):
-                if paths and paths[0] not in done:
-                    for path in paths:
-                        position, expr = plan.fields[path]
-                        value = raw[path] if path in raw else evaluate(expr, document)
-                        start = len(builder.notices)
-                        builder.add(record, path, value)
-                        for notice in builder.notices[start:]:
-                            tagged.append((position, len(tagged), notice))
-                        done.add(path)
-                    if paths[0] in _NAME_FIELDS:
-                        builder.derive_names(record)
+                normalise(paths)
                 if _present(record, name):
                     break
             else:

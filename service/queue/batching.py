@@ -50,16 +50,13 @@ class ScriptBatcher:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 results = await self._run(batch)
-            except (RedisError, OSError) as exc:
+            except BaseException as exc:  # nobody of the batch may wait forever
                 for *_, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
-            except BaseException as exc:  # cancelled or a bug: nobody may wait forever
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                raise
+                if isinstance(exc, (RedisError, OSError)):
+                    continue  # only this batch failed; the next one connects again
+                raise  # cancelled or a bug
             for (*_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

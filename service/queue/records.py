@@ -29,6 +29,20 @@ TERMINAL_STATES: frozenset[str] = FINAL_STATES | {"erased"}
 
 # Hash fields holding JSON rather than plain strings.
 _JSON_FIELDS = ("last_error", "close_response", "warnings", "lead", "candidates")
+# Hash fields that are attributes of SubmissionRecord (every other field goes to ``extra``).
+_COLUMNS = frozenset(
+    {
+        "id",
+        "source",
+        "state",
+        "received_at",
+        "updated_at",
+        "attempts",
+        "lead_id",
+        "envelope",
+        "history",
+    }
+)
 
 
 _SECONDS: dict[int, str] = {}
@@ -57,10 +71,17 @@ def iso(ts: float) -> str:
 
 
 def history_event(ts: float, state: str, detail: Mapping[str, Any] | None = None) -> str:
+    """One line of a record's history: ``{"at", "state"}``, with ``detail`` when given."""
     if not detail:  # the common event: a state name (an identifier) at a time
         return f'{{"at":"{iso(ts)}","state":"{state}"}}'
     event: dict[str, Any] = {"at": iso(ts), "state": state, "detail": dict(detail)}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def history_event_head(ts: float, state: str, detail_key: str) -> str:
+    """:func:`history_event` with the one ``detail`` entry ``detail_key`` cut before its value,
+    for a script that knows the value: it appends the value (a JSON number) and ``}}``."""
+    return f'{{"at":"{iso(ts)}","state":"{state}","detail":{{"{detail_key}":'
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,20 +106,9 @@ class SubmissionRecord:
         history = tuple(
             json.loads(line) for line in (raw.get("history") or "").split("\n") if line.strip()
         )
-        known = {
-            "id",
-            "source",
-            "state",
-            "received_at",
-            "updated_at",
-            "attempts",
-            "lead_id",
-            "envelope",
-            "history",
-        }
         extra: dict[str, Any] = {}
         for key, value in raw.items():
-            if key in known:
+            if key in _COLUMNS:
                 continue
             if key in _JSON_FIELDS:
                 try:
@@ -133,12 +143,18 @@ class SubmissionRecord:
         }
         out.update(self.extra)
         if include_payload and self.envelope:
-            try:
-                out["payload"] = json.loads(self.envelope).get("body")
-            except ValueError:
-                out["payload"] = None
+            out["payload"] = self.payload()
         out["history"] = list(self.history)
         return out
+
+    def payload(self) -> Any:
+        """The submission's parsed body (None when erased or unreadable)."""
+        if not self.envelope:
+            return None
+        try:
+            return json.loads(self.envelope).get("body")
+        except ValueError:
+            return None
 
 
 def encode_fields(fields: Mapping[str, Any]) -> list[str]:

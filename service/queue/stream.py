@@ -26,6 +26,7 @@ from service.queue.records import (
     SubmissionRecord,
     encode_fields,
     history_event,
+    history_event_head,
 )
 from service.queue.scripts import Scripts
 
@@ -273,7 +274,7 @@ class WorkQueue:
         """
         now = time.time() if now is None else now
         # The event of this attempt; the script appends the attempt number and closes it.
-        event = history_event(now, "processing")[:-1] + ',"detail":{"attempt":'
+        event = history_event_head(now, "processing", "attempt")
         reply: Any = await self.scripts.claim(
             keys=[self.keys.sub(entry.sub_id), *self._claim_keys],
             args=[

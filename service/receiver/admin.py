@@ -17,6 +17,7 @@ as in RFC 9457's example); Redis out of reach answers ``503 queue-unavailable``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -244,10 +245,6 @@ def public(record: SubmissionRecord) -> dict[str, Any]:
     return {**record.to_public(), "lead_url": lead_url(record)}
 
 
-def payload(record: SubmissionRecord) -> Any:
-    return record.to_public(include_payload=True).get("payload")
-
-
 def _time_field(record: SubmissionRecord, name: str) -> str | None:
     try:
         return iso(float(record.extra[name])) if record.extra.get(name) else None
@@ -273,7 +270,7 @@ def summary(record: SubmissionRecord, include: Sequence[str] = ()) -> dict[str, 
     if record.state == "erased":
         out["erased_from"] = record.extra.get("erased_from")
     if "payload" in include:
-        out["payload"] = payload(record)
+        out["payload"] = record.payload()
     if "history" in include:
         out["history"] = list(record.history)
     return out
@@ -299,8 +296,7 @@ def error_reason(record: SubmissionRecord) -> str | None:
 
 async def queue_overview(queue: WorkQueue) -> dict[str, Any]:
     """Submissions per state, queue depth and whether delivery to Close is paused."""
-    counts = await queue.counts()
-    depth = await queue.depth(GROUPS)
+    counts, depth = await asyncio.gather(queue.counts(), queue.depth(GROUPS))
     rate_limited = depth.rate_limit_pauses
     status = (
         "paused"

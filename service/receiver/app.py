@@ -29,20 +29,28 @@ from service.envelope import Envelope, new_submission_id
 from service.errors import MappingRejected
 from service.keys import Keys
 from service.logs import SUBMISSION
+from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
 from service.queue.stream import WorkQueue
 from service.receiver import admin, answers, cors, spam
-from service.receiver.bodies import BodyError, media_type_of, parse_body, supported
+from service.receiver.bodies import (
+    BodyError,
+    media_type_of,
+    parse_body,
+    supported,
+    unsupported_media_type,
+)
 from service.receiver.captcha import CAPTCHA, captcha_ctx
 from service.receiver.delivery import delivery_key
 from service.receiver.door import (
+    PARSE_LIMITS,
     TRUSTED_PROXIES,
     VERIFIERS,
     authenticate,
     authenticate_body,
+    build_parse_limits,
     build_verifiers,
-    parse_limits,
     read_body,
     request_client,
 )
@@ -97,20 +105,15 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
     content_type = request.headers.get("Content-Type")
     media_type, _ = media_type_of(content_type)
     if not supported(media_type):
-        raise ProblemError(
-            415,
-            "unsupported-media-type",
-            f"content type {media_type or '(none)'!r} is not accepted; send application/json, "
-            "application/x-www-form-urlencoded or multipart/form-data",
-        )
+        raise _refused_body(unsupported_media_type(media_type))
     limit = source.max_body_bytes or settings.max_body_bytes
     raw = await read_body(request, limit, settings.read_timeout_seconds)
     verifier = app[VERIFIERS].get(name)
     event_id = authenticate(request, name, verifier, raw) if verifier else None
     try:
-        parsed = parse_body(content_type, raw, parse_limits(source))
+        parsed = parse_body(content_type, raw, app[PARSE_LIMITS][name])
     except BodyError as exc:
-        raise ProblemError(exc.status, exc.slug, exc.detail) from None
+        raise _refused_body(exc) from None
     body = parsed.body
     if verifier is not None:
         body, body_event_id = authenticate_body(request, name, verifier, body)
@@ -135,11 +138,11 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
         return await _spam(
             request, dataclasses.replace(envelope, body=body), source, requested_page
         )
-    if source.kind == "form":
-        _check_mappable(request, name, envelope)
+    mapper = app[MAPPERS].get(name)
+    if source.kind == "form" and mapper is not None:
+        _check_mappable(mapper, envelope)
     if source.captcha is not None:
         await app[CAPTCHA].check(source.captcha, name, token, client)
-    mapper = app[MAPPERS].get(name)
     delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
         sub_id, queued = await queue.enqueue(envelope, delivery)
@@ -149,6 +152,10 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
     return answers.accepted(
         request, source.redirect, sub_id, duplicate=not queued, requested=requested_page
     )
+
+
+def _refused_body(error: BodyError) -> ProblemError:
+    return ProblemError(error.status, error.slug, error.detail)
 
 
 def _controls(body: Any, source: SourceConfig) -> tuple[Any, Any, Any]:
@@ -163,11 +170,8 @@ def _controls(body: Any, source: SourceConfig) -> tuple[Any, Any, Any]:
     return values[0], values[1], spam.without_fields(body, names)
 
 
-def _check_mappable(request: web.Request, name: str, envelope: Envelope) -> None:
+def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:
     """A form post that can never become a lead is refused now, while the visitor can fix it."""
-    mapper = request.app[MAPPERS].get(name)
-    if mapper is None:
-        return
     try:
         mapper.check(envelope)  # the worker's decision and reason, without the lead and note
     except MappingRejected as exc:
@@ -289,6 +293,7 @@ def create_app(
     app[SOURCES] = sources
     app[MAPPERS] = build_mappers(sources, None)  # event ids at the door; no Close schema needed
     app[VERIFIERS] = build_verifiers(sources)
+    app[PARSE_LIMITS] = build_parse_limits(sources)
     app[METRICS] = metrics or Metrics()
     app[DRAINING] = asyncio.Event()
     app[TRUSTED_PROXIES] = settings.trusted_networks

@@ -125,7 +125,12 @@ def parse_body(
         return ParsedBody(media_type, _fold(pairs))
     if media_type == MULTIPART_TYPE:
         return ParsedBody(media_type, _parse_multipart(params.get("boundary"), raw, limits))
-    raise BodyError(
+    raise unsupported_media_type(media_type)
+
+
+def unsupported_media_type(media_type: str) -> BodyError:
+    """The 415 for a body of a type :func:`supported` does not accept."""
+    return BodyError(
         415,
         "unsupported-media-type",
         f"content type {media_type or '(none)'!r} is not accepted; send application/json, "
@@ -149,14 +154,10 @@ def _parse_json(raw: bytes, limits: ParseLimits) -> Any:
     value = jsoncodec.fast_loads(raw)
     if value is jsoncodec.UNPARSED:
         return _parse_json_text(_decode(raw, "JSON body"), limits)
-    # The walk is needed only when the text could break a limit (nesting is at most the
-    # count of brackets, keys and items at most the count of bytes) or hold a big integer.
-    if (
-        raw.count(b"[") + raw.count(b"{") > limits.json_depth
-        or len(raw) > limits.json_keys
-        or jsoncodec.may_hold_big_integer(raw)
-    ) and _check_shape(value, limits, keys=0, count_objects=True):
-        return _parse_json_text(_decode(raw, "JSON body"), limits)
+    # The walk is needed only when the text could break a limit: nesting is at most the
+    # count of brackets, keys and items at most the count of bytes.
+    if raw.count(b"[") + raw.count(b"{") > limits.json_depth or len(raw) > limits.json_keys:
+        _check_shape(value, limits, keys=0, count_objects=True)
     return value
 
 
@@ -210,16 +211,14 @@ def _parse_json_text(text: str, limits: ParseLimits) -> Any:
     return value
 
 
-def _check_shape(value: Any, limits: ParseLimits, *, keys: int, count_objects: bool) -> bool:
+def _check_shape(value: Any, limits: ParseLimits, *, keys: int, count_objects: bool) -> None:
     """Raise unless nesting is within ``json_depth`` and keys and items within ``json_keys``
-    (``keys`` already counted; objects' keys counted here too when ``count_objects``).
-    True when a float may be an integer orjson could not keep exact (the caller re-parses)."""
+    (``keys`` already counted; objects' keys counted here too when ``count_objects``)."""
     max_depth, max_keys = limits.json_depth, limits.json_keys
     count = keys
-    big = False
 
     def walk(node: Any, depth: int) -> None:
-        nonlocal count, big
+        nonlocal count
         if depth > max_depth:
             raise BodyError(400, "malformed-body", f"JSON nested deeper than {max_depth} levels")
         if isinstance(node, dict):
@@ -234,14 +233,9 @@ def _check_shape(value: Any, limits: ParseLimits, *, keys: int, count_objects: b
         for child in children:
             if isinstance(child, (dict, list)):
                 walk(child, depth + 1)
-            elif isinstance(child, float) and jsoncodec.maybe_lost_integer(child):
-                big = True
 
     if isinstance(value, (dict, list)):
         walk(value, 1)
-    elif isinstance(value, float) and jsoncodec.maybe_lost_integer(value):
-        big = True
-    return big
 
 
 # A \uD800-\uDFFF escape: a pair of them is one character, a lone one is no text at all (it

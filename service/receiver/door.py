@@ -25,12 +25,13 @@ from service.receiver.bodies import ParseLimits
 from service.receiver.clientip import Network, client_ip
 from service.receiver.problems import ProblemError
 from service.receiver.state import METRICS
-from service.sources import SourceConfig, Sources
+from service.sources import Sources
 
 logger = logging.getLogger(__name__)
 
 VERIFIERS = web.AppKey("verifiers", dict[str, Verifier])
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[Network, ...])
+PARSE_LIMITS = web.AppKey("parse_limits", dict[str, ParseLimits])
 
 UNAUTHORIZED_DETAIL = "the request could not be authenticated"
 
@@ -67,29 +68,17 @@ def build_verifiers(sources: Sources) -> dict[str, Verifier]:
     return verifiers
 
 
-_LIMITS: dict[int, tuple[SourceConfig, ParseLimits]] = {}
-
-
-def parse_limits(source: SourceConfig) -> ParseLimits:
-    """The source's parse limits, built once per source (sources live as long as the app)."""
-    cached = _LIMITS.get(id(source))
-    if cached is not None and cached[0] is source:
-        return cached[1]
-    if len(_LIMITS) >= 1024:
-        _LIMITS.clear()
-    limits = _parse_limits(source)
-    _LIMITS[id(source)] = (source, limits)
-    return limits
-
-
-def _parse_limits(source: SourceConfig) -> ParseLimits:
-    limits = source.body_limits
-    return ParseLimits(
-        json_depth=limits.json_depth,
-        json_keys=limits.json_keys,
-        form_fields=limits.form_fields,
-        files=source.files,
-    )
+def build_parse_limits(sources: Sources) -> dict[str, ParseLimits]:
+    """Each source's parse limits (its ``body_limits`` and ``files``), built once at start."""
+    return {
+        name: ParseLimits(
+            json_depth=source.body_limits.json_depth,
+            json_keys=source.body_limits.json_keys,
+            form_fields=source.body_limits.form_fields,
+            files=source.files,
+        )
+        for name, source in sources.items()
+    }
 
 
 def request_client(request: web.Request) -> str | None:

@@ -74,10 +74,7 @@ class Held:
 class IdentityLocks:
     """One Redis lock per identity key, with expiry, refresh while held, and safe release."""
 
-    def __init__(
-        self, redis: RedisClient, scripts: Scripts, keys: Keys, *, ttl: float, wait: float
-    ) -> None:
-        self.redis = redis
+    def __init__(self, scripts: Scripts, keys: Keys, *, ttl: float, wait: float) -> None:
         self.scripts = scripts
         self.keys = keys
         self.ttl_ms = int(ttl * 1000)
@@ -190,8 +187,8 @@ class LeadCache:
     """identity key → lead id, written after a create (or a match), kept ``ttl`` seconds.
 
     The worker reads it with the person's locks (:class:`Held`) and writes it with the state
-    change that goes with it (``PersonUpdate`` in ``service/queue/stream.py``); these methods
-    are the same operations on their own.
+    change that goes with it (``PersonUpdate`` in ``service/queue/stream.py``); the methods
+    here are the two clean-ups done on their own.
     """
 
     def __init__(self, redis: RedisClient, keys: Keys, *, ttl: int) -> None:
@@ -199,50 +196,11 @@ class LeadCache:
         self.keys = keys
         self.ttl = ttl
 
-    async def get(self, identities: Sequence[str]) -> str | None:
-        if not identities:
-            return None
-        values = await self.redis.mget([self.keys.lead(i) for i in identities])
-        return next((str(v) for v in values if v), None)
-
-    async def remember(self, identities: Sequence[str], lead_id: str) -> None:
-        if identities:
-            pipe = self.redis.pipeline(transaction=False)
-            for identity in identities:
-                pipe.set(self.keys.lead(identity), lead_id, ex=self.ttl)
-            await pipe.execute()
-
     async def forget(self, identities: Sequence[str]) -> None:
         if identities:
             await self.redis.delete(*(self.keys.lead(i) for i in identities))
-
-    async def mark_creating(
-        self, identities: Sequence[str], submission_id: str, ttl: float
-    ) -> None:
-        """Note, before a create is sent, that this person may soon have a lead Close's search
-        does not show yet; the mark lasts ``ttl`` seconds unless cleared."""
-        if identities and ttl > 0:
-            pipe = self.redis.pipeline(transaction=False)
-            for identity in identities:
-                pipe.set(self.keys.creating(identity), submission_id, px=max(1, int(ttl * 1000)))
-            await pipe.execute()
 
     async def clear_creating(self, identities: Sequence[str]) -> None:
         """The create's outcome is known (made, or surely not sent): nothing to wait for."""
         if identities:
             await self.redis.delete(*(self.keys.creating(i) for i in identities))
-
-    async def creating(self, identities: Sequence[str]) -> tuple[str, float] | None:
-        """``(submission id, seconds left)`` of a create of this person whose outcome is
-        unknown, or None."""
-        if not identities:
-            return None
-        pipe = self.redis.pipeline(transaction=False)
-        for identity in identities:
-            pipe.get(self.keys.creating(identity))
-            pipe.pttl(self.keys.creating(identity))
-        replies = await pipe.execute()
-        for owner, millis in zip(replies[::2], replies[1::2], strict=True):
-            if owner and int(millis) > 0:
-                return str(owner), int(millis) / 1000
-        return None

@@ -155,9 +155,9 @@ class Pipeline:
             record = SubmissionRecord.from_hash(raw)
         except (ValueError, TypeError, KeyError) as exc:  # the stored record is damaged
             return await self.give_up(entry, f"the stored record could not be read ({exc})")
-        return await self._process(entry, record, record.attempts)
+        return await self._process(entry, record)
 
-    async def _process(self, entry: Entry, record: SubmissionRecord, attempts: int) -> str:
+    async def _process(self, entry: Entry, record: SubmissionRecord) -> str:
         try:
             envelope = Envelope.from_json(record.envelope or "")
         except (ValueError, KeyError, TypeError):
@@ -183,7 +183,7 @@ class Pipeline:
         except CloseAuthFailed as exc:
             return await self._pause_for_auth(entry, record, exc)
         except TransientError as exc:
-            return await self._schedule_retry(entry, record, attempts, exc)
+            return await self._schedule_retry(entry, record, exc)
 
     # -- the lead ---------------------------------------------------------------------------
 
@@ -401,8 +401,9 @@ class Pipeline:
         return "retrying"
 
     async def _schedule_retry(
-        self, entry: Entry, record: SubmissionRecord, attempts: int, exc: TransientError
+        self, entry: Entry, record: SubmissionRecord, exc: TransientError
     ) -> str:
+        attempts = record.attempts
         detail: dict[str, Any] = (
             _close_error_detail(exc) if isinstance(exc, CloseError) else {"error": str(exc)}
         )

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
-from pydantic import SecretStr
 
 from service.close.client import CloseClient
 from service.close.pacing import Pacer
@@ -64,7 +63,7 @@ async def open_worker(
         close = CloseClient(
             session,
             base_url=settings.close_base_url,
-            api_key=settings.close_api_key or SecretStr(""),
+            api_key=settings.close_api_key,
             timeout=settings.close_timeout_seconds,
             connect_timeout=settings.close_connect_timeout_seconds,
             attempts=settings.close_inrequest_attempts,
@@ -85,7 +84,6 @@ async def open_worker(
                 deadline=settings.retry_deadline_seconds,
             ),
             locks=IdentityLocks(
-                redis,
                 queue.scripts,
                 keys,
                 ttl=settings.identity_lock_seconds,

@@ -236,6 +236,9 @@ async def test_invalid_choice_is_400_and_valid_choice_is_stored(emu: Emu) -> Non
     lead = await emu.lead(**{f"custom.{budget}": "<10k", f"custom.{interests}": ["Pricing"]})
     assert lead[f"custom.{budget}"] == "<10k"
     assert lead[f"custom.{interests}"] == ["Pricing"]
+    custom = {f"custom.{budget}": "<10k", f"custom.{interests}": ["Pricing"]}
+    reply = await emu.call("GET", f"/api/v1/lead/{lead['id']}/", params={"_fields": "id,custom"})
+    assert reply.body == {"id": lead["id"], **custom}
 
 
 async def test_nested_contact_error_is_keyed_by_index_string(emu: Emu) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
@@ -66,6 +67,20 @@ async def test_script_cache_lost_is_reloaded(queue: WorkQueue, redis: Redis, key
     results = await asyncio.gather(*(queue.enqueue(envelope(n)) for n in range(30)))
     assert all(stored for _, stored in results)
     assert await redis.xlen(keys.stream) == 30
+
+
+async def test_an_error_reply_fails_only_its_own_caller(redis: Redis) -> None:
+    script = redis.register_script(
+        "if ARGV[1] == 'bad' then return redis.error_reply('refused') end return ARGV[1]"
+    )
+    await redis.script_load(script.script)
+    batcher = ScriptBatcher(redis, script)
+    results = await asyncio.gather(
+        *(batcher([], [arg]) for arg in ("a", "bad", "c")), return_exceptions=True
+    )
+    assert results[0::2] == ["a", "c"]
+    assert isinstance(results[1], ResponseError) and "refused" in str(results[1])
+    assert await batcher([], ["next"]) == "next"  # the connection's replies stay in step
 
 
 async def test_redis_gone_fails_every_waiting_request() -> None:

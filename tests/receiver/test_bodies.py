@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.receiver.bodies import BodyError, media_type_of, parse_body
+from service.receiver.bodies import BodyError, ParseLimits, media_type_of, parse_body
 
 
 def test_json_object_parses() -> None:
@@ -62,6 +62,34 @@ def test_multipart_keeps_fields_and_drops_files() -> None:
     )
     parsed = parse_body("multipart/form-data; boundary=BOUND", raw)
     assert parsed.body == {"email": "ann@example.com", "name": "Ann Lée", "_files_dropped": ["cv"]}
+
+
+@pytest.mark.parametrize(
+    ("part", "limits", "status", "fragment"),
+    [
+        (
+            b'Content-Disposition: form-data; name="cv"; filename="cv.pdf"\r\n\r\n%PDF',
+            ParseLimits(files="refuse"),
+            415,
+            "does not accept file uploads (field 'cv')",
+        ),
+        (
+            b'Content-Disposition: form-data; name="n"\r\n'
+            b"Content-Type: text/plain; charset=no-such-charset\r\n\r\nAnn",
+            ParseLimits(),
+            400,
+            "multipart field 'n' is not valid text",
+        ),
+        (b"Content-Type: text/plain\r\n\r\nAnn", ParseLimits(), 400, "without a field name"),
+    ],
+)
+def test_multipart_parts_it_cannot_keep_are_refused(
+    part: bytes, limits: ParseLimits, status: int, fragment: str
+) -> None:
+    raw = b"--BOUND\r\n" + part + b"\r\n--BOUND--\r\n"
+    with pytest.raises(BodyError) as info:
+        parse_body("multipart/form-data; boundary=BOUND", raw, limits)
+    assert info.value.status == status and fragment in info.value.detail
 
 
 def test_media_type_is_lower_cased_with_params() -> None:

@@ -41,6 +41,10 @@ def nested(depth: int) -> Any:
         (json.dumps({f"k{i}": i for i in range(21)}), 413, "more than 20 keys and items"),
         (json.dumps({"a": list(range(20))}), 413, "more than 20 keys and items"),
         ("[" * 5000 + "]" * 5000, 400, "nested"),
+        # An integer past 64 bits sends the document to the standard library: same limits.
+        (json.dumps({"id": 2**70, "a": {"b": {"c": [1]}}}), None, None),
+        (json.dumps({"id": 2**70, "a": {"b": {"c": [[1]]}}}), 400, "nested deeper than 4"),
+        (json.dumps({"id": 2**70, "a": list(range(20))}), 413, "more than 20 keys and items"),
     ],
 )
 def test_json_depth_and_keys_are_bounded(raw: str, status: int | None, fragment: str) -> None:

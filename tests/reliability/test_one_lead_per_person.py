@@ -10,36 +10,21 @@ now pinned down on its own:
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
 from service.queue.records import FINAL_STATES
 from service.queue.scripts import Scripts
 from service.queue.stream import WorkQueue
 from service.sources import Sources
 from service.worker.identity import IdentityLocks
-from tests.conftest import emulator_state, running_worker, wait_for_record
+from tests.conftest import emulator_state, enqueue, lead_posts, running_worker, wait_for_record
 
 pytestmark = pytest.mark.usefixtures("captured_logs")
-
-
-async def enqueue(queue: WorkQueue, body: Any) -> str:
-    now = time.time()
-    envelope = Envelope(
-        id=new_submission_id(now),
-        source="partner",
-        received_at=now,
-        content_type="application/json",
-        body=body,
-    )
-    await queue.enqueue(envelope)
-    return envelope.id
 
 
 async def test_a_lost_create_answer_makes_the_persons_next_submission_wait_for_the_index(
@@ -63,8 +48,9 @@ async def test_a_lost_create_answer_makes_the_persons_next_submission_wait_for_t
             for sub_id in (first, second)
         ]
     assert len(state.leads_with_email(email)) == 1
-    posts = [r for r in state.requests if r.method == "POST" and r.path == "/api/v1/lead/"]
-    assert len(posts) == 1, "a second create was sent while the first one's outcome was unknown"
+    assert len(lead_posts(state)) == 1, (
+        "a second create was sent while the first one's outcome was unknown"
+    )
     assert {r.state for r in records} <= {"created", "attached"}
     assert len({r.lead_id for r in records}) == 1
 
@@ -96,7 +82,7 @@ async def test_a_lost_cancellation_does_not_hold_a_persons_lock_forever(
     redis: Redis, keys: Keys
 ) -> None:
     scripts = LosesOneCancellation(Scripts.register(redis))
-    locks = IdentityLocks(redis, scripts, keys, ttl=0.3, wait=0.5)  # type: ignore[arg-type]
+    locks = IdentityLocks(scripts, keys, ttl=0.3, wait=0.5)  # type: ignore[arg-type]
 
     async def one_submission() -> None:
         async with locks.hold(["e:person"]):

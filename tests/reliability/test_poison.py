@@ -13,31 +13,17 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
 from service.queue.records import FINAL_STATES
 from service.queue.stream import WorkQueue
 from service.redis_server import RedisServer
 from service.settings import Settings
 from service.sources import Sources
-from tests.conftest import emulator_state, running_worker, sources_from, wait_for_record
+from tests.conftest import emulator_state, enqueue, running_worker, sources_from, wait_for_record
 
 pytestmark = pytest.mark.usefixtures("captured_logs")
 
 DONE = tuple(FINAL_STATES)
-
-
-async def enqueue(queue: WorkQueue, body: Any, source: str = "partner") -> str:
-    now = time.time()
-    envelope = Envelope(
-        id=new_submission_id(now),
-        source=source,
-        received_at=now,
-        content_type="application/json",
-        body=body,
-    )
-    await queue.enqueue(envelope)
-    return envelope.id
 
 
 async def drained(redis: Redis, keys: Keys, within: float = 10.0) -> dict[str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -33,26 +34,29 @@ pytestmark = pytest.mark.usefixtures("captured_logs")
 DONE = tuple(FINAL_STATES)
 
 
-@pytest.fixture
-async def own_redis() -> AsyncIterator[RedisServer]:
-    """A private redis-server with AOF (everysec) this test may stop and start."""
-    server = RedisServer(appendonly=True)
+@asynccontextmanager
+async def private_redis(*, appendonly: bool) -> AsyncIterator[RedisServer]:
+    """A private redis-server this test may stop and start."""
+    server = RedisServer(appendonly=appendonly)
     await asyncio.to_thread(server.start)
     try:
         yield server
     finally:
         await asyncio.to_thread(server.stop)
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[RedisServer]:
+    """With AOF (everysec): a restart keeps what was written."""
+    async with private_redis(appendonly=True) as server:
+        yield server
 
 
 @pytest.fixture
 async def redis_without_persistence() -> AsyncIterator[RedisServer]:
-    """A private redis-server without AOF or snapshots: a restart comes back empty."""
-    server = RedisServer(appendonly=False)
-    await asyncio.to_thread(server.start)
-    try:
+    """Without AOF or snapshots: a restart comes back empty."""
+    async with private_redis(appendonly=False) as server:
         yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def restart(server: RedisServer, away: float = 0.0) -> None:

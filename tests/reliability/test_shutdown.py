@@ -15,11 +15,10 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
 from service.queue.stream import WorkQueue
 from service.redis_server import RedisServer, free_port
-from tests.conftest import API_KEY, ROOT, emulator_state
+from tests.conftest import API_KEY, ROOT, emulator_state, enqueue, lead_posts
 
 PEOPLE = 120
 
@@ -66,18 +65,10 @@ async def test_sigterm_under_load_loses_nothing_and_creates_nothing_twice(
 ) -> None:
     state = emulator_state(emulator)
     state.configure(latency_ms=80)  # every Close call takes a while: work is in flight
-    now = time.time()
-    ids = []
-    for n in range(PEOPLE):
-        env = Envelope(
-            id=new_submission_id(now),
-            source="partner",
-            received_at=now,
-            content_type="application/json",
-            body={"contact": {"name": f"Shut Down {n}", "email": f"sd{n}@example.com"}},
-        )
-        await queue.enqueue(env)
-        ids.append(env.id)
+    ids = [
+        await enqueue(queue, {"contact": {"name": f"Shut Down {n}", "email": f"sd{n}@example.com"}})
+        for n in range(PEOPLE)
+    ]
     env_vars = worker_env(redis_server, prefix, emulator)
     first = await start_worker(env_vars)
     try:
@@ -111,8 +102,7 @@ async def test_sigterm_under_load_loses_nothing_and_creates_nothing_twice(
         second.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.communicate(), 30)
     assert [r.state for r in records if r] == ["created"] * PEOPLE
-    posts = [r for r in state.requests if r.method == "POST" and r.path == "/api/v1/lead/"]
-    assert len(posts) == PEOPLE  # no create sent twice
+    assert len(lead_posts(state)) == PEOPLE  # no create sent twice
     for n in range(PEOPLE):
         assert len(state.leads_with_email(f"sd{n}@example.com")) == 1
     assert await redis.xlen(keys.stream) == 0

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from service.close.client import CloseClient
-from service.close.emulator import RequestRecord
 from service.keys import GROUP, Keys
 from service.queue.stream import WorkQueue
 from service.receiver.app import create_app
@@ -23,6 +22,7 @@ from tests.conftest import (
     ADMIN_TOKEN,
     API_KEY,
     emulator_state,
+    lead_posts,
     running_worker,
     sources_from,
     tagged_sources,
@@ -45,10 +45,6 @@ def person(n: int, note: str = "") -> dict[str, Any]:
     return {"contact": {"name": f"Person {n}", "email": f"person{n}@example.com"}, "notes": note}
 
 
-def lead_posts(records: list[RequestRecord]) -> list[RequestRecord]:
-    return [r for r in records if r.method == "POST" and r.path == "/api/v1/lead/"]
-
-
 async def test_concurrent_submissions_of_one_person_make_one_lead(
     client: TestClient[Any, Any],
     queue: WorkQueue,
@@ -67,7 +63,7 @@ async def test_concurrent_submissions_of_one_person_make_one_lead(
     assert sorted(r.state for r in records) == ["attached"] * 4 + ["created"]
     assert len({r.lead_id for r in records}) == 1
     assert len(state.notes_for(records[0].lead_id or "")) == 5
-    assert len(lead_posts(state.requests)) == 1
+    assert len(lead_posts(state)) == 1
 
 
 async def test_crash_after_the_post_before_the_record_still_makes_one_lead(
@@ -104,7 +100,7 @@ async def test_crash_after_the_post_before_the_record_still_makes_one_lead(
         record = await wait_for_record(queue, sub_id, DONE, within=15)
     assert record.state == "attached"  # found by search, not created again
     assert len(state.leads_with_email("person2@example.com")) == 1
-    assert len(lead_posts(state.requests)) == 1
+    assert len(lead_posts(state)) == 1
 
 
 async def test_429_storm_all_created_and_no_request_during_a_pause(
@@ -169,6 +165,34 @@ async def test_5xx_and_timeouts_end_created_without_duplicates(
     assert sum(r.attempts for r in records) > 4  # the faults really forced retries
 
 
+async def test_a_cached_lead_gone_from_close_is_looked_up_afresh(
+    client: TestClient[Any, Any],
+    queue: WorkQueue,
+    settings: Settings,
+    sources: Sources,
+    redis: Redis,
+    keys: Keys,
+    emulator: TestServer,
+) -> None:
+    state = emulator_state(emulator)
+    async with running_worker(settings, sources, redis):
+        first = await wait_for_record(queue, await submit(client, person(500, "first")))
+        # The cached lead was deleted or merged in Close: the note to it is refused.
+        cached = [k async for k in redis.scan_iter(match=keys.lead("*"))]
+        assert cached
+        for key in cached:
+            await redis.set(key, "lead_gone")
+        sub_id = await submit(client, person(500, "second"))
+        second = await wait_for_record(queue, sub_id, DONE)
+    assert second.state == "attached" and second.lead_id == first.lead_id
+    assert second.extra["matched_via"] == "search:email"
+    steps = [(e.get("detail") or {}).get("step") for e in second.history]
+    assert "matched lead gone" in steps
+    assert len(state.leads_with_email("person500@example.com")) == 1
+    assert len(state.notes_for(first.lead_id or "")) == 2
+    assert {await redis.get(key) for key in cached} == {first.lead_id}  # cached afresh
+
+
 async def test_revoked_key_pauses_delivery_loses_nothing_and_resumes(
     client: TestClient[Any, Any],
     queue: WorkQueue,
@@ -194,7 +218,7 @@ async def test_revoked_key_pauses_delivery_loses_nothing_and_resumes(
             assert record.attempts == 0  # a refused key does not use up attempts
         refused = [r for r in state.requests if r.status == 401]
         assert refused, "the worker never met the refused key"
-        assert not [r for r in lead_posts(state.requests) if r.status == 200]
+        assert not [r for r in lead_posts(state) if r.status == 200]
         state.configure(api_keys=[API_KEY])  # the key is fixed
         records = [await wait_for_record(queue, i, DONE, within=15) for i in ids]
     assert [r.state for r in records] == ["created"] * 5

@@ -13,7 +13,13 @@ from service.queue.stream import WorkQueue
 from service.receiver.app import create_app
 from service.settings import Settings
 from service.sources import Sources
-from tests.conftest import emulator_state, running_worker, tagged_sources, wait_for_record
+from tests.conftest import (
+    emulator_state,
+    lead_posts,
+    running_worker,
+    tagged_sources,
+    wait_for_record,
+)
 
 
 async def post_form(client: TestClient[Any, Any], body: str, source: str = "website") -> str:
@@ -153,8 +159,7 @@ async def test_close_503_then_success_is_created_after_retry(
     states = [e["state"] for e in record.history]
     assert "retrying" in states and states[-1] == "created"
     assert len(state.leads_with_email("di@example.com")) == 1
-    posts = [r for r in state.requests if r.method == "POST" and r.path == "/api/v1/lead/"]
-    assert [r.status for r in posts] == [503, 200]
+    assert [r.status for r in lead_posts(state)] == [503, 200]
 
 
 async def test_note_failure_does_not_create_the_lead_twice(

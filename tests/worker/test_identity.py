@@ -14,7 +14,7 @@ from service.worker.identity import IdentityBusy, IdentityLocks
 
 
 def locks_for(redis: Redis, keys: Keys, *, ttl: float = 3.0, wait: float = 1.0) -> IdentityLocks:
-    return IdentityLocks(redis, Scripts.register(redis), keys, ttl=ttl, wait=wait)
+    return IdentityLocks(Scripts.register(redis), keys, ttl=ttl, wait=wait)
 
 
 async def test_all_of_a_persons_locks_are_taken_and_released_together(

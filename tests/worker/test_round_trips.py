@@ -3,7 +3,6 @@ one per lead shows up here rather than only in the benchmark."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
@@ -11,12 +10,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
-from service.envelope import Envelope, new_submission_id
 from service.queue.scripts import Scripts
 from service.queue.stream import WorkQueue
 from service.settings import Settings
 from service.sources import Sources
-from tests.conftest import emulator_state, running_worker, wait_for_record
+from tests.conftest import emulator_state, enqueue, running_worker, wait_for_record
 
 N = 12
 
@@ -72,23 +70,12 @@ async def test_a_new_persons_lead_costs_five_round_trips_plus_shared_tokens(
 ) -> None:
     ids = []
     for i in range(N):
-        now = time.time()
-        envelope = Envelope(
-            id=new_submission_id(now),
-            source="partner",
-            received_at=now,
-            content_type="application/json",
-            body={
-                "contact": {
-                    "email": f"trips{i}@example.com",
-                    "name": f"Trip {i}",
-                    "phone": f"+1 415 555 {2000 + i}",
-                },
-                "notes": "hello",
-            },
-        )
-        await queue.enqueue(envelope)
-        ids.append(envelope.id)
+        contact = {
+            "email": f"trips{i}@example.com",
+            "name": f"Trip {i}",
+            "phone": f"+1 415 555 {2000 + i}",
+        }
+        ids.append(await enqueue(queue, {"contact": contact, "notes": "hello"}))
     settings: Settings = make_settings(worker_concurrency=4)
     async with running_worker(settings, sources, redis):
         for sub_id in ids:
