@@ -4,8 +4,8 @@
 Each run: a fresh key prefix; N distinct people preloaded with the service's own
 ``WorkQueue.enqueue``; the emulator reset and set to the run's latency / rate limit; then
 ``lead-intake worker`` process(es) drain the stream. Throughput is measured from the records
-(first ``processing`` event to the last final state); CPU per lead from the worker processes'
-CPU time (psutil) between their health port opening (imports done) and the stream being empty.
+(from the release of the entries to the last final state); CPU per lead from the worker
+processes' CPU time (psutil) between the release and every entry reaching a final state.
 """
 
 from __future__ import annotations
@@ -71,15 +71,16 @@ def drain_run(
         **(emulator_options or {}),
     }
     since = asyncio.run(emulator_prepare(emu_port, **options))
+    names = [f"worker-{run}-{k}" for k in range(processes)]
     workers = []
-    for k in range(processes):
+    for k, name in enumerate(names):
         wrapper = profiling.wrapper(profile, cores) if profile is not None and k == 0 else None
         workers.append(
             stack.start_worker(
                 procs,
                 redis_url,
                 close_url,
-                name=f"worker-{run}-{k}",
+                name=name,
                 prefix=prefix,
                 concurrency=concurrency,
                 cores=LOAD_CORE if wrapper else cores,
@@ -88,7 +89,6 @@ def drain_run(
                 wait=False,
             )
         )
-    names = [f"worker-{run}-{k}" for k in range(processes)]
     for name, (process, port) in zip(names, workers, strict=True):
         procs.wait_port(name, process, port, timeout=60)
     pids = [service_pid(process) for process, _ in workers]
@@ -97,8 +97,8 @@ def drain_run(
     drained = asyncio.run(wait_drained(redis_url, prefix, n, timeout, ids))
     wall = time.time() - released
     cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
-    for process, _ in workers:
-        if profile is not None and process is workers[0][0]:
+    for k, (process, _) in enumerate(workers):
+        if profile is not None and k == 0:
             profiling.stop_profiled(procs, process)
         else:
             procs.stop(process)

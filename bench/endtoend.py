@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from bench.intake import FILE_RATE, request_file
+from bench.intake import request_file
 from bench.load import post_paced, start_wrk
 from bench.procs import Procs, rss_bytes
 from bench.stack import (
@@ -21,6 +21,7 @@ from bench.stack import (
     outcomes,
     percentile,
     queue_state,
+    stream_added,
     wait_drained,
 )
 from service.queue.connection import redis_from_url
@@ -71,16 +72,8 @@ def end_to_end(
     return out
 
 
-async def _added(redis_url: str) -> int:
-    redis = redis_from_url(redis_url)
-    try:
-        return (await queue_state(redis, "intake"))["added"]
-    finally:
-        await redis.aclose()
-
-
 class Sampler(threading.Thread):
-    """RSS (and CPU) of some processes, and the queue's progress, once a second."""
+    """RSS of some processes, and the queue's progress, once a second."""
 
     def __init__(self, pids: dict[str, int], redis_url: str, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
@@ -136,7 +129,7 @@ def memory(
     """N submissions posted by wrk (closed loop, 32 connections) to one receiver while one
     worker (64 tasks) drains them into the emulator at latency 0; RSS sampled every second.
     Nothing pinned: receiver, worker, Redis, emulator and wrk share the box. The whole run is
-    bounded by ``timeout``: the worker handles what it can in that time (about 150 leads/s
+    bounded by ``timeout``: the worker handles what it can in that time (about 400 leads/s
     here), so over a short bound it sees fewer than N submissions; RESULTS.md says how many."""
     out: dict[str, Any] = {"n": n, "timeout": timeout}
     with Procs(logdir) as procs:
@@ -174,7 +167,7 @@ def memory(
                 posting.communicate()
             intake_seconds = time.monotonic() - started
             left = max(5.0, timeout - intake_seconds)
-            stored = asyncio.run(_added(redis_url))
+            stored = asyncio.run(stream_added(redis_url, "intake"))
             drained = asyncio.run(wait_drained(redis_url, "intake", stored, left))
         finally:
             sampler.stopping.set()
@@ -213,6 +206,3 @@ def memory(
             flush=True,
         )
     return out
-
-
-__all__ = ["FILE_RATE", "end_to_end", "memory"]

@@ -20,13 +20,12 @@ from bench.procs import (
     SERVER_CORE,
     Procs,
     cpu_seconds,
-    free_port,
     service_env,
     service_pid,
 )
-from bench.stack import Stack, queue_state
+from bench.stack import Stack, stream_added
 from service.loops import uvloop_available
-from service.queue.connection import redis_from_url
+from service.redis_server import free_port
 
 FILE_RATE = 12000
 """Requests per second of run time the request files hold (above the ceiling): the run ends
@@ -89,14 +88,6 @@ def _summary(r: dict[str, Any]) -> str:
         f"{r['cpu_us_per_request']:5.0f} us CPU/request ({100 * r['cpu_share']:.0f}% of a core; "
         f"answers {r['statuses']})"
     )
-
-
-async def _stream_added(redis_url: str) -> int:
-    redis = redis_from_url(redis_url)
-    try:
-        return (await queue_state(redis, "intake"))["added"]
-    finally:
-        await redis.aclose()
 
 
 def intake(
@@ -167,7 +158,7 @@ def intake(
                 procs.stop(proc)
         # Accepted means stored: every 202 (warm-ups included) has its stream entry. (A few
         # more entries than 202s: requests in flight when wrk stopped were stored, unanswered.)
-        out["stored_in_stream"] = asyncio.run(_stream_added(redis_url))
+        out["stored_in_stream"] = asyncio.run(stream_added(redis_url, "intake"))
         out["accepted"] = accepted
     xadd, ceiling = out["xadd"]["rps"], out["ceiling"]["rps"]
     out["ratios"] = {

@@ -22,6 +22,8 @@ from types import TracebackType
 
 import psutil
 
+from service.redis_server import free_port
+
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,13 +31,6 @@ SERVER_CORE = "0"
 """Core of the process under test (receiver, worker, baseline)."""
 LOAD_CORE = "1"
 """Core of the load generator, Redis and the Close emulator."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -125,7 +120,9 @@ class Procs:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def wait_port(self, name: str, process: subprocess.Popen[bytes], port: int, timeout=20.0):
+    def wait_port(
+        self, name: str, process: subprocess.Popen[bytes], port: int, timeout: float = 20.0
+    ) -> None:
         """Wait until ``port`` accepts connections; raise (with the log) if the process died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -185,9 +182,9 @@ class Procs:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(64).startswith(b"+PONG"):
-                    break
+                    return f"redis://127.0.0.1:{port}/0"
             time.sleep(0.02)
-        return f"redis://127.0.0.1:{port}/0"
+        raise RuntimeError(f"{name} did not answer PING in 20s:\n{self.log_tail(name)}")
 
     def emulator(
         self, name: str = "emulator", cores: str | None = LOAD_CORE, **options: object

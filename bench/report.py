@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,220 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
     return rows
 
 
+def _table(*columns: str) -> list[str]:
+    """The head of a markdown table (after a blank line): the column names, then the rule."""
+    return ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _counts(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def _intake(i: dict[str, Any]) -> list[str]:
+    loop = i.get("event_loop", "asyncio")
+    out = [
+        f"wrk (1 thread, {i['connections']} connections) and Redis on core 1, the "
+        f"server on core 0. The receiver runs on {loop} (its "
+        "default, INTAKE_EVENT_LOOP=auto); the baselines run on the same loop (the "
+        "ratios the targets use) and, for reference, on asyncio's own loop. "
+        f"{i['warmup']:g} s warm-up, then {i['seconds']:g} s measured "
+        f"(at most {i['seconds'] * i.get('file_rate', 7500):,.0f} distinct requests: "
+        "every request is a new delivery of a new person, so none is a duplicate). "
+        f"JSON body {i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the "
+        f"form post {i.get('form_body_bytes')} bytes, form-encoded."
+    ]
+    out += _table("server", "requests/s", "p50 ms", "p99 ms", "max ms",
+                  "server CPU per request", "server CPU use", "answers")  # fmt: skip
+    servers = [
+        ("ceiling", f"bare aiohttp, answers 202 (ceiling), {loop}"),
+        ("xadd", f"bare aiohttp + one XADD per request (naive), {loop}"),
+        ("ceiling_asyncio", "bare aiohttp, answers 202 (ceiling), asyncio's loop"),
+        ("xadd_asyncio", "bare aiohttp + one XADD per request (naive), asyncio's loop"),
+        ("receiver_json", f"**receiver**, signed JSON webhook, {loop}"),
+        ("receiver_form", f"**receiver**, form post, {loop}"),
+    ]
+    for key, label in servers:
+        if key not in i:
+            continue
+        r = i[key]
+        answers = _counts(r["statuses"])
+        if r.get("socket_errors"):
+            answers += f"; socket errors {r['socket_errors']}"
+        out.append(
+            f"| {label} | {_f(r['rps'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['max_ms']:.1f} | {_f(r.get('cpu_us_per_request'), 0, ' us')} | "
+            f"{_f(100 * r.get('cpu_share', float('nan')), 0, '%')} of a core | {answers} |"
+        )
+    ratios = i["ratios"]
+    return [
+        *out,
+        "",
+        f"Ratios (same event loop): receiver / naive XADD = "
+        f"**{ratios['receiver_vs_xadd']:.2f}**, receiver / ceiling = "
+        f"{ratios['receiver_vs_ceiling']:.2f}, naive / ceiling = "
+        f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = {ratios['form_vs_xadd']:.2f}"
+        + (
+            f"; receiver / naive XADD on asyncio's own loop = "
+            f"{ratios['receiver_vs_xadd_asyncio']:.2f}."
+            if "receiver_vs_xadd_asyncio" in ratios
+            else "."
+        ),
+        f"Every 202 was stored: {i['accepted']:,} answered 202 (warm-ups included), "
+        f"{i['stored_in_stream']:,} entries in the stream (a few more: requests in "
+        "flight when wrk stopped were stored but not counted).",
+    ]
+
+
+def _drain(d: dict[str, Any]) -> list[str]:
+    out = [
+        "One `lead-intake worker` process on core 0, Redis and the emulator on core 1. "
+        "N distinct people preloaded with `WorkQueue.enqueue`, hidden from the "
+        "consumer group until the worker waits on the stream, then released at once; "
+        "leads/s = created / (last final state - release). CPU = the worker process's "
+        "user+system time over the drain / N. Bound = concurrency / (Close calls per "
+        "lead x latency) (Little's law). `INTAKE_CLOSE_RATE_LIMIT=100000` so our own "
+        "limiter is not what is measured. Close's latency is uniform within +-10% of "
+        "the nominal one (its mean, which the bound uses): with a constant latency and "
+        "every entry released at once, all tasks move in lockstep and queue for the "
+        "CPU at the same instants, which real traffic does not do. Where Close has a "
+        "latency, N is a whole number of rounds of the concurrency."
+    ]
+    out += _table("Close latency", "concurrency", "N", "leads/s", "bound", "ratio",
+                  "CPU ms/lead", "worker CPU use", "Close calls/lead", "states")  # fmt: skip
+    for r in d["rows"]:
+        use = r["leads_per_s"] * r["cpu_ms_per_lead"] / 1000
+        out.append(
+            f"| {r['latency_ms']} ms | {r['concurrency']} | {r['n']} | "
+            f"{r['leads_per_s']:.1f} | {_f(r.get('bound'), 1)} | "
+            f"{_f(r.get('ratio'), 2)} | {r['cpu_ms_per_lead']:.2f} | "
+            f"{100 * use:.0f}% | {r['close_calls_per_lead']:.1f} | {_counts(r['states'])} |"
+        )
+    return [
+        *out,
+        "",
+        "CPU per lead includes the worker's idle polling during the run, which is "
+        "why runs that take long for few leads (concurrency 1) show more.",
+    ]
+
+
+def _ratelimit(r: dict[str, Any]) -> list[str]:
+    out = [
+        f"Emulator limited to {r['limit']} requests per {r['window']:g} s per endpoint "
+        f"group (as Close limits per group); {r['processes']} worker processes of 16 "
+        f"tasks on core 0; N = {r['n']} leads; Close latency 0. A lead makes two "
+        "searches (email, then phone), one lead create and one note, so the search "
+        "group is the busiest. Achieved = accepted requests per second after the "
+        "first window."
+    ]
+    out += _table("our limiter", "group", "achieved req/s", "of the limit", "429s in all",
+                  "429s after the first window", "leads/s")  # fmt: skip
+    for label, text in (
+        ("ours_at_limit", f"INTAKE_CLOSE_RATE_LIMIT={r['limit']}"),
+        ("ours_off", "off (100000)"),
+    ):
+        run = r.get(label)
+        if not run:
+            continue
+        for group, g in run["groups"].items():
+            if not g.get("requests"):
+                continue
+            out.append(
+                f"| {text} | {group} | {g['accepted_rate']:.1f} | "
+                f"{g['accepted_rate'] / r['limit']:.2f} | {g['status_429_total']} | "
+                f"{g['status_429_after_first_window']} | {run['leads_per_s']:.1f} |"
+            )
+    return [
+        *out,
+        "",
+        "Our limiter is set to the limit in the first run because that is how a "
+        "deployment is meant to be configured (INTAKE_CLOSE_RATE_LIMIT is the "
+        "organisation's limit per endpoint group, shared by all workers through "
+        "Redis); its default (10/s) would simply halve the rate here. The second run "
+        "shows what happens when it is left above Close's limit: only Close's 429s "
+        "and RateLimit headers hold the workers back.",
+    ]
+
+
+def _e2e(e: dict[str, Any]) -> list[str]:
+    out = [
+        f"A paced poster (open loop) sends {e['rate']:g} signed webhooks/s for "
+        f"{e['seconds']:g} s to one receiver; one worker (16 tasks) delivers them. "
+        "Receiver and worker on core 0, Redis, emulator and poster on core 1. "
+        "Receipt -> created is the record's `updated_at - received_at`."
+    ]
+    out += _table("Close latency", "posted", "receipt->created p50", "p90", "p99", "max",
+                  "HTTP answer p50 / p99", "states")  # fmt: skip
+    for run in e["runs"]:
+        out.append(
+            f"| {run['latency_ms']:g} ms | {run['posted']} | {run['p50_ms']:.0f} ms | "
+            f"{run['p90_ms']:.0f} ms | {run['p99_ms']:.0f} ms | {run['max_ms']:.0f} ms "
+            f"| {run['http_p50_ms']:.1f} / {run['http_p99_ms']:.1f} ms | "
+            f"{_counts(run['states'])} |"
+        )
+    return out
+
+
+def _memory(m: dict[str, Any]) -> list[str]:
+    out = [
+        f"wrk posts N = {m['n']:,} signed webhooks (distinct people) to one receiver "
+        "while one worker (64 tasks) delivers them to the emulator (latency 0); RSS "
+        f"sampled every second; the run is bounded at {m['timeout']:g} s. Nothing "
+        f"pinned. Accepted: {m['accepted']:,} in {m['intake_seconds']:.0f} s; "
+        f"processed by the worker: {m['processed']:,} in {m['total_seconds']:.0f} s"
+        + (
+            "."
+            if m["drained"]
+            else " (the time bound came first: the worker saw fewer submissions than "
+            "the receiver; run `python -m bench.run --only memory --memory-timeout 900` "
+            "for all of them)."
+        )
+    ]
+    out += _table("process", "start", "after warm-up (10%)", "peak", "end",
+                  "growth after warm-up")  # fmt: skip
+    for name in ("receiver", "worker"):
+        v = m.get(name)
+        if v:
+            out.append(
+                f"| {name} | {v['start_mib']:.0f} MiB | {v['after_warmup_mib']:.0f} MiB "
+                f"| {v['peak_mib']:.0f} MiB | {v['end_mib']:.0f} MiB | "
+                f"{v['growth_after_warmup_mib']:+.1f} MiB |"
+            )
+    return out
+
+
+def _scaleout(so: dict[str, Any]) -> list[str]:
+    si, sd = so["intake"], so["drain"]
+    out = [
+        "Nothing pinned: the processes, Redis, the emulator and wrk share both cores. "
+        f"Intake: {si['connections']} connections in all (with 2 receivers, one wrk "
+        f"each with half), signed JSON, {si['seconds']:g} s. Drain: N = {sd['n']} "
+        "per run, 16 tasks per worker process, Close latency 0 (so CPU is the limit)."
+    ]
+    out += _table("processes", "intake requests/s", "intake p99", "drain leads/s",
+                  "drain CPU ms/lead")  # fmt: skip
+    drains = {str(r["processes"]): r for r in sd["rows"]}
+    for p in ("1", "2", "4"):
+        rx = si.get(p)
+        dr = drains.get(p)
+        rx_rate = _f(rx["rps"]) if rx else "-"
+        rx_p99 = _f(rx["p99_ms"], 1, " ms") if rx else "-"
+        dr_rate = _f(dr["leads_per_s"], 1) if dr else "-"
+        dr_cpu = _f(dr["cpu_ms_per_lead"], 2) if dr else "-"
+        out.append(f"| {p} | {rx_rate} | {rx_p99} | {dr_rate} | {dr_cpu} |")
+    return out
+
+
+_SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]]], ...] = (
+    ("intake", "1. Receiver intake", _intake),
+    ("drain", "2. Worker throughput", _drain),
+    ("ratelimit", "3. Close's rate limit", _ratelimit),
+    ("e2e", "4. End-to-end latency", _e2e),
+    ("memory", "5. Memory", _memory),
+    ("scaleout", "6. Scale-out on this 2-core box", _scaleout),
+)
+"""Each section of RESULTS.md: its key in results.json, its title, what it says when it ran."""
+
+
 def markdown(data: dict[str, Any]) -> str:
     s = data.get("sections", {})
     out: list[str] = ["# Benchmark results", ""]
@@ -213,7 +428,7 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     rows = targets(data)
     if rows:
-        out += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        out += ["## Targets", *_table("target", "measured", "met")]
         for name, measured, met, _ in rows:
             out.append(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
         missed = [(name, key) for name, _, met, key in rows if met is False]
@@ -227,237 +442,15 @@ def markdown(data: dict[str, Any]) -> str:
                 out.append(f"- **{name}**: {TARGETS_NOTE[key]}")
         out.append("")
 
-    i = s.get("intake")
-    if i:
-        out += ["## 1. Receiver intake", "", f"Command: `{data['commands'].get('intake')}`", ""]
-        if "error" in i:
-            out += [f"Failed: `{i['error']}`", ""]
+    for key, title, body in _SECTIONS:
+        section = s.get(key)
+        if not section:
+            continue
+        out += [f"## {title}", "", f"Command: `{data['commands'].get(key)}`", ""]
+        if "error" in section:
+            out += [f"Failed: `{section['error']}`", ""]
         else:
-            out.append(
-                f"wrk (1 thread, {i['connections']} connections) and Redis on core 1, the "
-                f"server on core 0. The receiver runs on {i.get('event_loop', 'asyncio')} (its "
-                "default, INTAKE_EVENT_LOOP=auto); the baselines run on the same loop (the "
-                "ratios the targets use) and, for reference, on asyncio's own loop. "
-                f"{i['warmup']:g} s warm-up, then {i['seconds']:g} s measured "
-                f"(at most {i['seconds'] * i.get('file_rate', 7500):,.0f} distinct requests: "
-                "every request is a new delivery of a new person, so none is a duplicate). "
-                f"JSON body {i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the "
-                f"form post {i.get('form_body_bytes')} bytes, form-encoded."
-            )
-            out += [
-                "",
-                "| server | requests/s | p50 ms | p99 ms | max ms | server CPU per request | "
-                "server CPU use | answers |",
-                "|---|---|---|---|---|---|---|---|",
-            ]
-            loop = i.get("event_loop", "asyncio")
-            rows = [
-                ("ceiling", f"bare aiohttp, answers 202 (ceiling), {loop}"),
-                ("xadd", f"bare aiohttp + one XADD per request (naive), {loop}"),
-                ("ceiling_asyncio", "bare aiohttp, answers 202 (ceiling), asyncio's loop"),
-                ("xadd_asyncio", "bare aiohttp + one XADD per request (naive), asyncio's loop"),
-                ("receiver_json", f"**receiver**, signed JSON webhook, {loop}"),
-                ("receiver_form", f"**receiver**, form post, {loop}"),
-            ]
-            for key, label in rows:
-                if key not in i:
-                    continue
-                r = i[key]
-                answers = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
-                if r.get("socket_errors"):
-                    answers += f"; socket errors {r['socket_errors']}"
-                out.append(
-                    f"| {label} | {_f(r['rps'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                    f"{r['max_ms']:.1f} | {_f(r.get('cpu_us_per_request'), 0, ' us')} | "
-                    f"{_f(100 * r.get('cpu_share', float('nan')), 0, '%')} of a core | {answers} |"
-                )
-            ratios = i["ratios"]
-            out += [
-                "",
-                f"Ratios (same event loop): receiver / naive XADD = "
-                f"**{ratios['receiver_vs_xadd']:.2f}**, receiver / ceiling = "
-                f"{ratios['receiver_vs_ceiling']:.2f}, naive / ceiling = "
-                f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = {ratios['form_vs_xadd']:.2f}"
-                + (
-                    f"; receiver / naive XADD on asyncio's own loop = "
-                    f"{ratios['receiver_vs_xadd_asyncio']:.2f}."
-                    if "receiver_vs_xadd_asyncio" in ratios
-                    else "."
-                ),
-                f"Every 202 was stored: {i['accepted']:,} answered 202 (warm-ups included), "
-                f"{i['stored_in_stream']:,} entries in the stream (a few more: requests in "
-                "flight when wrk stopped were stored but not counted).",
-                "",
-                _background(i),
-                "",
-            ]
-    d = s.get("drain")
-    if d:
-        out += ["## 2. Worker throughput", "", f"Command: `{data['commands'].get('drain')}`", ""]
-        if "error" in d:
-            out += [f"Failed: `{d['error']}`", ""]
-        else:
-            out.append(
-                "One `lead-intake worker` process on core 0, Redis and the emulator on core 1. "
-                "N distinct people preloaded with `WorkQueue.enqueue`, hidden from the "
-                "consumer group until the worker waits on the stream, then released at once; "
-                "leads/s = created / (last final state - release). CPU = the worker process's "
-                "user+system time over the drain / N. Bound = concurrency / (Close calls per "
-                "lead x latency) (Little's law). `INTAKE_CLOSE_RATE_LIMIT=100000` so our own "
-                "limiter is not what is measured. Close's latency is uniform within +-10% of "
-                "the nominal one (its mean, which the bound uses): with a constant latency and "
-                "every entry released at once, all tasks move in lockstep and queue for the "
-                "CPU at the same instants, which real traffic does not do. N is a whole number "
-                "of rounds of the concurrency."
-            )
-            out += ["", "| Close latency | concurrency | N | leads/s | bound | ratio | "
-                    "CPU ms/lead | worker CPU use | Close calls/lead | states |",
-                    "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-            for r in d["rows"]:
-                use = r["leads_per_s"] * r["cpu_ms_per_lead"] / 1000
-                out.append(
-                    f"| {r['latency_ms']} ms | {r['concurrency']} | {r['n']} | "
-                    f"{r['leads_per_s']:.1f} | {_f(r.get('bound'), 1)} | "
-                    f"{_f(r.get('ratio'), 2)} | {r['cpu_ms_per_lead']:.2f} | "
-                    f"{100 * use:.0f}% | {r['close_calls_per_lead']:.1f} | "
-                    f"{', '.join(f'{k}: {v}' for k, v in r['states'].items())} |"
-                )
-            out += [
-                "",
-                "CPU per lead includes the worker's idle polling during the run, which is "
-                "why runs that take long for few leads (concurrency 1) show more.",
-                "",
-                _background(d),
-                "",
-            ]
-    r = s.get("ratelimit")
-    if r:
-        out += ["## 3. Close's rate limit", "", f"Command: `{data['commands'].get('ratelimit')}`",
-                ""]  # fmt: skip
-        if "error" in r:
-            out += [f"Failed: `{r['error']}`", ""]
-        else:
-            out.append(
-                f"Emulator limited to {r['limit']} requests per {r['window']:g} s per endpoint "
-                f"group (as Close limits per group); {r['processes']} worker processes of 16 "
-                f"tasks on core 0; N = {r['n']} leads; Close latency 0. A lead makes two "
-                "searches (email, then phone), one lead create and one note, so the search "
-                "group is the busiest. Achieved = accepted requests per second after the "
-                "first window."
-            )
-            out += ["", "| our limiter | group | achieved req/s | of the limit | 429s in all | "
-                    "429s after the first window | leads/s |",
-                    "|---|---|---|---|---|---|---|"]  # fmt: skip
-            for label, text in (
-                ("ours_at_limit", f"INTAKE_CLOSE_RATE_LIMIT={r['limit']}"),
-                ("ours_off", "off (100000)"),
-            ):
-                run = r.get(label)
-                if not run:
-                    continue
-                for group, g in run["groups"].items():
-                    if not g.get("requests"):
-                        continue
-                    out.append(
-                        f"| {text} | {group} | {g['accepted_rate']:.1f} | "
-                        f"{g['accepted_rate'] / r['limit']:.2f} | {g['status_429_total']} | "
-                        f"{g['status_429_after_first_window']} | {run['leads_per_s']:.1f} |"
-                    )
-            out += [
-                "",
-                "Our limiter is set to the limit in the first run because that is how a "
-                "deployment is meant to be configured (INTAKE_CLOSE_RATE_LIMIT is the "
-                "organisation's limit per endpoint group, shared by all workers through "
-                "Redis); its default (10/s) would simply halve the rate here. The second run "
-                "shows what happens when it is left above Close's limit: only Close's 429s "
-                "and RateLimit headers hold the workers back.",
-                "",
-                _background(r),
-                "",
-            ]
-    e = s.get("e2e")
-    if e:
-        out += ["## 4. End-to-end latency", "", f"Command: `{data['commands'].get('e2e')}`", ""]
-        if "error" in e:
-            out += [f"Failed: `{e['error']}`", ""]
-        else:
-            out.append(
-                f"A paced poster (open loop) sends {e['rate']:g} signed webhooks/s for "
-                f"{e['seconds']:g} s to one receiver; one worker (16 tasks) delivers them. "
-                "Receiver and worker on core 0, Redis, emulator and poster on core 1. "
-                "Receipt -> created is the record's `updated_at - received_at`."
-            )
-            out += [
-                "",
-                "| Close latency | posted | receipt->created p50 | p90 | p99 | max | "
-                "HTTP answer p50 / p99 | states |",
-                "|---|---|---|---|---|---|---|---|",
-            ]
-            for run in e["runs"]:
-                out.append(
-                    f"| {run['latency_ms']:g} ms | {run['posted']} | {run['p50_ms']:.0f} ms | "
-                    f"{run['p90_ms']:.0f} ms | {run['p99_ms']:.0f} ms | {run['max_ms']:.0f} ms "
-                    f"| {run['http_p50_ms']:.1f} / {run['http_p99_ms']:.1f} ms | "
-                    f"{', '.join(f'{k}: {v}' for k, v in run['states'].items())} |"
-                )
-            out += ["", _background(e), ""]
-    m = s.get("memory")
-    if m:
-        out += ["## 5. Memory", "", f"Command: `{data['commands'].get('memory')}`", ""]
-        if "error" in m:
-            out += [f"Failed: `{m['error']}`", ""]
-        else:
-            out.append(
-                f"wrk posts N = {m['n']:,} signed webhooks (distinct people) to one receiver "
-                "while one worker (64 tasks) delivers them to the emulator (latency 0); RSS "
-                f"sampled every second; the run is bounded at {m['timeout']:g} s. Nothing "
-                f"pinned. Accepted: {m['accepted']:,} in {m['intake_seconds']:.0f} s; "
-                f"processed by the worker: {m['processed']:,} in {m['total_seconds']:.0f} s"
-                + (
-                    "."
-                    if m["drained"]
-                    else " (the time bound came first: the worker saw fewer submissions than "
-                    "the receiver; run `python -m bench.run --only memory --memory-timeout 900` "
-                    "for all of them)."
-                )
-            )
-            out += ["", "| process | start | after warm-up (10%) | peak | end | growth after "
-                    "warm-up |", "|---|---|---|---|---|---|"]  # fmt: skip
-            for name in ("receiver", "worker"):
-                v = m.get(name)
-                if v:
-                    out.append(
-                        f"| {name} | {v['start_mib']:.0f} MiB | {v['after_warmup_mib']:.0f} MiB "
-                        f"| {v['peak_mib']:.0f} MiB | {v['end_mib']:.0f} MiB | "
-                        f"{v['growth_after_warmup_mib']:+.1f} MiB |"
-                    )
-            out += ["", _background(m), ""]
-    so = s.get("scaleout")
-    if so:
-        out += ["## 6. Scale-out on this 2-core box", "",
-                f"Command: `{data['commands'].get('scaleout')}`", ""]  # fmt: skip
-        if "error" in so:
-            out += [f"Failed: `{so['error']}`", ""]
-        else:
-            si, sd = so["intake"], so["drain"]
-            out.append(
-                "Nothing pinned: the processes, Redis, the emulator and wrk share both cores. "
-                f"Intake: {si['connections']} connections in all (with 2 receivers, one wrk "
-                f"each with half), signed JSON, {si['seconds']:g} s. Drain: N = {sd['n']} "
-                "per run, 16 tasks per worker process, Close latency 0 (so CPU is the limit)."
-            )
-            out += ["", "| processes | intake requests/s | intake p99 | drain leads/s | "
-                    "drain CPU ms/lead |", "|---|---|---|---|---|"]  # fmt: skip
-            drains = {str(r["processes"]): r for r in sd["rows"]}
-            for p in ("1", "2", "4"):
-                rx = si.get(p)
-                dr = drains.get(p)
-                rx_rate = _f(rx["rps"]) if rx else "-"
-                rx_p99 = _f(rx["p99_ms"], 1, " ms") if rx else "-"
-                dr_rate = _f(dr["leads_per_s"], 1) if dr else "-"
-                dr_cpu = _f(dr["cpu_ms_per_lead"], 2) if dr else "-"
-                out.append(f"| {p} | {rx_rate} | {rx_p99} | {dr_rate} | {dr_cpu} |")
-            out += ["", _background(so), ""]
+            out += [*body(section), "", _background(section), ""]
     out += [
         "## Left simpler than a sizing exercise would need",
         "",

@@ -9,7 +9,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bench import payloads
-from bench.procs import PYTHON, SERVER_CORE, Procs, free_port, service_env
+from bench.procs import PYTHON, SERVER_CORE, Procs, service_env
 from service.close.emulator import DEFAULT_API_KEY
 from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
 from service.queue.connection import redis_from_url
 from service.queue.records import TERMINAL_STATES
 from service.queue.stream import DeliveryKey, WorkQueue
+from service.redis_server import free_port
 
 SOURCES_YAML = """\
 # Written by bench/: configured like production (see bench/README.md).
@@ -231,6 +231,15 @@ async def queue_state(redis: Redis, prefix: str) -> dict[str, int]:
     }
 
 
+async def stream_added(redis_url: str, prefix: str) -> int:
+    """Entries ever added to the stream under ``prefix``."""
+    redis = redis_from_url(redis_url)
+    try:
+        return (await queue_state(redis, prefix))["added"]
+    finally:
+        await redis.aclose()
+
+
 async def _finished(redis: Redis, prefix: str, ids: list[str]) -> int:
     keys = Keys(prefix)
     done = 0
@@ -298,51 +307,38 @@ async def _states(redis: Redis, keys: list[str]) -> list[str]:
 # -- the records ----------------------------------------------------------------------------
 
 
-def _iso(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 @dataclass
 class Outcomes:
     """What the records say about a set of submissions."""
 
     states: Counter[str]
-    first_processing: float
     last_finished: float
+    """The latest ``updated_at`` of the records (0 when none exists)."""
     end_to_end: list[float]
     """Seconds from receipt to the final state, for every ``created`` submission."""
-
-    @property
-    def window(self) -> float:
-        return max(1e-9, self.last_finished - self.first_processing)
 
 
 async def outcomes(redis_url: str, prefix: str, ids: list[str]) -> Outcomes:
     redis = redis_from_url(redis_url)
     keys = Keys(prefix)
     states: Counter[str] = Counter()
-    first, last = float("inf"), 0.0
+    last = 0.0
     e2e: list[float] = []
     try:
         for start in range(0, len(ids), 1000):
             pipe = redis.pipeline(transaction=False)
             for sub_id in ids[start : start + 1000]:
-                pipe.hmget(keys.sub(sub_id), "state", "received_at", "updated_at", "history")
-            for state, received, updated, history in await pipe.execute():
+                pipe.hmget(keys.sub(sub_id), "state", "received_at", "updated_at")
+            for state, received, updated in await pipe.execute():
                 states[state or "missing"] += 1
                 if state is None:
                     continue
-                for line in (history or "").splitlines():
-                    event = json.loads(line)
-                    if event["state"] == "processing":
-                        first = min(first, _iso(event["at"]))
-                        break
                 last = max(last, float(updated))
                 if state == "created":
                     e2e.append(float(updated) - float(received))
     finally:
         await redis.aclose()
-    return Outcomes(states, first, last, e2e)
+    return Outcomes(states, last, e2e)
 
 
 # -- the emulator ---------------------------------------------------------------------------
