@@ -12,6 +12,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY close_emulator ./close_emulator
 # The dependencies install from wheels, so no compiler is needed; should a new one ever need
 # one, install it in this stage only: the final image copies just /opt/venv.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \

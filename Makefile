@@ -35,8 +35,9 @@ test: install lint typecheck manifests
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service close_emulator tests bench
+	$(BIN)/ruff format --check service close_emulator tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -48,8 +49,8 @@ manifests: $(STAMP)
 	$(BIN)/pytest tests/deploy -q
 
 format: $(STAMP)
-	$(BIN)/ruff format service tests bench
-	$(BIN)/ruff check --fix service tests bench
+	$(BIN)/ruff format service close_emulator tests bench
+	$(BIN)/ruff check --fix service close_emulator tests bench
 
 ## Benchmarks (bench/README.md): intake, worker throughput, Close's rate limit, end-to-end
 ## latency, memory, scale-out; prints the figures and writes bench/RESULTS.md and

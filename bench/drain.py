@@ -2,7 +2,7 @@
 3. Close's rate limit.
 
 Each run: a fresh key prefix; N distinct people preloaded with the service's own
-``WorkQueue.enqueue``; the emulator reset and set to the run's latency / rate limit; then
+``Queue.enqueue``; the emulator reset and set to the run's latency / rate limit; then
 ``lead-intake worker`` process(es) drain the stream. Throughput is measured from the records
 (from the release of the entries to the last final state); CPU per lead from the worker
 processes' CPU time (psutil) between the release and every entry reaching a final state.

@@ -23,14 +23,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.close.emulator import (
+from close_emulator import (
     EMULATOR_STATE,
     add_emulator_arguments,
     create_emulator_app,
     options_from_args,
 )
-from service.close.emulator_fields import JSONObject, normalize_phone
-from service.close.emulator_search import run_search
+from close_emulator.fields import JSONObject, normalize_phone
+from close_emulator.search import run_search
 
 SEARCH_PATH = "/api/v1/data/search/"
 _RELATED = {"contact_email": ("email", "email"), "contact_phone": ("phone", "phone")}

@@ -24,8 +24,8 @@ from bench.procs import (
     service_pid,
 )
 from bench.stack import Stack, stream_added
+from service.dev.redis_server import free_port
 from service.loops import uvloop_available
-from service.redis_server import free_port
 
 FILE_RATE = 12000
 """Requests per second of run time the request files hold (above the ceiling): the run ends

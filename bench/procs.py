@@ -22,7 +22,7 @@ from types import TracebackType
 
 import psutil
 
-from service.redis_server import free_port
+from service.dev.redis_server import free_port
 
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent

@@ -252,7 +252,7 @@ def _intake(i: dict[str, Any]) -> list[str]:
 def _drain(d: dict[str, Any]) -> list[str]:
     out = [
         "One `lead-intake worker` process on core 0, Redis and the emulator on core 1. "
-        "N distinct people preloaded with `WorkQueue.enqueue`, hidden from the "
+        "N distinct people preloaded with `Queue.enqueue`, hidden from the "
         "consumer group until the worker waits on the stream, then released at once; "
         "leads/s = created / (last final state - release). CPU = the worker process's "
         "user+system time over the drain / N. Bound = concurrency / (Close calls per "

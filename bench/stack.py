@@ -18,13 +18,13 @@ from redis.exceptions import ResponseError
 
 from bench import payloads
 from bench.procs import PYTHON, SERVER_CORE, Procs, service_env
-from service.close.emulator import DEFAULT_API_KEY
+from close_emulator import DEFAULT_API_KEY
+from service.dev.redis_server import free_port
 from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
+from service.queue import DeliveryKey, Queue
 from service.queue.connection import redis_from_url
 from service.queue.records import TERMINAL_STATES
-from service.queue.stream import DeliveryKey, WorkQueue
-from service.redis_server import free_port
 
 SOURCES_YAML = """\
 # Written by bench/: configured like production (see bench/README.md).
@@ -152,12 +152,12 @@ class Stack:
 
 async def preload(redis_url: str, prefix: str, tag: str, count: int) -> list[str]:
     """Put ``count`` partner webhooks (distinct people) into the stream with the service's own
-    ``WorkQueue.enqueue``, as the receiver would have; returns the submission ids."""
+    ``Queue.enqueue``, as the receiver would have; returns the submission ids."""
     redis = redis_from_url(redis_url)
-    queue = WorkQueue(redis, Keys(prefix), record_ttl=24 * 3600)
+    queue = Queue(redis, Keys(prefix), record_ttl=24 * 3600)
     ids: list[str] = []
     try:
-        await queue.ensure_group()
+        await queue.stream.ensure_group()
 
         async def one(index: int) -> str:
             now = time.time()
@@ -172,7 +172,9 @@ async def preload(redis_url: str, prefix: str, tag: str, count: int) -> list[str
                 client_ip="127.0.0.1",
             )
             digest = hashlib.sha256(f"webhook-id\x1f{msg_id}".encode()).hexdigest()[:40]
-            sub_id, _ = await queue.enqueue(envelope, DeliveryKey("webhook-id", digest, 86400))
+            sub_id, _ = await queue.intake.enqueue(
+                envelope, DeliveryKey("webhook-id", digest, 86400)
+            )
             return sub_id
 
         for first in range(0, count, 50):  # the client's pool allows some connections

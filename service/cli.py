@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -27,28 +26,30 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
+from close_emulator import add_emulator_arguments, options_from_args, run_emulator
 from service.close.client import CloseClient
-from service.close.emulator import add_emulator_arguments, options_from_args, run_emulator
-from service.devstack import run_dev
-from service.envelope import Envelope, new_submission_id
-from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
-from service.keys import Keys
-from service.logs import configure_logging
-from service.loops import event_loop_factory, freeze_startup_heap
-from service.mapping import CloseSchema, Mapper, MappingSpec, load_presets, preview
-from service.metrics import Metrics
-from service.queue.connection import redis_from_url
-from service.queue.stream import WorkQueue
-from service.receiver.bodies import BodyError, media_type_of, parse_body
-from service.receiver.server import serve
-from service.settings import Settings, load_settings
-from service.sources import (
+from service.config.presets import bundled_presets
+from service.config.settings import Settings, load_settings
+from service.config.sources import (
     Sources,
     build_mappers_issues,
     load_sources,
     read_sources_file,
     validate_sources,
 )
+from service.dev.stack import run_dev
+from service.envelope import Envelope, new_submission_id
+from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
+from service.logs import configure_logging
+from service.loops import event_loop_factory, freeze_startup_heap
+from service.mapping import CloseSchema, Mapper, MappingSpec, preview
+from service.metrics import Metrics
+from service.queue import Queue, Selection
+from service.queue.connection import redis_from_url
+from service.queue.records import as_state
+from service.receiver.bodies import BodyError, media_type_of, parse_body
+from service.receiver.server import serve
+from service.times import BadTime, parse_time
 from service.worker.http import create_worker_app
 from service.worker.mappers import fetch_schema
 from service.worker.runtime import open_worker
@@ -155,7 +156,12 @@ async def _close_schema(settings: Settings) -> CloseSchema | None:
         return None
     async with aiohttp.ClientSession() as session:
         close = CloseClient(
-            session, base_url=settings.close_base_url, api_key=settings.close_api_key, attempts=2
+            session,
+            base_url=settings.close_base_url,
+            api_key=settings.close_api_key,
+            timeout=settings.close_timeout_seconds,
+            connect_timeout=settings.close_connect_timeout_seconds,
+            attempts=2,
         )
         try:
             return await fetch_schema(close)
@@ -176,7 +182,7 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     schema = asyncio.run(_close_schema(settings))
     issues += [
         ConfigIssue(i.path, i.message, i.file or str(path))
-        for i in build_mappers_issues(sources, schema, load_presets())
+        for i in build_mappers_issues(sources, schema)
     ]
     if issues:
         raise ConfigError(issues)
@@ -227,7 +233,7 @@ def _preview_envelope(args: argparse.Namespace, source: str) -> Envelope:
 
 def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
 
-    presets = load_presets()
+    presets = bundled_presets()
     spec: MappingSpec
     if args.source:
         found = load_sources(settings.sources_file).get(args.source)
@@ -262,41 +268,39 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `replay`")])
+    since = _parse_since(args.since) if args.since else None
     redis = redis_from_url(settings.redis_url)
-    queue = WorkQueue(redis, Keys(settings.key_prefix), record_ttl=settings.record_ttl_seconds)
+    queue = Queue.from_settings(redis, settings)
     try:
         if args.id:
-            ids = list(args.id)
+            results = await queue.records.replay_all(list(args.id))
+            more = False
         else:
-            since = _parse_since(args.since) if args.since else None
-            dead = await queue.list_records(
-                states=[args.state], source=args.source, since=since, limit=REPLAY_BATCH
+            selection = Selection(
+                states=(as_state(args.state),),
+                source=args.source,
+                since=since,
+                limit=REPLAY_BATCH,
             )
-            ids = [record.id for record in reversed(dead)]  # oldest first
+            results, more = await queue.replay_selected(selection)  # oldest first
         failures = 0
-        for sub_id in ids:
-            outcome = await queue.replay(sub_id)
+        for sub_id, outcome in results:
             print(f"{sub_id}: {outcome}")
             failures += outcome != "replayed"
-        print(f"{len(ids) - failures} replayed, {failures} not", file=sys.stderr)
+        print(f"{len(results) - failures} replayed, {failures} not", file=sys.stderr)
+        if more:
+            print(f"more than {REPLAY_BATCH} matched: run it again for the rest", file=sys.stderr)
         return 1 if failures else 0
     finally:
         await redis.aclose()
 
 
 def _parse_since(text: str) -> float:
-    """An ISO-8601 time (UTC when no offset is given) or a unix timestamp."""
+    """``--since``: ISO-8601 (UTC when no offset is given) or unix seconds."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError([ConfigIssue("--since", f"not a time: {text!r}")]) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+        return parse_time(text)
+    except BadTime as exc:
+        raise ConfigError([ConfigIssue("--since", f"{exc}: {text!r}")]) from None
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:

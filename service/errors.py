@@ -6,7 +6,6 @@ never succeed as sent" (the submission ends ``rejected`` or ``dead``)::
 
     IntakeError
     ├── ConfigError            bad settings or sources file; lists every issue with its key path
-    ├── QueueUnavailable       Redis could not be reached (the door answers 503)
     ├── TransientError         retry later
     │   ├── CloseUnavailable   5xx, timeout, connection lost: outcome of a POST unknown
     │   ├── CloseRateLimited   429 after the in-request retries
@@ -15,6 +14,9 @@ never succeed as sent" (the submission ends ``rejected`` or ``dead``)::
         ├── Rejected           the payload itself is unusable (state ``rejected``)
         │   └── MappingRejected  a mapping expression failed or a required field is missing
         └── CloseRefused       Close answered 400/402/404/405/415 (state ``dead``)
+
+Redis out of reach is redis-py's ``RedisError`` (or an ``OSError``), caught where it matters: the
+door answers 503, the worker leaves the entry pending for another attempt.
 """
 
 from __future__ import annotations
@@ -47,10 +49,6 @@ class ConfigError(IntakeError):
     def __init__(self, issues: Iterable[ConfigIssue]) -> None:
         self.issues: tuple[ConfigIssue, ...] = tuple(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
-
-
-class QueueUnavailable(IntakeError):
-    """Redis could not be reached or refused the write."""
 
 
 class TransientError(IntakeError):

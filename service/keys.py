@@ -12,9 +12,6 @@ from dataclasses import dataclass
 GROUP = "workers"
 """The consumer group every worker reads the work stream through."""
 
-DEFAULT_RECORD_TTL = 30 * 24 * 3600
-"""Seconds a submission record (state, history, payload) is kept after its last change."""
-
 
 @dataclass(frozen=True, slots=True)
 class Keys:

@@ -7,14 +7,11 @@ state shared by all processes, so they are read from Redis when ``/metrics`` is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from redis.exceptions import RedisError
-
-from service.close.pacing import GROUPS
-from service.queue.stream import WorkQueue
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -112,23 +109,28 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    async def refresh(self, queue: WorkQueue) -> None:
-        """Read the shared queue state from Redis into the gauges."""
-        try:
-            depth = await queue.depth(GROUPS)
-        except (RedisError, OSError):
-            self.redis_up.set(0)
-            return
+    def set_queue(
+        self,
+        *,
+        stream_length: int,
+        pending: int,
+        retry_scheduled: int,
+        dead_letters: int,
+        auth_paused: bool,
+        rate_limited: Mapping[str, bool],
+    ) -> None:
+        """The shared queue state, as read from Redis when ``/metrics`` is scraped."""
         self.redis_up.set(1)
-        self.stream_length.set(depth.stream_length)
-        self.retry_scheduled.set(depth.retry_scheduled)
-        self.dead.set(depth.dead_letters)
-        self.stream_pending.set(depth.pending)
-        self.delivery_paused.labels("auth").set(1 if depth.auth_pause else 0)
-        for group, wait in depth.rate_limit_pauses.items():
-            self.delivery_paused.labels(f"rate_limit:{group}").set(1 if wait > 0 else 0)
+        self.stream_length.set(stream_length)
+        self.stream_pending.set(pending)
+        self.retry_scheduled.set(retry_scheduled)
+        self.dead.set(dead_letters)
+        self.delivery_paused.labels("auth").set(1 if auth_paused else 0)
+        for group, limited in rate_limited.items():
+            self.delivery_paused.labels(f"rate_limit:{group}").set(1 if limited else 0)
 
-    async def render(self, queue: WorkQueue | None = None) -> bytes:
-        if queue is not None:
-            await self.refresh(queue)
+    def redis_unreachable(self) -> None:
+        self.redis_up.set(0)
+
+    def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,21 +18,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from service.close.emulator import (
+from close_emulator import (
     EMULATOR_STATE,
     EmulatorOptions,
     EmulatorState,
     RequestRecord,
     create_emulator_app,
 )
+from service.config.settings import Settings
+from service.config.sources import Sources, load_sources, parse_sources
+from service.dev.redis_server import RedisServer
 from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
-from service.queue.records import SubmissionRecord
-from service.queue.stream import WorkQueue
+from service.queue import Queue, Record
 from service.receiver.app import create_app
-from service.redis_server import RedisServer
-from service.settings import Settings
-from service.sources import Sources, load_sources, parse_sources
 from service.worker.pool import Worker
 from service.worker.runtime import open_worker
 
@@ -131,9 +130,9 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def queue(redis: Redis, keys: Keys, settings: Settings) -> WorkQueue:
-    q = WorkQueue(redis, keys, record_ttl=settings.record_ttl_seconds)
-    await q.ensure_group()
+async def queue(redis: Redis, keys: Keys, settings: Settings) -> Queue:
+    q = Queue(redis, keys, record_ttl=settings.record_ttl_seconds)
+    await q.stream.ensure_group()
     return q
 
 
@@ -168,20 +167,20 @@ async def running_worker(
 
 
 async def wait_for_record(
-    queue: WorkQueue, sub_id: str, states: tuple[str, ...] = ("created",), within: float = 10.0
-) -> SubmissionRecord:
+    queue: Queue, sub_id: str, states: tuple[str, ...] = ("created",), within: float = 10.0
+) -> Record:
     """Poll until the record reaches one of ``states``; fail with the last record otherwise."""
     deadline = time.monotonic() + within
     record = None
     while time.monotonic() < deadline:
-        record = await queue.record(sub_id)
+        record = await queue.records.get(sub_id)
         if record is not None and record.state in states:
             return record
         await asyncio.sleep(0.02)
     raise AssertionError(f"record of {sub_id} never reached {states}: {record}")
 
 
-async def enqueue(queue: WorkQueue, body: Any, source: str = "partner") -> str:
+async def enqueue(queue: Queue, body: Any, source: str = "partner") -> str:
     """Queue a JSON submission straight into the stream (no receiver); returns its id."""
     now = time.time()
     envelope = Envelope(
@@ -191,7 +190,7 @@ async def enqueue(queue: WorkQueue, body: Any, source: str = "partner") -> str:
         content_type="application/json",
         body=body,
     )
-    await queue.enqueue(envelope)
+    await queue.intake.enqueue(envelope)
     return envelope.id
 
 

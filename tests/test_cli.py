@@ -11,9 +11,9 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestServer
 
+from service.dev.redis_server import RedisServer
 from service.envelope import Envelope, new_submission_id
-from service.queue.stream import WorkQueue
-from service.redis_server import RedisServer
+from service.queue import Queue, Selection, Transition
 from tests.conftest import API_KEY, ROOT
 
 PAYLOADS = ROOT / "tests" / "mapping" / "payloads"
@@ -177,7 +177,7 @@ async def test_map_resolves_custom_field_names_through_close(
 
 
 async def test_replay_command_requeues_dead_letters(
-    queue: WorkQueue, redis_server: RedisServer, prefix: str
+    queue: Queue, redis_server: RedisServer, prefix: str
 ) -> None:
     now = time.time()
     dead_ids = []
@@ -189,9 +189,9 @@ async def test_replay_command_requeues_dead_letters(
             content_type="application/json",
             body={"email": "x@example.com"},
         )
-        await queue.enqueue(env)
-        [entry] = await queue.read("c", 1, 100)
-        await queue.transition(env.id, "dead", ack=entry, dead=True, source=source)
+        await queue.intake.enqueue(env)
+        [entry] = await queue.stream.read("c", 1, 100)
+        await queue.steps.apply(Transition(env.id, "dead", ack=entry, dead=True, source=source))
         dead_ids.append(env.id)
     env_vars = {"INTAKE_REDIS_URL": redis_server.url, "INTAKE_KEY_PREFIX": prefix}
     code, out, _ = await run_cli("replay", "--state", "dead", "--source", "partner", env=env_vars)
@@ -199,8 +199,8 @@ async def test_replay_command_requeues_dead_letters(
     # Records received at the same time are listed in id order, which within one millisecond
     # is the ids' random part: compare the lines, not their order.
     assert sorted(out.splitlines()) == sorted(f"{i}: replayed" for i in dead_ids[1:])
-    assert [r.id for r in await queue.list_records(states=["dead"])] == [dead_ids[0]]
-    record = await queue.record(dead_ids[1])
+    assert [r.id for r in await queue.index.select(Selection(states=("dead",)))] == [dead_ids[0]]
+    record = await queue.records.get(dead_ids[1])
     assert record is not None and record.state == "queued" and record.attempts == 0
     code, out, _ = await run_cli("replay", "--id", dead_ids[0], "--id", "sub_gone", env=env_vars)
     assert code == 1

@@ -17,8 +17,9 @@ import pytest
 
 from service import envelope, jsoncodec
 from service.loops import event_loop_factory
-from service.queue.records import history_event, history_event_head, iso
+from service.queue.records import history_event, history_event_head
 from service.receiver.bodies import BodyError, ParseLimits, parse_body
+from service.times import iso
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -1,5 +1,5 @@
-"""Talking to the Close CRM: the API client, its rate limiter and search, and a local emulator.
+"""Talking to the Close CRM: the API client, the shared rate limiter and pauses, and search.
 
-``service.close.emulator`` is a fake Close API (an aiohttp application) used by the tests,
-by ``make run`` when no Close API key is configured, and by benchmarks and chaos tests.
+The local stand-in for Close (tests, ``make run``, benchmarks) is the sibling package
+``close_emulator``, which imports nothing from here.
 """

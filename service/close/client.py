@@ -21,6 +21,7 @@ from aiohttp_retry import RetryClient, RetryOptionsBase
 from pydantic import SecretStr
 
 from service import __version__, jsoncodec
+from service.backoff import retry_delay
 from service.close.pacing import Pacer, endpoint_group
 from service.close.ratelimit import RateLimitInfo, parse_ratelimit, wait_after_429
 from service.close.search import leads_by_contact
@@ -91,8 +92,7 @@ class CloseRetry(RetryOptionsBase):
             return 0.0  # the wait already happened in the shared limiter
         if told is not None:
             return told + random.uniform(0, min(1.0, told * 0.1 + 0.05))  # noqa: S311
-        # Exponential backoff with full jitter.
-        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311
+        return retry_delay(attempt + 1, base=self.base, cap=self.cap)
 
 
 def retry_rules(attempts: int, pacer: Pacer | None = None) -> dict[str, CloseRetry]:
@@ -120,9 +120,9 @@ class CloseClient:
         *,
         base_url: str,
         api_key: SecretStr,
-        timeout: float = 20.0,
-        connect_timeout: float = 5.0,
-        attempts: int = 4,
+        timeout: float,
+        connect_timeout: float,
+        attempts: int,
         pacer: Pacer | None = None,
         metrics: Metrics | None = None,
     ) -> None:

@@ -38,8 +38,8 @@ from typing import Any
 
 from service.close.ratelimit import RateLimitInfo, parse_ratelimit, wait_after_429
 from service.keys import Keys
+from service.queue import buckets
 from service.queue.connection import RedisClient
-from service.queue.scripts import Scripts
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,53 @@ class _Reservoir:
         return False
 
 
+def pause_key(keys: Keys, group: str) -> str:
+    """Set while every worker waits for Close's rate limit of ``group``."""
+    return keys.close(f"pause:{group}")
+
+
+def auth_key(keys: Keys) -> str:
+    """Set (to the reason) while Close refuses the API key: delivery is paused."""
+    return keys.close("auth")
+
+
+def bucket_key(keys: Keys, group: str) -> str:
+    return keys.close(f"bucket:{group}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """Whether delivery to Close is paused, as every worker sees it."""
+
+    auth_pause: str | None
+    """Why delivery is paused for Close's API key, or None."""
+    rate_limit_pauses: dict[str, float]
+    """Seconds each endpoint group still waits for Close's rate limit (0: not paused)."""
+
+    @property
+    def status(self) -> str:
+        """``paused`` (API key refused), ``rate-limited`` (a group waits) or ``running``."""
+        if self.auth_pause:
+            return "paused"
+        return "rate-limited" if any(self.rate_limit_pauses.values()) else "running"
+
+
+async def delivery_state(redis: RedisClient, keys: Keys) -> DeliveryState:
+    """The shared pauses, read in one pipelined round trip."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(auth_key(keys))
+    for group in GROUPS:
+        pipe.pttl(pause_key(keys, group))
+    auth, *pauses = await pipe.execute()
+    return DeliveryState(
+        auth_pause=str(auth) if auth else None,
+        rate_limit_pauses={
+            group: round(max(0, int(ms)) / 1000.0, 3)
+            for group, ms in zip(GROUPS, pauses, strict=True)
+        },
+    )
+
+
 def endpoint_group(method: str, path: str) -> str:
     """Our endpoint groups: ``search`` (data/search/), ``read`` (GETs), ``write`` (the rest)."""
     path = path.strip("/")
@@ -90,20 +137,19 @@ class Pacer:
     def __init__(
         self,
         redis: RedisClient,
-        scripts: Scripts,
         keys: Keys,
         *,
         rate: float,
         group_rates: Mapping[str, float] | None = None,
     ) -> None:
         self.redis = redis
-        self.scripts = scripts
+        self._take = buckets.TAKE.bind(redis)
         self.keys = keys
         self.rates = {group: (group_rates or {}).get(group, rate) for group in GROUPS}
         self._reservoirs: dict[str, _Reservoir] = {}
 
     def pause_key(self, group: str) -> str:
-        return self.keys.close(f"pause:{group}")
+        return pause_key(self.keys, group)
 
     def _reservoir(self, group: str) -> _Reservoir:
         reservoir = self._reservoirs.get(group)
@@ -141,9 +187,9 @@ class Pacer:
         reservoir.calls = 0
         reservoir.refilled_at = started
         rate = self.rates.get(group, self.rates["write"])
-        reply: Any = await self.scripts.take_tokens(
-            keys=[self.keys.close(f"bucket:{group}"), self.pause_key(group)],
-            args=[int(time.time() * 1000), rate, reservoir.capacity, max(1, want)],
+        reply: Any = await self._take(
+            buckets.BucketKeys(bucket_key(self.keys, group), self.pause_key(group)),
+            buckets.BucketArgs(buckets.now_ms(), rate, reservoir.capacity, 1, max(1, want)),
         )
         taken, wait_ms = int(reply[0]), int(reply[1])
         if taken > 0:
@@ -190,12 +236,12 @@ class Pacer:
     # -- the API key --------------------------------------------------------------------------
 
     async def auth_failed(self, detail: str) -> None:
-        await self.redis.set(self.keys.close("auth"), detail, ex=AUTH_PAUSE_TTL)
+        await self.redis.set(auth_key(self.keys), detail, ex=AUTH_PAUSE_TTL)
 
     async def auth_ok(self) -> None:
-        await self.redis.delete(self.keys.close("auth"))
+        await self.redis.delete(auth_key(self.keys))
 
     async def auth_problem(self) -> str | None:
         """Why delivery is paused for the API key, or None when it is not."""
-        value = await self.redis.get(self.keys.close("auth"))
+        value = await self.redis.get(auth_key(self.keys))
         return str(value) if value else None

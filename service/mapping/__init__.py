@@ -2,7 +2,7 @@
 
 Public API::
 
-    presets = load_presets()
+    presets = load_presets()               # service.config.presets: a PresetLookup
     mapper = Mapper(spec, source="website", presets=presets, schema=close_schema)
     mapped = mapper.map(envelope)          # MappedLead, or raises MappingRejected
     preview(mapped)                        # what `lead-intake map` prints
@@ -10,15 +10,16 @@ Public API::
 """
 
 from service.mapping.engine import Identity, MappedLead, Mapper, preview, validate_spec
-from service.mapping.functions import FUNCTION_NAMES
-from service.mapping.presets import Preset, PresetRegistry, load_presets
+from service.mapping.jmes import FUNCTION_NAMES
 from service.mapping.schema import CloseSchema, CustomField, Status
 from service.mapping.spec import (
     ContactTemplate,
     LeadTemplate,
     MappingLimits,
+    MappingPreset,
     MappingSpec,
     NoteSpec,
+    PresetLookup,
 )
 
 __all__ = [
@@ -31,12 +32,11 @@ __all__ = [
     "MappedLead",
     "Mapper",
     "MappingLimits",
+    "MappingPreset",
     "MappingSpec",
     "NoteSpec",
-    "Preset",
-    "PresetRegistry",
+    "PresetLookup",
     "Status",
-    "load_presets",
     "preview",
     "validate_spec",
 ]

@@ -6,40 +6,45 @@ Construction compiles every expression and checks the whole mapping, raising one
 rejects the submission with a reason naming the field, the expression and the error.
 ``check`` answers only that question (would ``map`` reject, and why) for the receiver's door,
 skipping the lead body and the note.
+
+The compiled form of the mapping is ``service.mapping.template``; the lead-create body is
+built by ``service.mapping.lead``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from jmespath.exceptions import JMESPathError
 
 from service.envelope import Envelope
 from service.errors import ConfigError, ConfigIssue, MappingRejected
-from service.mapping.functions import is_empty
-from service.mapping.normalize import Notice, RecordBuilder, address_of, scalar_text
+from service.mapping.lead import lead_body
+from service.mapping.normalize import Notice, RecordBuilder
 from service.mapping.note import NoteContext, NoteRenderer, iso_utc, template_problem
-from service.mapping.presets import Preset, PresetRegistry
-from service.mapping.schema import CloseSchema, check_value, status_entry
+from service.mapping.schema import CloseSchema
 from service.mapping.spec import (
     NAME_ALIAS,
-    CompiledTemplate,
-    CustomEntry,
-    Expr,
-    Issues,
+    MappingPreset,
     MappingSpec,
-    compile_template,
+    PresetLookup,
     required_field_error,
     required_groups,
 )
+from service.mapping.template import (
+    DATA_ERRORS,
+    CompiledTemplate,
+    Expr,
+    Issues,
+    compile_template,
+    evaluate,
+)
+from service.mapping.text import is_empty, scalar_text
 
 logger = logging.getLogger(__name__)
 
-_DATA_ERRORS = (JMESPathError, ValueError, TypeError, RecursionError)
 _NAME_FIELDS = ("full_name", "first_name", "last_name")
 
 
@@ -88,18 +93,6 @@ def root_document(envelope: Envelope) -> dict[str, Any]:
     }
 
 
-def evaluate(expr: Expr, document: Any) -> Any:
-    """Run ``expr``; a failure on this data becomes MappingRejected naming it."""
-    try:
-        return expr.run(document)
-    except _DATA_ERRORS as exc:
-        error = " ".join(str(exc).split()) or type(exc).__name__
-        raise MappingRejected(
-            f"mapping expression {expr.path} failed: {expr.text!r}: {error}",
-            {"path": expr.path, "expression": expr.text, "error": error},
-        ) from exc
-
-
 class Mapper:
     """Maps envelopes of one source; immutable once built."""
 
@@ -108,7 +101,7 @@ class Mapper:
         spec: MappingSpec,
         *,
         source: str,
-        presets: PresetRegistry,
+        presets: PresetLookup,
         schema: CloseSchema | None = None,
     ) -> None:
         self.spec = spec
@@ -116,7 +109,7 @@ class Mapper:
         self.presets = presets
         self.schema = schema
         issues = Issues(f"sources.{source}")
-        self.preset: Preset | None = None
+        self.preset: MappingPreset | None = None
         if spec.preset is not None:
             if spec.preset in presets:
                 self.preset = presets.get(spec.preset)
@@ -172,7 +165,7 @@ class Mapper:
             return None
         try:
             value = expr.run(root_document(envelope))
-        except _DATA_ERRORS:
+        except DATA_ERRORS:
             return None
         text = scalar_text(value) if not isinstance(value, (list, dict)) else None
         return text.strip() if text and text.strip() else None
@@ -264,7 +257,7 @@ class Mapper:
         record.update(
             source=envelope.source, received_at=document["received_at"], submission_id=envelope.id
         )
-        lead, contact = self._lead_body(record, builder)
+        lead, contact = lead_body(self.template, self.schema, self.spec.limits, record, builder)
         text = None
         if note and self.spec.note.enabled:
             text = self._note.render(
@@ -282,7 +275,7 @@ class Mapper:
         logger.debug("mapped %s for %s: %d warning(s)", envelope.id, self.source, len(notices))
         return MappedLead(
             lead=lead,
-            contact=_copy_json(contact),
+            contact=contact,
             note=text,
             identity=identity,
             record=record,
@@ -300,108 +293,10 @@ class Mapper:
             return document["body"]
         try:
             value = expr.run(document)
-        except _DATA_ERRORS:
+        except DATA_ERRORS:
             notices.append(Notice(f"note fields expression {expr.path} failed; showing the body"))
             return document["body"]
         return document["body"] if is_empty(value) else value
-
-    def _lead_body(
-        self, record: dict[str, Any], builder: RecordBuilder
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        t, limits = self.template, self.spec.limits
-        default_name = record.get("company") or record.get("full_name") or record.get("email")
-        values = {
-            "name": _pick(t.lead, "name", record, default_name, builder.as_text("lead.name")),
-            "url": _pick(t.lead, "url", record, record.get("website"), builder.as_url),
-            "description": _pick(
-                t.lead,
-                "description",
-                record,
-                None if t.message_elsewhere else record.get("message"),
-                builder.as_text("lead.description", limits.message, multiline=True),
-            ),
-        }
-        lead: dict[str, Any] = {key: value for key, value in values.items() if value}
-        status = _pick(t.lead, "status", record, None, scalar_text)
-        if status and status.strip():
-            resolved = status_entry(status.strip(), self.schema)
-            if resolved is None:
-                builder.notices.append(Notice(UNKNOWN_STATUS, status))
-            else:
-                lead[resolved[0]] = resolved[1]
-        contact = self._contact(record, builder) if t.spec.include_contact else None
-        if contact:
-            lead["contacts"] = [contact]
-        address = address_of(record, t.spec.address_label) if t.spec.include_address else None
-        if address:
-            lead["addresses"] = [address]
-        lead.update(self._custom(t.custom, record, builder))
-        return lead, contact
-
-    def _contact(self, record: dict[str, Any], builder: RecordBuilder) -> dict[str, Any] | None:
-        exprs, spec = self.template.contact, self.template.spec.contact
-        name = _pick(
-            exprs, "name", record, record.get("full_name"), builder.as_text("contact.name")
-        )
-        title = _pick(exprs, "title", record, record.get("title"), builder.as_text("contact.title"))
-        email = _pick(exprs, "email", record, record.get("email"), builder.as_email)
-        phone = _pick(exprs, "phone", record, record.get("phone"), builder.as_phone)
-        urls = _pick(exprs, "urls", record, [], lambda v: [builder.as_url(u) for u in _as_list(v)])
-        contact: dict[str, Any] = {}
-        if name:
-            contact["name"] = name
-        if title:
-            contact["title"] = title
-        if email:
-            contact["emails"] = [{"email": email, "type": spec.email_type}]
-        if phone:
-            contact["phones"] = [{"phone": phone, "type": spec.phone_type}]
-        if urls and any(urls):
-            contact["urls"] = [{"url": url, "type": spec.url_type} for url in urls if url]
-        if not contact.keys() & {"name", "emails", "phones"}:
-            return None  # a title or URL alone is not a person
-        contact.update(self._custom(self.template.contact_custom, record, builder))
-        return contact
-
-    def _custom(
-        self, entries: list[CustomEntry], record: Any, builder: RecordBuilder
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for entry in entries:
-            value = evaluate(entry.expr, record)
-            if isinstance(value, str):
-                value = builder.text(value, entry.expr.path, self.spec.limits.extra, multiline=True)
-            if is_empty(value):
-                continue
-            if entry.target is None:
-                builder.notices.append(Notice(f"custom field '{entry.name}' {BY_NAME}"))
-                continue
-            if entry.field is not None:
-                checked = check_value(entry.field, value)
-                if checked.problem:
-                    builder.notices.append(Notice(checked.problem, scalar_text(value)))
-                value = checked.value
-            if not is_empty(value):
-                result[entry.target] = value
-        return result
-
-
-BY_NAME = "given by name; resolved when a Close schema is available"
-UNKNOWN_STATUS = "status is not a lead status of this organisation; the default status is used"
-
-
-def _pick(
-    exprs: dict[str, Expr | None],
-    key: str,
-    record: Any,
-    default: Any,
-    convert: Callable[[Any], Any],
-) -> Any:
-    """The template's value for ``key`` converted; ``default`` when not set; None if null."""
-    if key not in exprs:
-        return default
-    expr = exprs[key]
-    return None if expr is None else convert(evaluate(expr, record))
 
 
 def _missing_required(group: tuple[str, ...], notices: list[Notice]) -> MappingRejected:
@@ -427,26 +322,11 @@ def _present(record: dict[str, Any], path: str) -> bool:
     return not is_empty(value)
 
 
-def _copy_json(value: Any) -> Any:
-    """A deep copy of JSON-like data (dicts, lists, scalars): copy.deepcopy, cheaper."""
-    if isinstance(value, dict):
-        return {key: _copy_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(item) for item in value]
-    return value
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
 def validate_spec(
     spec: MappingSpec,
     *,
     source: str,
-    presets: PresetRegistry,
+    presets: PresetLookup,
     schema: CloseSchema | None = None,
 ) -> list[ConfigIssue]:
     """Every problem of a source's mapping (empty when it is usable); never raises."""

@@ -18,8 +18,15 @@ from typing import Any
 import phonenumbers
 from phonenumbers.geodata.locale import LOCALE_DATA
 
-from service.mapping.functions import host_of, is_empty, key_token, split_full_name
 from service.mapping.spec import ADDRESS_FIELDS, MappingLimits
+from service.mapping.text import (
+    first_scalar,
+    host_of,
+    is_empty,
+    key_token,
+    scalar_text,
+    split_full_name,
+)
 
 _MAX_DEPTH = 8
 # Zero-width and bidirectional-override characters: invisible, used to spoof names.
@@ -72,37 +79,6 @@ class Notice:
 
     message: str
     value: str | None = None
-
-
-def scalar_text(value: Any, *, joiner: str = ", ") -> str | None:
-    """Text of a scalar; a list's non-empty items joined; an object's scalar values joined."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [scalar_text(item, joiner=joiner) for item in value[:100]]
-        return joiner.join(p for p in parts if p and p.strip()) or None
-    if isinstance(value, dict):
-        parts = [scalar_text(item, joiner=" ") for item in list(value.values())[:100]]
-        return " ".join(p for p in parts if p and p.strip()) or None
-    return None
-
-
-def first_scalar(value: Any) -> Any:
-    """The first non-empty item of a list (a repeated form field), else the value itself."""
-    if isinstance(value, list):
-        for item in value:
-            if not is_empty(item) and not isinstance(item, (list, dict)):
-                return item
-        return None
-    return value
 
 
 def clean_text(text: str, *, multiline: bool = False) -> str:

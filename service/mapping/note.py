@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from service.mapping.normalize import Notice, clean_text, cut, scalar_text
+from service.mapping.normalize import Notice, clean_text, cut
 from service.mapping.spec import ATTRIBUTION_FIELDS, PERSON_FIELDS, MappingLimits
+from service.mapping.text import scalar_text
 
 _MAX_DEPTH = 12
 _MAX_FIELDS = 1_000

@@ -13,34 +13,42 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic
 
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from service.queue.connection import RedisClient
+from service.queue.lua import ArgsT, BoundScript, KeysT
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 
 
-class ScriptBatcher:
+class ScriptBatcher(Generic[KeysT, ArgsT]):
     """Runs one Lua script for many concurrent callers in pipelined ``EVALSHA`` round trips."""
 
-    def __init__(self, redis: RedisClient, script: AsyncScript) -> None:
+    def __init__(self, redis: RedisClient, script: BoundScript[KeysT, ArgsT]) -> None:
         self.redis = redis
-        self.script = script
+        self.bound = script
+        self.script = script.runner
         self._pending: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
 
-    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    async def __call__(
+        self,
+        keys: KeysT,
+        args: ArgsT,
+        more_keys: Sequence[str | bytes] = (),
+        more_args: Sequence[Any] = (),
+    ) -> Any:
+        key_list, arg_list = self.bound.script.pack(keys, args, more_keys, more_args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((keys, args, future))
+        self._pending.append((key_list, arg_list, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future

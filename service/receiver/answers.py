@@ -14,8 +14,8 @@ from aiohttp import web
 from yarl import URL
 
 from service import jsoncodec
-from service.receiver.policy import RedirectSpec, page_url_problem
-from service.receiver.problems import ProblemError
+from service.config.policy import RedirectSpec, page_url_problem
+from service.problems import ProblemError
 
 
 def _ranges(accept: str) -> list[tuple[str, str, float]]:

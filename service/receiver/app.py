@@ -25,15 +25,21 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from service import admin
+from service.admin.context import AdminContext
+from service.close.pacing import delivery_state
+from service.close.status import refresh_metrics
+from service.config.settings import Settings
+from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
 from service.errors import MappingRejected
-from service.keys import Keys
 from service.logs import SUBMISSION
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
+from service.problems import ProblemError, problem, problem_middleware
+from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
-from service.queue.stream import WorkQueue
-from service.receiver import admin, answers, cors, spam
+from service.receiver import answers, cors, spam
 from service.receiver.bodies import (
     BodyError,
     media_type_of,
@@ -54,10 +60,16 @@ from service.receiver.door import (
     read_body,
     request_client,
 )
-from service.receiver.problems import ProblemError, problem, problem_middleware
-from service.receiver.state import DRAINING, MAPPERS, METRICS, QUEUE, REDIS, SETTINGS, SOURCES
-from service.settings import Settings
-from service.sources import SourceConfig, Sources, build_mappers
+from service.receiver.state import (
+    ADMIN_PLANE,
+    DRAINING,
+    MAPPERS,
+    METRICS,
+    QUEUE,
+    REDIS,
+    SETTINGS,
+    SOURCES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +111,7 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
     settings, queue = app[SETTINGS], app[QUEUE]
     client = request_client(request)
     try:
-        await spam.check_rates(queue, name, client, source.rate_limit)
+        await spam.check_rates(queue.intake, name, client, source.rate_limit)
     except (RedisError, OSError):
         raise _queue_down() from None
     content_type = request.headers.get("Content-Type")
@@ -145,7 +157,7 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
         await app[CAPTCHA].check(source.captcha, name, token, client)
     delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
-        sub_id, queued = await queue.enqueue(envelope, delivery)
+        sub_id, queued = await queue.intake.enqueue(envelope, delivery)
     except (RedisError, OSError) as exc:
         logger.error("cannot queue a submission for %s: %s", name, type(exc).__name__)
         raise _queue_down() from None
@@ -183,7 +195,7 @@ async def _spam(
 ) -> web.Response:
     """A filled honeypot: stored as rejected spam, answered exactly like a success."""
     try:
-        sub_id, _ = await request.app[QUEUE].store_rejected(envelope, "spam")
+        sub_id, _ = await request.app[QUEUE].intake.store_rejected(envelope, "spam")
     except (RedisError, OSError):
         raise _queue_down() from None
     logger.info("submission %s rejected as spam (source %s)", sub_id, envelope.source)
@@ -219,8 +231,9 @@ async def door_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    body = await request.app[METRICS].render(request.app[QUEUE])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    metrics = request.app[METRICS]
+    await refresh_metrics(metrics, request.app[QUEUE])
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -229,8 +242,8 @@ async def readyz(request: web.Request) -> web.Response:
     queue = request.app[QUEUE]
     try:
         await queue.redis.ping()
-        group = await queue.group_exists()
-        paused: str | None = await queue.redis.get(queue.keys.close("auth"))  # type: ignore[assignment]
+        group = await queue.stream.group_exists()
+        paused = (await delivery_state(queue.redis, queue.keys)).auth_pause
         warnings = await durability_warnings(queue.redis)
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
@@ -257,17 +270,17 @@ def _redis_ctx(redis: RedisClient | None) -> object:
         else:
             client = redis
         app[REDIS] = client
-        app[QUEUE] = WorkQueue(
-            client, Keys(settings.key_prefix), record_ttl=settings.record_ttl_seconds
-        )
+        app[QUEUE] = queue = Queue.from_settings(client, settings)
+        app[ADMIN_PLANE].attach(queue)
         try:
-            await app[QUEUE].ensure_group()
+            await queue.stream.ensure_group()
         except (RedisError, OSError) as exc:
             logger.warning(
                 "Redis not reachable at start (%s); answering 503 until it is",
                 type(exc).__name__,
             )
         yield
+        app[ADMIN_PLANE].attach(None)
         if own:
             await client.aclose()
 
@@ -305,5 +318,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
-    admin.add_routes(app)
+    app[ADMIN_PLANE] = admin.mount(
+        app, AdminContext(settings.admin_tokens, settings.trusted_networks)
+    )
     return app

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from service.receiver.policy import CaptchaSpec
-from service.receiver.problems import ProblemError
-from service.settings import Settings
+from service.config.policy import CaptchaSpec
+from service.config.settings import Settings
+from service.problems import ProblemError
 
 logger = logging.getLogger(__name__)
 

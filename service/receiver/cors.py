@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.receiver.policy import CorsSpec
-from service.receiver.problems import problem
+from service.config.policy import CorsSpec
+from service.problems import problem
 from service.receiver.state import SOURCES
 
 ALLOWED_METHODS = "POST"

@@ -14,10 +14,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from service.config.sources import SourceConfig
 from service.envelope import Envelope
 from service.mapping import Mapper
-from service.queue.stream import DeliveryKey
-from service.sources import SourceConfig
+from service.queue.intake import DeliveryKey
 
 ID_HEADERS = (("Idempotency-Key", "idempotency-key"), ("webhook-id", "webhook-id"))
 

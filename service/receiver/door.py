@@ -13,6 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
+from service.clientip import Network, client_ip
+from service.config.sources import Sources
+from service.problems import ProblemError
 from service.receiver.auth import (
     AuthFailed,
     SignedRequest,
@@ -20,12 +23,8 @@ from service.receiver.auth import (
     build_verifier,
     verify,
 )
-from service.receiver.auth.spec import preset_auth
 from service.receiver.bodies import ParseLimits
-from service.receiver.clientip import Network, client_ip
-from service.receiver.problems import ProblemError
 from service.receiver.state import METRICS
-from service.sources import Sources
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def build_verifiers(sources: Sources) -> dict[str, Verifier]:
     verifiers: dict[str, Verifier] = {}
     for name, source in sources.items():
         if source.auth is None:
-            signs = preset_auth(source.preset)
+            signs = sources.presets.auth_of(source.preset)
             if signs:
                 logger.warning(
                     "source %s: the %s preset signs its requests (%s) but the source names no "

@@ -13,12 +13,12 @@ import signal
 
 from aiohttp import web
 
+from service.config.settings import Settings
+from service.config.sources import Sources
 from service.logs import AccessLogger
 from service.loops import freeze_startup_heap
 from service.receiver.app import create_app
 from service.receiver.state import DRAINING
-from service.settings import Settings
-from service.sources import Sources
 
 logger = logging.getLogger(__name__)
 

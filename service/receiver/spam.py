@@ -12,10 +12,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from service.queue import buckets
-from service.queue.stream import WorkQueue
-from service.receiver.policy import HoneypotSpec, Rate, RateLimitSpec
-from service.receiver.problems import ProblemError
+from service.config.policy import HoneypotSpec, Rate, RateLimitSpec
+from service.problems import ProblemError
+from service.queue.intake import Intake
 
 
 def honeypot_filled(body: Any, spec: HoneypotSpec | None) -> bool:
@@ -37,10 +36,8 @@ def without_fields(body: Any, names: Iterable[str | None]) -> Any:
     return {key: value for key, value in body.items() if key not in drop}
 
 
-async def _take(queue: WorkQueue, scope: str, rate: Rate) -> float:
-    return await buckets.take(
-        queue.rate_bucket, queue.keys.throttle(scope), rate=rate.per_second, capacity=rate.count
-    )
+async def _take(intake: Intake, scope: str, rate: Rate) -> float:
+    return await intake.take_token(scope, rate=rate.per_second, capacity=rate.count)
 
 
 def _limited(wait: float, detail: str) -> ProblemError:
@@ -54,16 +51,16 @@ def _limited(wait: float, detail: str) -> ProblemError:
 
 
 async def check_rates(
-    queue: WorkQueue, source: str, client: str | None, spec: RateLimitSpec | None
+    intake: Intake, source: str, client: str | None, spec: RateLimitSpec | None
 ) -> None:
     """Raise 429 when the client, or the source as a whole, is over its limit."""
     if spec is None:
         return
     if spec.per_client is not None and client:
-        wait = await _take(queue, f"ip:{source}:{client}", spec.per_client)
+        wait = await _take(intake, f"ip:{source}:{client}", spec.per_client)
         if wait > 0:
             raise _limited(wait, "too many submissions from your address")
     if spec.per_source is not None:
-        wait = await _take(queue, f"source:{source}", spec.per_source)
+        wait = await _take(intake, f"source:{source}", spec.per_source)
         if wait > 0:
             raise _limited(wait, "this endpoint is receiving too many submissions")

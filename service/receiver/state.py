@@ -6,17 +6,19 @@ import asyncio
 
 from aiohttp import web
 
+from service.admin import AdminPlane
+from service.config.settings import Settings
+from service.config.sources import Sources
 from service.mapping import Mapper
 from service.metrics import Metrics
+from service.queue import Queue
 from service.queue.connection import RedisClient
-from service.queue.stream import WorkQueue
-from service.settings import Settings
-from service.sources import Sources
 
 SETTINGS = web.AppKey("settings", Settings)
 SOURCES = web.AppKey("sources", Sources)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
-QUEUE = web.AppKey("queue", WorkQueue)
+QUEUE = web.AppKey("queue", Queue)
+ADMIN_PLANE = web.AppKey("admin_plane", AdminPlane)
 MAPPERS = web.AppKey("mappers", dict[str, Mapper])
 METRICS = web.AppKey("metrics", Metrics)
 DRAINING = web.AppKey("draining", asyncio.Event)

@@ -11,8 +11,9 @@ import time
 
 from aiohttp import web
 
+from service.close.status import refresh_metrics
 from service.metrics import CONTENT_TYPE, Metrics
-from service.receiver.problems import problem
+from service.problems import problem
 from service.worker.pool import Worker
 
 WORKER = web.AppKey("worker", Worker)
@@ -32,8 +33,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
-    body = await request.app[METRICS].render(worker.queue)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    metrics = request.app[METRICS]
+    await refresh_metrics(metrics, worker.queue)
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def create_worker_app(worker: Worker, worker_metrics: Metrics | None = None) -> web.Application:

@@ -26,9 +26,97 @@ from service.errors import TransientError
 from service.keys import Keys
 from service.mapping import Identity
 from service.queue.connection import RedisClient
-from service.queue.scripts import Scripts
+from service.queue.lua import Script
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _PersonKeys:
+    """No named keys: the person's locks, then their lead cache keys, then their create marks,
+    ``n`` of each in the same order, follow."""
+
+
+@dataclass(frozen=True, slots=True)
+class _TakeArgs:
+    token: str
+    ttl_ms: int
+    n: int
+
+
+# All of one person's locks at once, or none. With them, what the worker needs to know about
+# the person, as it is while the locks are held. Returns {0} when another holder has one of the
+# locks (nothing taken), else {1, cached lead id or '' (n of them), then per mark: its owner or
+# '', milliseconds left}.
+_TAKE_LOCKS = Script(
+    _PersonKeys,
+    _TakeArgs,
+    """
+local n = tonumber(A.n)
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return {0} end
+end
+for i = 1, n do redis.call('SET', KEYS[i], A.token, 'PX', tonumber(A.ttl_ms)) end
+local out = {1}
+for i = 1, n do out[#out + 1] = redis.call('GET', KEYS[n + i]) or '' end
+for i = 1, n do
+  local owner = redis.call('GET', KEYS[2 * n + i])
+  if owner then
+    out[#out + 1] = owner
+    out[#out + 1] = redis.call('PTTL', KEYS[2 * n + i])
+  else
+    out[#out + 1] = ''
+    out[#out + 1] = 0
+  end
+end
+return out
+""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _LockKeys:
+    """No named keys: the locks follow."""
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenArgs:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ExtendArgs:
+    token: str
+    ttl_ms: int
+
+
+# Release the locks this holder still owns (its token); returns how many were released.
+_RELEASE_LOCKS = Script(
+    _LockKeys,
+    _TokenArgs,
+    """
+local released = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == A.token then released = released + redis.call('DEL', KEYS[i]) end
+end
+return released
+""",
+)
+
+# Extend the locks this holder still owns; returns how many were extended.
+_EXTEND_LOCKS = Script(
+    _LockKeys,
+    _ExtendArgs,
+    """
+local extended = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == A.token then
+    extended = extended + redis.call('PEXPIRE', KEYS[i], tonumber(A.ttl_ms))
+  end
+end
+return extended
+""",
+)
 
 
 class IdentityBusy(TransientError):
@@ -74,8 +162,10 @@ class Held:
 class IdentityLocks:
     """One Redis lock per identity key, with expiry, refresh while held, and safe release."""
 
-    def __init__(self, scripts: Scripts, keys: Keys, *, ttl: float, wait: float) -> None:
-        self.scripts = scripts
+    def __init__(self, redis: RedisClient, keys: Keys, *, ttl: float, wait: float) -> None:
+        self._take = _TAKE_LOCKS.bind(redis)
+        self._release = _RELEASE_LOCKS.bind(redis)
+        self._extend = _EXTEND_LOCKS.bind(redis)
         self.keys = keys
         self.ttl_ms = int(ttl * 1000)
         self.wait = wait
@@ -100,7 +190,15 @@ class IdentityLocks:
                 await refresher.stop()
             finally:
                 if not held.released:
-                    await self.scripts.release_lock(keys=names, args=[held.token])
+                    await self.release(names, held.token)
+
+    async def extend(self, names: Sequence[str], token: str) -> int:
+        """Extend the locks ``names`` where they still hold ``token``; how many were."""
+        return int(await self._extend(_LockKeys(), _ExtendArgs(token, self.ttl_ms), names))
+
+    async def release(self, names: Sequence[str], token: str) -> int:
+        """Release the locks ``names`` where they still hold ``token``; how many were."""
+        return int(await self._release(_LockKeys(), _TokenArgs(token), names))
 
     async def _acquire(self, held: Held, names: list[str]) -> None:
         keys = [
@@ -108,11 +206,11 @@ class IdentityLocks:
             *(self.keys.lead(i) for i in held.identities),
             *(self.keys.creating(i) for i in held.identities),
         ]
-        args: list[str | int] = [held.token, self.ttl_ms, len(names)]
+        args = _TakeArgs(held.token, self.ttl_ms, len(names))
         deadline = time.monotonic() + self.wait
         delay = 0.01
         while True:
-            reply: Any = await self.scripts.take_locks(keys=keys, args=args)
+            reply: Any = await self._take(_PersonKeys(), args, keys)
             if int(reply[0]):
                 break
             if time.monotonic() >= deadline:
@@ -154,7 +252,7 @@ class _Refresher:
             self.task = asyncio.get_running_loop().create_task(self._round())
 
     async def _round(self) -> None:
-        await self.locks.scripts.extend_lock(keys=self.names, args=[self.token, self.locks.ttl_ms])
+        await self.locks.extend(self.names, self.token)
         if not self.stopped:
             self.timer = asyncio.get_running_loop().call_later(self.every, self._due)
 
@@ -187,7 +285,7 @@ class LeadCache:
     """identity key → lead id, written after a create (or a match), kept ``ttl`` seconds.
 
     The worker reads it with the person's locks (:class:`Held`) and writes it with the state
-    change that goes with it (``PersonUpdate`` in ``service/queue/stream.py``); the methods
+    change that goes with it (``PersonUpdate`` in ``service/queue/transitions.py``); the methods
     here are the two clean-ups done on their own.
     """
 

@@ -16,9 +16,9 @@ from contextlib import suppress
 from redis.exceptions import RedisError
 
 from service.close.client import CloseClient
+from service.config.sources import Sources, build_mappers, build_mappers_issues
 from service.errors import CloseError, ConfigError
-from service.mapping import CloseSchema, Mapper, load_presets
-from service.sources import Sources, build_mappers, build_mappers_issues
+from service.mapping import CloseSchema, Mapper
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +34,13 @@ async def fetch_schema(close: CloseClient) -> CloseSchema:
 class MapperSet(Mapping[str, Mapper]):
     """``mappers[source]``, rebuilt when Close's schema changes. Also a worker service."""
 
-    def __init__(
-        self, sources: Sources, close: CloseClient, *, refresh_seconds: float = 600.0
-    ) -> None:
+    def __init__(self, sources: Sources, close: CloseClient, *, refresh_seconds: float) -> None:
         self.sources = sources
         self.close = close
         self.refresh_seconds = refresh_seconds
-        self.presets = load_presets()
         self.schema: CloseSchema | None = None
         # Compiled without a schema first: catches every error that does not need Close.
-        self._mappers = build_mappers(sources, None, self.presets)
+        self._mappers = build_mappers(sources, None)
 
     def __getitem__(self, name: str) -> Mapper:
         return self._mappers[name]
@@ -59,7 +56,7 @@ class MapperSet(Mapping[str, Mapper]):
         if schema == self.schema:
             return True
         try:
-            mappers = build_mappers(self.sources, schema, self.presets)
+            mappers = build_mappers(self.sources, schema)
         except ConfigError as exc:
             logger.error(
                 "Close's custom fields or statuses no longer fit the sources; keeping "
@@ -88,7 +85,7 @@ class MapperSet(Mapping[str, Mapper]):
                 if self.apply(schema):
                     return
                 # The sources name fields or statuses this organisation does not have.
-                raise ConfigError(build_mappers_issues(self.sources, schema, self.presets))
+                raise ConfigError(build_mappers_issues(self.sources, schema))
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
             delay = min(delay * 2, 60.0)

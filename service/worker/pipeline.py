@@ -28,41 +28,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from service.close.client import CloseClient
+from service.config.sources import DedupSpec, Sources
 from service.envelope import Envelope
 from service.errors import (
     CloseAuthFailed,
-    CloseError,
     CloseRateLimited,
     CloseRefused,
     CloseUnavailable,
     MappingRejected,
     TransientError,
-    field_errors,
 )
 from service.mapping import MappedLead, Mapper
 from service.metrics import Metrics
-from service.queue.records import SubmissionRecord
-from service.queue.stream import Entry, PersonUpdate, WorkQueue
-from service.sources import DedupSpec, Sources
-from service.worker.backoff import retry_delay
+from service.queue import Entry, PersonUpdate, Queue, State, Transition
 from service.worker.gate import DeliveryGate
 from service.worker.identity import Held, IdentityLocks, LeadCache, identity_keys
+from service.worker.lookup import about_missing_lead, find_lead, has_person
+from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    base: float
-    cap: float
-    max_attempts: int
-    deadline: float = 72 * 3600.0
-    """Seconds after receipt (or replay) after which a failing submission ends ``dead``."""
 
 
 class AwaitingIndex(TransientError):
@@ -77,51 +65,12 @@ class StaleCachedLead(TransientError):
     """The cached lead of this person no longer exists in Close (deleted or merged)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    lead_id: str
-    via: str
-    candidates: tuple[str, ...] = field(default_factory=tuple)
-
-
-_CHOOSERS = {
-    "recently_updated": (lambda row: str(row.get("date_updated") or ""), True),
-    "recently_created": (lambda row: str(row.get("date_created") or ""), True),
-    "oldest": (lambda row: str(row.get("date_created") or ""), False),
-}
-
-
-def choose_lead(rows: Sequence[Mapping[str, Any]], how: str) -> str:
-    key, newest_first = _CHOOSERS[how]
-    ordered = sorted(rows, key=key, reverse=newest_first)
-    return str(ordered[0]["id"])
-
-
-def _close_error_detail(exc: CloseError) -> dict[str, Any]:
-    detail: dict[str, Any] = {"error": str(exc)}
-    if exc.response is not None:
-        detail["status"] = exc.response.status
-        lines = field_errors(exc.response.body)
-        if lines:
-            detail["field_errors"] = list(lines)
-    return detail
-
-
-def _about_missing_lead(exc: CloseRefused) -> bool:
-    """Close refused because the lead we named does not exist (any more)."""
-    if exc.response is None:
-        return False
-    if exc.response.status == 404:
-        return True
-    return any(line.startswith("lead") for line in field_errors(exc.response.body))
-
-
 class Pipeline:
     """Everything one worker task does with one stream entry."""
 
     def __init__(
         self,
-        queue: WorkQueue,
+        queue: Queue,
         close: CloseClient,
         mappers: Mapping[str, Mapper],
         sources: Sources,
@@ -129,150 +78,146 @@ class Pipeline:
         *,
         locks: IdentityLocks,
         cache: LeadCache,
-        gate: DeliveryGate | None = None,
-        unknown_outcome_grace: float = 120.0,
+        gate: DeliveryGate,
+        unknown_outcome_grace: float,
         metrics: Metrics | None = None,
     ) -> None:
         self.queue = queue
         self.close = close
         self.mappers = mappers
         self.sources = sources
-        self.retry = retry
         self.locks = locks
         self.cache = cache
-        self.gate = gate
         self.unknown_outcome_grace = unknown_outcome_grace
-        self.metrics = metrics
+        self.outcomes = Outcomes(queue, retry, gate=gate, metrics=metrics)
+
+    async def give_up(self, entry: Entry, reason: str) -> str:
+        """Dead-letter an entry that cannot be processed at all (never retried again)."""
+        return await self.outcomes.give_up(entry, reason)
 
     async def handle(self, entry: Entry) -> str:
         """Process one entry; returns the state it was left in."""
         # Read the record and mark it processing (the attempt counted) in one step; an expired,
         # erased or already finished one (acknowledging failed last time) is acknowledged.
-        state, raw = await self.queue.claim(entry)
-        if raw is None:
-            return state or "gone"
+        claimed = await self.queue.steps.claim(entry)
+        if claimed.fields is None:
+            return claimed.state or "gone"
         try:
-            record = SubmissionRecord.from_hash(raw)
+            record = claimed.record()
         except (ValueError, TypeError, KeyError) as exc:  # the stored record is damaged
-            return await self.give_up(entry, f"the stored record could not be read ({exc})")
-        return await self._process(entry, record)
+            return await self.outcomes.give_up(
+                entry, f"the stored record could not be read ({exc})"
+            )
+        return await self._process(entry, Attempt(record, record.progress))
 
-    async def _process(self, entry: Entry, record: SubmissionRecord) -> str:
+    async def _process(self, entry: Entry, attempt: Attempt) -> str:
+        record = attempt.record
         try:
             envelope = Envelope.from_json(record.envelope or "")
         except (ValueError, KeyError, TypeError):
-            return await self._end(entry, record, "rejected", {"reason": "corrupt envelope"})
+            return await self.outcomes.end(
+                entry, attempt, "rejected", {"reason": "corrupt envelope"}
+            )
         mapper = self.mappers.get(record.source)
         source = self.sources.get(record.source)
         if mapper is None or source is None:
             reason = f"source {record.source!r} is no longer configured"
-            return await self._end(entry, record, "dead", {"reason": reason})
+            return await self.outcomes.end(entry, attempt, "dead", {"reason": reason})
         try:
             mapped = mapper.map(envelope)
         except MappingRejected as exc:
-            return await self._end(entry, record, "rejected", {"reason": exc.reason, **exc.detail})
+            detail = {"reason": exc.reason, **exc.detail}
+            return await self.outcomes.end(entry, attempt, "rejected", detail)
         identities = identity_keys(mapped.identity)
         try:
             async with self.locks.hold(identities) as held:
-                return await self._deliver(entry, record, mapped, held, source.dedup)
+                return await self._deliver(entry, attempt, mapped, held, source.dedup)
         except CloseRefused as exc:
-            detail = _close_error_detail(exc)
+            detail = close_error_detail(exc)
             body = exc.response.body if exc.response else None
-            fields = {"last_error": detail, "close_response": body}
-            return await self._end(entry, record, "dead", detail, fields=fields)
+            return await self.outcomes.end(
+                entry, attempt, "dead", detail, last_error=detail, close_response=body
+            )
         except CloseAuthFailed as exc:
-            return await self._pause_for_auth(entry, record, exc)
+            return await self.outcomes.pause_for_auth(entry, attempt, exc)
         except TransientError as exc:
-            return await self._schedule_retry(entry, record, exc)
+            return await self.outcomes.schedule_retry(entry, attempt, exc)
 
     # -- the lead ---------------------------------------------------------------------------
 
     async def _deliver(
         self,
         entry: Entry,
-        record: SubmissionRecord,
+        attempt: Attempt,
         mapped: MappedLead,
         held: Held,
         dedup: DedupSpec,
     ) -> str:
         identities = held.identities
-        progress = record.extra
+        record = attempt.record
         lead_id = record.lead_id
-        created = progress.get("lead_created") == "1"
-        via = str(progress.get("matched_via") or "")
+        created = attempt.progress.lead_created
+        via = attempt.progress.matched_via or ""
         if lead_id is None:
             match = None
             if dedup.on_match != "create":
-                match = await self._find(held, mapped, dedup.choose)
+                match = await find_lead(self.close, held.cached_lead, mapped.identity, dedup.choose)
             if match is not None:
                 lead_id, via = match.lead_id, match.via
                 # A lead found by search is cached in the same step that records the match.
-                await self._progress(
-                    record,
+                attempt.progress = attempt.progress.changed(
+                    matched_via=via, candidates=match.candidates
+                )
+                await self._step(
+                    attempt,
                     {"step": "matched", "lead_id": lead_id, "via": via},
                     person=self._person(held, cache_lead=lead_id if via != "cache" else ""),
                     lead_id=lead_id,
-                    matched_via=via,
-                    candidates=list(match.candidates),
                 )
                 if dedup.on_match == "skip":
                     skipped = {"lead_id": lead_id, "via": via, "candidates": list(match.candidates)}
-                    return await self._end(
-                        entry, record, "skipped", skipped, lead_id=lead_id, held=held
+                    return await self.outcomes.end(
+                        entry, attempt, "skipped", skipped, lead_id=lead_id, held=held
                     )
             else:
-                lead_id = await self._create(record, mapped, held)
+                lead_id = await self._create(attempt, mapped, held)
                 created = True
         try:
-            if not created and dedup.on_match == "contact" and not progress.get("contact_done"):
-                await self._ensure_contact(record, lead_id, mapped)
-            if mapped.note and not progress.get("note_id"):
+            if not created and dedup.on_match == "contact" and not attempt.progress.contact_done:
+                await self._ensure_contact(attempt, lead_id, mapped)
+            if mapped.note and not attempt.progress.note_id:
                 note = await self.close.create_note(lead_id, mapped.note)
-                progress = {**progress, "note_id": note.get("id")}
+                attempt.progress = attempt.progress.changed(note_id=note.get("id"))
         except CloseRefused as exc:
-            if created or not _about_missing_lead(exc):
+            if created or not about_missing_lead(exc):
                 raise
             # The lead we matched is gone (deleted or merged): look the person up afresh.
             await self.cache.forget(list(identities))
-            await self._progress(
-                record,
-                {"step": "matched lead gone", "lead_id": lead_id},
-                lead_id="",
-                matched_via="",
-            )
+            attempt.progress = attempt.progress.changed(matched_via=None)
+            await self._step(attempt, {"step": "matched lead gone", "lead_id": lead_id}, lead_id="")
             raise StaleCachedLead(f"lead {lead_id} no longer exists in Close") from None
-        state = "created" if created else "attached"
+        state: State = "created" if created else "attached"
         detail: dict[str, Any] = {"lead_id": lead_id}
         if via:
             detail["via"] = via
-        fields: dict[str, Any] = {"note_id": progress.get("note_id")}
-        if mapped.warnings:
-            fields["warnings"] = list(mapped.warnings)
-        return await self._end(
-            entry, record, state, detail, fields=fields, lead_id=lead_id, held=held
+        return await self.outcomes.end(
+            entry,
+            attempt,
+            state,
+            detail,
+            lead_id=lead_id,
+            held=held,
+            warnings=mapped.warnings,
         )
-
-    async def _find(self, held: Held, mapped: MappedLead, choose: str) -> Match | None:
-        """The person's lead: the local cache (as read with the locks), then Close's search by
-        email, then by phone. The caller caches a lead found by search."""
-        if held.cached_lead:
-            return Match(held.cached_lead, "cache", (held.cached_lead,))
-        for kind, value in (("email", mapped.identity.email), ("phone", mapped.identity.phone)):
-            if not value:
-                continue
-            rows = await self.close.find_leads(kind, value)
-            if rows:
-                lead_id = choose_lead(rows, choose)
-                return Match(lead_id, f"search:{kind}", tuple(str(r["id"]) for r in rows))
-        return None
 
     def _person(self, held: Held, **changes: Any) -> PersonUpdate:
         if changes.get("cache_lead"):
             changes["cache_ttl"] = self.cache.ttl
         return PersonUpdate(held.identities, **changes)
 
-    async def _create(self, record: SubmissionRecord, mapped: MappedLead, held: Held) -> str:
-        started = float(record.extra.get("create_started_at") or 0)
+    async def _create(self, attempt: Attempt, mapped: MappedLead, held: Held) -> str:
+        record = attempt.record
+        started = attempt.progress.create_started_at
         if started:
             waited = time.time() - started
             if waited < self.unknown_outcome_grace:
@@ -293,15 +238,15 @@ class Pipeline:
             )
         # Marked before the POST, in one step: a crash or timeout from here on is detected on
         # redelivery, by this submission (its record) and by the person's others (the marks).
-        await self._progress(
-            record,
+        attempt.progress = attempt.progress.changed(create_started_at=time.time())
+        await self._step(
+            attempt,
             {"step": "creating lead"},
             person=self._person(
                 held,
                 mark_creating=record.id if self.unknown_outcome_grace > 0 else "",
                 mark_ttl=self.unknown_outcome_grace,
             ),
-            create_started_at=repr(time.time()),
         )
         try:
             lead = await self.close.create_lead(mapped.lead)
@@ -309,11 +254,11 @@ class Pipeline:
             if isinstance(exc, CloseUnavailable) and exc.maybe_applied:
                 raise
             # Nothing reached Close (429, or no connection): no unknown outcome to wait out.
-            await self._progress(
-                record,
+            attempt.progress = attempt.progress.changed(create_started_at=None)
+            await self._step(
+                attempt,
                 {"step": "create not sent"},
                 person=self._person(held, clear_creating=True),
-                create_started_at="",
             )
             raise
         except (CloseRefused, CloseAuthFailed):
@@ -322,162 +267,46 @@ class Pipeline:
         lead_id = str(lead["id"])
         # The lead cached (the person's next submission finds it even while Close's search
         # lags), the marks cleared and the progress recorded, in one step.
-        await self._progress(
-            record,
+        attempt.progress = attempt.progress.changed(
+            lead_created=True, lead_url=lead.get("html_url")
+        )
+        await self._step(
+            attempt,
             {"step": "lead created", "lead_id": lead_id},
             person=self._person(held, cache_lead=lead_id, clear_creating=True),
             lead_id=lead_id,
-            lead_created="1",
-            lead_url=lead.get("html_url"),
         )
         return lead_id
 
-    async def _ensure_contact(
-        self, record: SubmissionRecord, lead_id: str, mapped: MappedLead
-    ) -> None:
+    async def _ensure_contact(self, attempt: Attempt, lead_id: str, mapped: MappedLead) -> None:
         """Add the person to the matched lead unless a contact already has their email/phone."""
         added = False
         if mapped.contact:
             lead = await self.close.get_lead(lead_id)
-            if not _has_person(lead, mapped):
+            if not has_person(lead, mapped.identity):
                 await self.close.create_contact(lead_id, mapped.contact)
                 added = True
-        await self._progress(
-            record, {"step": "contact", "added": added}, contact_done="1", contact_added=str(added)
-        )
+        attempt.progress = attempt.progress.changed(contact_done=True, contact_added=added)
+        await self._step(attempt, {"step": "contact", "added": added})
 
-    async def _progress(
+    async def _step(
         self,
-        record: SubmissionRecord,
+        attempt: Attempt,
         detail: dict[str, Any],
         *,
         person: PersonUpdate | None = None,
-        **fields: Any,
-    ) -> None:
-        await self.queue.transition(
-            record.id,
-            "processing",
-            detail=detail,
-            fields=fields,
-            source=record.source,
-            person=person,
-        )
-
-    # -- outcomes -----------------------------------------------------------------------------
-
-    async def give_up(self, entry: Entry, reason: str) -> str:
-        """Dead-letter an entry that cannot be processed at all (never retried again)."""
-        await self.queue.transition(
-            entry.sub_id,
-            "dead",
-            detail={"reason": reason},
-            ack=entry,
-            dead=True,
-            source=entry.source,
-            fields={"last_error": {"reason": reason}},
-        )
-        logger.error("submission %s dead: %s", entry.sub_id, reason)
-        if self.metrics is not None:
-            self.metrics.submissions.labels(entry.source, "dead").inc()
-        return "dead"
-
-    async def _pause_for_auth(
-        self, entry: Entry, record: SubmissionRecord, exc: CloseAuthFailed
-    ) -> str:
-        if self.gate is not None:
-            await self.gate.close_for_auth(exc)
-        probe = self.gate.probe_seconds if self.gate else 30.0
-        detail = {**_close_error_detail(exc), "reason": "Close refused the API key; paused"}
-        await self.queue.transition(
-            record.id,
-            "retrying",
-            detail=detail,
-            ack=entry,
-            retry_at=time.time() + probe,
-            source=record.source,
-            attempts_delta=-1,  # not the submission's fault: it does not use up its attempts
-            fields={"last_error": detail},
-        )
-        return "retrying"
-
-    async def _schedule_retry(
-        self, entry: Entry, record: SubmissionRecord, exc: TransientError
-    ) -> str:
-        attempts = record.attempts
-        detail: dict[str, Any] = (
-            _close_error_detail(exc) if isinstance(exc, CloseError) else {"error": str(exc)}
-        )
-        delay = retry_delay(attempts, base=self.retry.base, cap=self.retry.cap)
-        delay = max(delay, float(getattr(exc, "retry_after", 0.0)))
-        due = time.time() + delay
-        started = max(record.received_at, float(record.extra.get("replayed_at") or 0))
-        if attempts >= self.retry.max_attempts or due > started + self.retry.deadline:
-            detail["reason"] = f"gave up after {attempts} attempts"
-            return await self._end(entry, record, "dead", detail, fields={"last_error": detail})
-        detail["retry_in_seconds"] = round(delay, 3)
-        await self.queue.transition(
-            record.id,
-            "retrying",
-            detail=detail,
-            ack=entry,
-            retry_at=due,
-            source=record.source,
-            fields={"last_error": detail, "next_attempt_at": repr(due)},
-        )
-        if self.metrics is not None:
-            self.metrics.retries.labels(record.source).inc()
-        logger.info("submission %s retrying in %.1fs: %s", record.id, delay, detail["error"])
-        return "retrying"
-
-    async def _end(
-        self,
-        entry: Entry,
-        record: SubmissionRecord,
-        state: str,
-        detail: dict[str, Any],
-        *,
-        fields: Mapping[str, Any] | None = None,
         lead_id: str | None = None,
-        held: Held | None = None,
-    ) -> str:
-        """Record the outcome and acknowledge the entry; with ``held``, the person's locks are
-        released in the same step."""
-        all_fields = dict(fields or {})
-        if lead_id:
-            all_fields["lead_id"] = lead_id
-        person = None
-        if held is not None and held.identities:
-            person = self._person(held, release_token=held.token)
-        await self.queue.transition(
-            record.id,
-            state,
-            detail=detail,
-            fields=all_fields,
-            ack=entry,
-            dead=state == "dead",
-            source=record.source,
-            person=person,
-        )
-        if person is not None and held is not None:
-            held.released = True
-        if self.metrics is not None:
-            self.metrics.submissions.labels(record.source, state).inc()
-            self.metrics.end_to_end_seconds.labels(record.source, state).observe(
-                max(0.0, time.time() - record.received_at)
+    ) -> None:
+        """Record the attempt's progress so far (still ``processing``)."""
+        record = attempt.record
+        await self.queue.steps.apply(
+            Transition(
+                record.id,
+                "processing",
+                source=record.source,
+                detail=detail,
+                lead_id=lead_id,
+                progress=attempt.progress,
+                person=person,
             )
-        log = logger.warning if state in ("dead", "rejected") else logger.info
-        log("submission %s %s (source %s)", record.id, state, record.source)
-        return state
-
-
-def _has_person(lead: Mapping[str, Any], mapped: MappedLead) -> bool:
-    """Whether a contact of ``lead`` is this person: by email when the submission has one (a
-    shared office phone does not make two people one), else by phone."""
-    email, phone = mapped.identity.email, mapped.identity.phone
-    for contact in lead.get("contacts") or []:
-        if email:
-            if email in {str(e.get("email", "")).lower() for e in contact.get("emails") or []}:
-                return True
-        elif phone and phone in {str(p.get("phone", "")) for p in contact.get("phones") or []}:
-            return True
-    return False
+        )

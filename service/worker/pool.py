@@ -24,7 +24,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from service.logs import submission_context
-from service.queue.stream import Entry, WorkQueue
+from service.queue import Entry, Queue
 from service.worker.gate import DeliveryGate
 from service.worker.pipeline import Pipeline
 
@@ -55,15 +55,15 @@ class Worker:
 
     def __init__(
         self,
-        queue: WorkQueue,
+        queue: Queue,
         pipeline: Pipeline,
         *,
         concurrency: int,
         visibility_timeout: float,
+        block_ms: int,
+        grace_period: float,
         consumer: str | None = None,
-        block_ms: int = 1000,
         maintenance_interval: float | None = None,
-        grace_period: float = 10.0,
         services: Sequence[Service] = (),
         gate: DeliveryGate | None = None,
     ) -> None:
@@ -147,7 +147,7 @@ class Worker:
         left = [self._inbox.get_nowait().entry_id for _ in range(self._inbox.qsize())]
         left += cancelled
         try:
-            await self.queue.touch(self.consumer, left, int(self.visibility_timeout * 1000))
+            await self.queue.stream.touch(self.consumer, left, int(self.visibility_timeout * 1000))
         except (RedisError, OSError) as exc:
             logger.warning("could not hand back %d entries (%s)", len(left), type(exc).__name__)
         else:
@@ -158,7 +158,7 @@ class Worker:
         delay = 0.5
         while not self._stopping.is_set():
             try:
-                await self.queue.ensure_group()
+                await self.queue.stream.ensure_group()
                 return
             except (RedisError, OSError) as exc:
                 logger.warning(
@@ -182,7 +182,7 @@ class Worker:
                     with suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), 1.0)
                     continue
-                entries = await self.queue.read(self.consumer, free, self.block_ms)
+                entries = await self.queue.stream.read(self.consumer, free, self.block_ms)
                 delay = 0.5
             except (RedisError, OSError) as exc:
                 logger.warning(
@@ -226,14 +226,15 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 if time.monotonic() - pruned_at > PRUNE_EVERY:
-                    await self.queue.prune_index()
+                    await self.queue.index.prune()
                     pruned_at = time.monotonic()
-                await self.queue.move_due()
-                await self.queue.touch(self.consumer, list(self._active))
+                stream = self.queue.stream
+                await stream.move_due()
+                await stream.touch(self.consumer, list(self._active))
                 free = self._free_slots()
                 if free > 0:
-                    for entry in await self.queue.autoclaim(self.consumer, min_idle_ms, free):
-                        if await self.queue.deliveries(entry) > MAX_DELIVERIES:
+                    for entry in await stream.autoclaim(self.consumer, min_idle_ms, free):
+                        if await stream.deliveries(entry) > MAX_DELIVERIES:
                             # Every attempt ended without an outcome (a crash loop): stop here.
                             await self.pipeline.give_up(
                                 entry,

@@ -10,17 +10,17 @@ import aiohttp
 
 from service.close.client import CloseClient
 from service.close.pacing import Pacer
+from service.config.settings import Settings
+from service.config.sources import Sources
 from service.errors import ConfigError, ConfigIssue
-from service.keys import Keys
 from service.metrics import Metrics
+from service.queue import Queue
 from service.queue.connection import RedisClient, redis_from_url
-from service.queue.stream import WorkQueue
-from service.settings import Settings
-from service.sources import Sources
 from service.worker.gate import DeliveryGate
 from service.worker.identity import IdentityLocks, LeadCache
 from service.worker.mappers import MapperSet
-from service.worker.pipeline import Pipeline, RetryPolicy
+from service.worker.outcomes import RetryPolicy
+from service.worker.pipeline import Pipeline
 from service.worker.pool import Worker
 
 logger = logging.getLogger(__name__)
@@ -51,11 +51,10 @@ async def open_worker(
             connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 2)
         )
         stack.push_async_callback(session.close)
-        keys = Keys(settings.key_prefix)
-        queue = WorkQueue(redis, keys, record_ttl=settings.record_ttl_seconds)
+        queue = Queue.from_settings(redis, settings)
+        keys = queue.keys
         pacer = Pacer(
             redis,
-            queue.scripts,
             keys,
             rate=settings.close_rate_limit,
             group_rates=settings.close_group_rate_limits,
@@ -84,7 +83,7 @@ async def open_worker(
                 deadline=settings.retry_deadline_seconds,
             ),
             locks=IdentityLocks(
-                queue.scripts,
+                redis,
                 keys,
                 ttl=settings.identity_lock_seconds,
                 wait=settings.identity_lock_wait_seconds,

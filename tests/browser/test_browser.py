@@ -17,11 +17,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.keys import Keys
-from service.queue.records import SubmissionRecord
-from service.queue.stream import WorkQueue
+from service.queue import Queue
+from service.queue.records import Record
 from service.receiver.app import create_app
-from service.settings import Settings
 from tests.browser.cdp import CHROMIUM, Browser, launch
 from tests.conftest import emulator_state, running_worker, sources_from, wait_for_record
 
@@ -134,16 +134,16 @@ async def site(
         await other.close()
 
 
-async def record_of(queue: WorkQueue, redis: Redis, keys: Keys, email: str) -> SubmissionRecord:
+async def record_of(queue: Queue, redis: Redis, keys: Keys, email: str) -> Record:
     async for key in redis.scan_iter(match=keys.sub("*")):
-        record = await queue.record(key.rsplit(":", 1)[1])
+        record = await queue.records.get(key.rsplit(":", 1)[1])
         if record and json.loads(record.envelope or "{}").get("body", {}).get("email") == email:
             return record
     raise AssertionError(f"no submission from {email}")
 
 
 async def test_html_forms_are_posted_redirected_and_become_leads(
-    site: Site, emulator: TestServer, queue: WorkQueue, redis: Redis, keys: Keys, tmp_path: Path
+    site: Site, emulator: TestServer, queue: Queue, redis: Redis, keys: Keys, tmp_path: Path
 ) -> None:
     page = await site.browser.new_page()
     # A plain urlencoded form: the browser follows the 303 to the thank-you page.
@@ -173,7 +173,7 @@ async def test_html_forms_are_posted_redirected_and_become_leads(
 
 
 async def test_fetch_json_passes_the_preflight_only_from_the_listed_origin(
-    site: Site, emulator: TestServer, queue: WorkQueue
+    site: Site, emulator: TestServer, queue: Queue
 ) -> None:
     page = await site.browser.new_page()
     await page.goto(f"{site.site}/fetch")

@@ -21,10 +21,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from service.close.emulator import EmulatorState
-from service.queue.stream import WorkQueue
+from close_emulator import EmulatorState
+from service.config.settings import Settings
+from service.queue import Queue
 from service.receiver.app import create_app
-from service.settings import Settings
 from tests.browser.cdp import CHROMIUM, Browser, Page, launch
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -82,9 +82,7 @@ async def text_of(page: Page) -> str:
     return str(await page.evaluate("document.body.innerText"))
 
 
-async def test_log_in_see_a_submission_and_replay_a_dead_one(
-    stack: Stack, queue: WorkQueue
-) -> None:
+async def test_log_in_see_a_submission_and_replay_a_dead_one(stack: Stack, queue: Queue) -> None:
     created_id = await submit(stack, {"email": "ann@example.com"})
     created = await wait_for_record(queue, created_id, ("created",))
     fields = stack.close.options.lead_custom_fields
@@ -131,7 +129,7 @@ async def test_log_in_see_a_submission_and_replay_a_dead_one(
     await page.wait_until("document.body.innerText.includes('1 queued again.')")
     replayed = await wait_for_record(queue, dead_id, ("created",))
     assert len(stack.close.leads_with_email("bo@example.com")) == 1
-    assert replayed.lead_id and replayed.extra.get("replayed_at")
+    assert replayed.lead_id and replayed.replayed_at
 
     await page.goto(f"{stack.base}/admin")
     await page.wait_until("document.querySelector('[data-state=dead]').innerText === '0'")

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from service.close.client import CloseClient
 from service.close.pacing import Pacer
+from service.config.settings import Settings
+from service.dev.redis_server import free_port
 from service.errors import CloseAuthFailed, CloseRateLimited, CloseRefused, CloseUnavailable
 from service.keys import Keys
-from service.queue.scripts import Scripts
-from service.redis_server import free_port
 from tests.conftest import API_KEY, emulator_state, lead_posts
 
 
@@ -31,6 +31,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def client_for(
     session: aiohttp.ClientSession, base: str, key: str = API_KEY, **kw: Any
 ) -> CloseClient:
+    defaults = Settings()
+    kw.setdefault("timeout", defaults.close_timeout_seconds)
+    kw.setdefault("connect_timeout", defaults.close_connect_timeout_seconds)
+    kw.setdefault("attempts", defaults.close_inrequest_attempts)
     return CloseClient(session, base_url=base, api_key=SecretStr(key), **kw)
 
 
@@ -136,8 +140,8 @@ async def test_post_429_goes_back_through_the_shared_limiter(
         count=1,
         headers={"RateLimit": "limit=10, remaining=0, reset=1"},
     )
-    pacer = Pacer(redis, Scripts.register(redis), keys, rate=1000)
-    other = Pacer(redis, Scripts.register(redis), keys, rate=1000)  # another process
+    pacer = Pacer(redis, keys, rate=1000)
+    other = Pacer(redis, keys, rate=1000)  # another process
     close = client_for(session, str(emulator.make_url("/api/v1")), pacer=pacer)
     started = time.monotonic()
     created = asyncio.create_task(close.create_lead({"name": "Acme"}))

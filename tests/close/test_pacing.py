@@ -13,30 +13,28 @@ from redis.asyncio import Redis
 
 from service.close.pacing import LEASE, Pacer
 from service.keys import Keys
-from service.queue.scripts import Scripts
 
 
-class CountingScripts:
-    """The real scripts, counting the token refills."""
+class CountingTake:
+    """The pacer's real bucket script, counting the token refills."""
 
-    def __init__(self, scripts: Scripts) -> None:
-        self.scripts = scripts
+    def __init__(self, take: Any) -> None:
+        self.take = take
         self.refills = 0
 
-    async def take_tokens(self, **kwargs: Any) -> Any:
+    async def __call__(self, *args: Any) -> Any:
         self.refills += 1
-        return await self.scripts.take_tokens(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.scripts, name)
+        return await self.take(*args)
 
 
-def pacers(redis: Redis, keys: Keys, n: int, rate: float) -> list[tuple[Pacer, CountingScripts]]:
+def pacers(redis: Redis, keys: Keys, n: int, rate: float) -> list[tuple[Pacer, CountingTake]]:
     """``n`` pacers sharing one bucket, as ``n`` worker processes would."""
     out = []
     for _ in range(n):
-        scripts = CountingScripts(Scripts.register(redis))
-        out.append((Pacer(redis, scripts, keys, rate=rate), scripts))  # type: ignore[arg-type]
+        pacer = Pacer(redis, keys, rate=rate)
+        counting = CountingTake(pacer._take)
+        pacer._take = counting  # type: ignore[assignment]
+        out.append((pacer, counting))
     return out
 
 

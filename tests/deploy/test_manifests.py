@@ -28,9 +28,9 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
-from service.close.emulator_options import DEFAULT_API_KEY
+from close_emulator.options import DEFAULT_API_KEY
+from service.config.settings import Settings
 from service.keys import GROUP, Keys
-from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -190,7 +190,7 @@ def test_dockerignore_sends_only_what_the_image_needs() -> None:
         assert files, f"COPY {source}: nothing there"
         kept = [p for p in files if not dockerignored(str(p.relative_to(ROOT)), patterns)]
         assert kept, f"COPY {source}: .dockerignore leaves it out of the build context"
-    assert not dockerignored("service/mapping/presets/typeform.yaml", patterns)
+    assert not dockerignored("service/config/presets/typeform.yaml", patterns)
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------

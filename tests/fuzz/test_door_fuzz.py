@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.logs import AccessLogger
 from service.receiver.app import create_app
-from service.settings import Settings
 from tests.conftest import sources_from
 
 pytestmark = pytest.mark.usefixtures("captured_logs")

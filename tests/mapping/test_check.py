@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.config.presets import load_presets
 from service.envelope import Envelope
 from service.errors import MappingRejected
-from service.mapping import Mapper, MappingSpec, load_presets
+from service.mapping import Mapper, MappingSpec
 from tests.mapping import envelope, payload
 from tests.mapping.test_engine import FULL_FORM, ODD_BODIES
 

@@ -6,16 +6,9 @@ from typing import Any
 
 import pytest
 
+from service.config.presets import load_presets
 from service.errors import ConfigError, MappingRejected
-from service.mapping import (
-    LeadTemplate,
-    Mapper,
-    MappingSpec,
-    NoteSpec,
-    load_presets,
-    preview,
-    validate_spec,
-)
+from service.mapping import LeadTemplate, Mapper, MappingSpec, NoteSpec, preview, validate_spec
 from tests.mapping import envelope
 
 PRESETS = load_presets()

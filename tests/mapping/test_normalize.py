@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from service.mapping import Mapper, MappingLimits, MappingSpec, load_presets
+from service.config.presets import load_presets
+from service.mapping import Mapper, MappingLimits, MappingSpec
 from service.mapping.normalize import (
+    _CONTROL,
+    _INVISIBLE,
     clean_text,
     country_code,
     cut,
@@ -165,3 +172,48 @@ def test_first_and_last_name_make_full_name_and_back() -> None:
     assert _map({"first_name": "Ann", "last_name": "Lee"}).record["full_name"] == "Ann Lee"
     record = _map({"name": "Ann Lee"}).record
     assert (record["first_name"], record["last_name"]) == ("Ann", "Lee")
+
+
+def _reference_clean_text(text: str, *, multiline: bool = False) -> str:
+    """clean_text as first written: one character at a time."""
+    text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
+    if not multiline:
+        return " ".join(
+            "".join(ch for ch in text if unicodedata.category(ch) != "Cc" or ch.isspace()).split()
+        )
+    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cc" or ch in "\n\t")
+    lines = [line.rstrip() for line in kept.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def test_control_characters_are_exactly_category_cc() -> None:
+    everything = (chr(code) for code in range(0x110000))
+    assert [ord(ch) for ch in everything if unicodedata.category(ch) == "Cc"] == _CONTROL
+
+
+#: Characters clean_text treats specially: controls, white space, separators, invisible ones,
+#: and combining marks (NFC).
+_SPECIAL = sorted(
+    {chr(c) for c in _CONTROL}
+    | {chr(c) for c in range(0x3100) if chr(c).isspace()}
+    | {chr(c) for c in _INVISIBLE}
+    | set("\u2028\u2029\u3000\ufeff\u0301\u0308e\u00e9 ab\r\n\t")
+)
+
+
+@pytest.mark.parametrize("special", _SPECIAL)
+def test_clean_text_matches_the_plain_definition_for_each_special_character(special: str) -> None:
+    for text in (special, f"a{special}b", f" a {special}\nb ", f"x{special}\r\n\n\n{special}y "):
+        for multiline in (False, True):
+            expected = _reference_clean_text(text, multiline=multiline)
+            assert clean_text(text, multiline=multiline) == expected
+
+
+@settings(max_examples=500)
+@given(text=st.text(st.sampled_from(_SPECIAL) | st.characters(), max_size=20))
+def test_clean_text_matches_the_plain_definition(text: str) -> None:
+    for multiline in (False, True):
+        assert clean_text(text, multiline=multiline) == _reference_clean_text(
+            text, multiline=multiline
+        )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.mapping import Mapper, MappingLimits, MappingSpec, NoteSpec, load_presets
+from service.config.presets import load_presets
+from service.mapping import Mapper, MappingLimits, MappingSpec, NoteSpec
 from service.mapping.note import flatten
 from tests.mapping import envelope
 

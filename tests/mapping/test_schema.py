@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from service.config.presets import load_presets
 from service.errors import ConfigError
-from service.mapping import CloseSchema, LeadTemplate, Mapper, MappingSpec, load_presets
+from service.mapping import CloseSchema, LeadTemplate, Mapper, MappingSpec
 from tests.mapping import envelope
 
 PRESETS = load_presets()

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
-from service.queue.stream import DeliveryKey, WorkQueue
+from service.queue import DeliveryKey, Queue, Transition
 
 
 def envelope(source: str = "website", body: object = None) -> Envelope:
@@ -41,13 +41,13 @@ async def test_submission_ids_sort_by_time() -> None:
 
 
 async def test_enqueue_writes_record_and_entry_with_ttl(
-    queue: WorkQueue, redis: Redis, keys: Keys
+    queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     env = envelope()
-    assert await queue.enqueue(env) == (env.id, True)
+    assert await queue.intake.enqueue(env) == (env.id, True)
     [(_, fields)] = await redis.xrange(keys.stream)
     assert fields == {"sub": env.id, "source": "website"}
-    record = await queue.record(env.id)
+    record = await queue.records.get(env.id)
     assert record is not None
     assert record.state == "queued" and record.attempts == 0
     assert [e["state"] for e in record.history] == ["queued"]
@@ -57,132 +57,139 @@ async def test_enqueue_writes_record_and_entry_with_ttl(
 
 
 async def test_finish_records_acks_and_deletes_in_one_step(
-    queue: WorkQueue, redis: Redis, keys: Keys
+    queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     env = envelope()
-    await queue.enqueue(env)
-    [entry] = await queue.read("c1", 10, 100)
+    await queue.intake.enqueue(env)
+    [entry] = await queue.stream.read("c1", 10, 100)
     assert (await redis.xpending(keys.stream, GROUP))["pending"] == 1
-    attempts = await queue.transition(env.id, "processing", count_attempt=True)
+    attempts = await queue.steps.apply(Transition(env.id, "processing", attempts_delta=1))
     assert attempts == 1
-    await queue.transition(env.id, "created", ack=entry, fields={"lead_id": "lead_1"})
+    await queue.steps.apply(Transition(env.id, "created", ack=entry, lead_id="lead_1"))
     assert (await redis.xpending(keys.stream, GROUP))["pending"] == 0
     assert await redis.xlen(keys.stream) == 0
-    record = await queue.record(env.id)
+    record = await queue.records.get(env.id)
     assert record is not None
     assert (record.state, record.lead_id, record.attempts) == ("created", "lead_1", 1)
     assert [e["state"] for e in record.history] == ["queued", "processing", "created"]
 
 
 async def test_transition_does_not_resurrect_an_erased_record(
-    queue: WorkQueue, redis: Redis, keys: Keys
+    queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     env = envelope()
-    await queue.enqueue(env)
-    [entry] = await queue.read("c1", 10, 100)
+    await queue.intake.enqueue(env)
+    [entry] = await queue.stream.read("c1", 10, 100)
     await redis.delete(keys.sub(env.id))
-    assert await queue.transition(env.id, "created", ack=entry) == -1
+    assert await queue.steps.apply(Transition(env.id, "created", ack=entry)) == -1
     assert not await redis.exists(keys.sub(env.id))
     assert (await redis.xpending(keys.stream, GROUP))["pending"] == 0
 
 
 async def test_retry_schedule_moves_due_entries_back_once(
-    queue: WorkQueue, redis: Redis, keys: Keys
+    queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     env = envelope()
-    await queue.enqueue(env)
-    [entry] = await queue.read("c1", 10, 100)
+    await queue.intake.enqueue(env)
+    [entry] = await queue.stream.read("c1", 10, 100)
     due = time.time() + 0.1
-    await queue.transition(env.id, "retrying", ack=entry, retry_at=due, source="website")
+    await queue.steps.apply(
+        Transition(env.id, "retrying", ack=entry, retry_at=due, source="website")
+    )
     assert await redis.xlen(keys.stream) == 0
-    assert await queue.move_due(now=due - 1) == 0
+    assert await queue.stream.move_due(now=due - 1) == 0
     # Several workers race to move the same due entry: exactly one re-queues it.
-    moved = await asyncio.gather(*(queue.move_due(now=due + 1) for _ in range(8)))
+    moved = await asyncio.gather(*(queue.stream.move_due(now=due + 1) for _ in range(8)))
     assert sum(moved) == 1
-    [again] = await queue.read("c2", 10, 100)
+    [again] = await queue.stream.read("c2", 10, 100)
     assert (again.sub_id, again.source) == (env.id, "website")
     assert await redis.zcard(keys.retry) == 0
 
 
-async def test_dead_adds_a_dead_letter_entry(queue: WorkQueue, redis: Redis, keys: Keys) -> None:
+async def test_dead_adds_a_dead_letter_entry(queue: Queue, redis: Redis, keys: Keys) -> None:
     env = envelope()
-    await queue.enqueue(env)
-    [entry] = await queue.read("c1", 10, 100)
-    await queue.transition(
-        env.id, "dead", ack=entry, dead=True, source="website", detail={"reason": "Close said 400"}
+    await queue.intake.enqueue(env)
+    [entry] = await queue.stream.read("c1", 10, 100)
+    await queue.steps.apply(
+        Transition(
+            env.id,
+            "dead",
+            ack=entry,
+            dead=True,
+            source="website",
+            detail={"reason": "Close said 400"},
+        )
     )
     dead = await redis.xrange(keys.dead)
     assert [fields for _, fields in dead] == [{"sub": env.id, "source": "website"}]
     assert await redis.xlen(keys.stream) == 0
 
 
-async def test_autoclaim_takes_over_idle_entries_only(queue: WorkQueue) -> None:
+async def test_autoclaim_takes_over_idle_entries_only(queue: Queue) -> None:
     env = envelope()
-    await queue.enqueue(env)
-    [entry] = await queue.read("dying-consumer", 10, 100)
-    assert await queue.autoclaim("rescuer", min_idle_ms=10_000, count=10) == []
+    await queue.intake.enqueue(env)
+    [entry] = await queue.stream.read("dying-consumer", 10, 100)
+    assert await queue.stream.autoclaim("rescuer", min_idle_ms=10_000, count=10) == []
     await asyncio.sleep(0.15)
-    [claimed] = await queue.autoclaim("rescuer", min_idle_ms=100, count=10)
+    [claimed] = await queue.stream.autoclaim("rescuer", min_idle_ms=100, count=10)
     assert claimed == entry
 
 
-async def test_touch_keeps_an_entry_from_being_reclaimed(queue: WorkQueue) -> None:
-    await queue.enqueue(envelope())
-    [entry] = await queue.read("busy", 10, 100)
+async def test_touch_keeps_an_entry_from_being_reclaimed(queue: Queue) -> None:
+    await queue.intake.enqueue(envelope())
+    [entry] = await queue.stream.read("busy", 10, 100)
     await asyncio.sleep(0.15)
-    await queue.touch("busy", [entry.entry_id])
-    assert await queue.autoclaim("other", min_idle_ms=100, count=10) == []
+    await queue.stream.touch("busy", [entry.entry_id])
+    assert await queue.stream.autoclaim("other", min_idle_ms=100, count=10) == []
 
 
-async def test_missing_group_is_recreated(queue: WorkQueue, redis: Redis, keys: Keys) -> None:
+async def test_missing_group_is_recreated(queue: Queue, redis: Redis, keys: Keys) -> None:
     await redis.delete(keys.stream)
-    assert not await queue.group_exists()
-    assert await queue.read("c1", 1, 10) == []
-    assert await queue.group_exists()
+    assert not await queue.stream.group_exists()
+    assert await queue.stream.read("c1", 1, 10) == []
+    assert await queue.stream.group_exists()
     env = envelope()
-    await queue.enqueue(env)
-    [entry] = await queue.read("c1", 1, 100)
+    await queue.intake.enqueue(env)
+    [entry] = await queue.stream.read("c1", 1, 100)
     assert entry.sub_id == env.id
 
 
-async def test_ensure_group_is_idempotent(queue: WorkQueue) -> None:
-    await queue.ensure_group()
-    await queue.ensure_group()
-    assert await queue.group_exists()
+async def test_ensure_group_is_idempotent(queue: Queue) -> None:
+    await queue.stream.ensure_group()
+    await queue.stream.ensure_group()
+    assert await queue.stream.group_exists()
 
 
 async def test_repeated_delivery_key_returns_first_id_and_stores_nothing(
-    queue: WorkQueue, redis: Redis, keys: Keys
+    queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     key = DeliveryKey("webhook-id", "abc123", 60)
     first, second = envelope(), envelope()
-    assert await queue.enqueue(first, key) == (first.id, True)
-    assert await queue.enqueue(second, key) == (first.id, False)
+    assert await queue.intake.enqueue(first, key) == (first.id, True)
+    assert await queue.intake.enqueue(second, key) == (first.id, False)
     assert await redis.xlen(keys.stream) == 1
     assert not await redis.exists(keys.sub(second.id))
     assert 0 < await redis.ttl(keys.idem("website", "abc123")) <= 60
-    record = await queue.record(first.id)
-    assert record is not None and record.extra["delivery_key"] == "webhook-id"
+    record = await queue.records.get(first.id)
+    assert record is not None and record.delivery_key == "webhook-id"
 
 
-async def test_concurrent_repeats_queue_exactly_one(
-    queue: WorkQueue, redis: Redis, keys: Keys
-) -> None:
+async def test_concurrent_repeats_queue_exactly_one(queue: Queue, redis: Redis, keys: Keys) -> None:
     key = DeliveryKey("idempotency-key", "same", 60)
-    results = await asyncio.gather(*(queue.enqueue(envelope(), key) for _ in range(25)))
+    results = await asyncio.gather(*(queue.intake.enqueue(envelope(), key) for _ in range(25)))
     assert sum(queued for _, queued in results) == 1
     assert len({sub_id for sub_id, _ in results}) == 1
     assert await redis.xlen(keys.stream) == 1
 
 
 async def test_store_rejected_keeps_a_record_and_queues_nothing(
-    queue: WorkQueue, redis: Redis, keys: Keys
+    queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     spam = envelope(body={"email": "bot@example.com", "fax": "555"})
-    assert await queue.store_rejected(spam, "spam") == (spam.id, True)
-    record = await queue.record(spam.id)
+    assert await queue.intake.store_rejected(spam, "spam") == (spam.id, True)
+    record = await queue.records.get(spam.id)
     assert record is not None and record.state == "rejected" and record.terminal
-    assert record.extra["reason"] == "spam"
+    assert record.reason == "spam"
     assert [event["state"] for event in record.history] == ["received", "rejected"]
     assert record.history[-1]["detail"] == {"reason": "spam"}
     assert record.to_public()["payload"] == {"email": "bot@example.com", "fax": "555"}

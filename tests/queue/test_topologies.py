@@ -16,14 +16,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio.cluster import RedisCluster
 
+from service.config.settings import Settings
+from service.config.sources import Sources
+from service.dev.redis_server import RedisServer, free_port
 from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
+from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
-from service.queue.stream import WorkQueue
 from service.receiver.app import create_app
-from service.redis_server import RedisServer, free_port
-from service.settings import Settings
-from service.sources import Sources
 from tests.conftest import emulator_state, running_worker, wait_for_record
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli not installed")
@@ -118,7 +118,7 @@ async def test_pipeline_end_to_end_on_a_cluster(
     cluster: list[RedisServer],
 ) -> None:
     settings: Settings = make_settings(redis_url=f"redis+cluster://127.0.0.1:{cluster[1].port}")
-    queue = WorkQueue(cluster_client, Keys(settings.key_prefix), record_ttl=3600)
+    queue = Queue(cluster_client, Keys(settings.key_prefix), record_ttl=3600)
     async with TestClient(
         TestServer(create_app(settings, sources, redis=cluster_client))
     ) as client:
@@ -134,12 +134,12 @@ async def test_pipeline_end_to_end_on_a_cluster(
         async with running_worker(settings, sources, cluster_client):
             record = await wait_for_record(queue, sub_id)
             assert record.state == "created"
-            assert await queue.replay(sub_id) == "replayed"
+            assert await queue.records.replay(sub_id) == "replayed"
             again_record = await wait_for_record(queue, sub_id, ("attached",))
         ready = await (await client.get("/readyz")).json()
     assert again_record.lead_id == record.lead_id
     assert len(emulator_state(emulator).leads_with_email("cy@example.com")) == 1
-    counts = await queue.counts()
+    counts = await queue.index.counts()
     assert counts["attached"] == 1 and counts["queued"] == 0
     assert ready["status"] == "ready"
 
@@ -159,9 +159,9 @@ async def test_concurrent_enqueues_on_a_cluster_are_each_stored(
 ) -> None:
     """Concurrent requests share a batch at the door; a cluster refuses EVALSHA in pipelines,
     so a batch there goes as concurrent calls."""
-    queue = WorkQueue(cluster_client, Keys(f"batch-{random.randrange(10**9)}"), record_ttl=60)
+    queue = Queue(cluster_client, Keys(f"batch-{random.randrange(10**9)}"), record_ttl=60)
     envelopes = [_envelope(n) for n in range(60)]
-    results = await asyncio.gather(*(queue.enqueue(e) for e in envelopes))
+    results = await asyncio.gather(*(queue.intake.enqueue(e) for e in envelopes))
     assert results == [(e.id, True) for e in envelopes]
     assert await cluster_client.xlen(queue.keys.stream) == 60
 
@@ -197,8 +197,8 @@ async def test_sentinel_url_reaches_the_master(make_settings: Any) -> None:
         sentinel.start()
         client = redis_from_url(f"redis+sentinel://127.0.0.1:{sentinel_port}/leads/0")
         try:
-            queue = WorkQueue(client, Keys("sentinel-test"), record_ttl=60)
-            await queue.ensure_group()
+            queue = Queue(client, Keys("sentinel-test"), record_ttl=60)
+            await queue.stream.ensure_group()
             env = Envelope(
                 id=new_submission_id(),
                 source="website",
@@ -206,14 +206,14 @@ async def test_sentinel_url_reaches_the_master(make_settings: Any) -> None:
                 content_type="application/json",
                 body={"email": "s@example.com"},
             )
-            assert (await queue.enqueue(env))[1]
-            [entry] = await queue.read("c", 1, 1000)
+            assert (await queue.intake.enqueue(env))[1]
+            [entry] = await queue.stream.read("c", 1, 1000)
             assert entry.sub_id == env.id
             many = [_envelope(n) for n in range(30)]  # one batch on the master's connection
-            assert await asyncio.gather(*(queue.enqueue(e) for e in many)) == [
+            assert await asyncio.gather(*(queue.intake.enqueue(e) for e in many)) == [
                 (e.id, True) for e in many
             ]
-            assert len(await queue.read("c", 100, 1000)) == 30
+            assert len(await queue.stream.read("c", 100, 1000)) == 30
         finally:
             await client.aclose()
     finally:

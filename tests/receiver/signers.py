@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.receiver.app import create_app
-from service.settings import Settings
 from tests.conftest import sources_from
 
 PROBLEM = "application/problem+json"

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.keys import Keys
-from service.settings import Settings
 from tests.receiver import signers
 from tests.receiver.signers import JSON, problem_of, receiver
 
@@ -203,7 +203,7 @@ async def test_body_key_is_not_stored(
     async with receiver(settings, redis, sources) as client:
         response = await client.post("/hooks/gads", json=payload)
         assert response.status == 202
-        record = await queue.record((await response.json())["id"])
+        record = await queue.records.get((await response.json())["id"])
     stored = json.loads(record.envelope)
     assert "google_key" not in stored["body"] and stored["body"]["lead_id"] == "L1"
     assert "g-key-123" not in record.envelope
@@ -220,7 +220,7 @@ async def test_query_token_is_not_stored(
             "/hooks/ub?token=tok-55&utm_source=lp", json={"email": "a@example.com"}
         )
         assert response.status == 202
-        record = await queue.record((await response.json())["id"])
+        record = await queue.records.get((await response.json())["id"])
     assert json.loads(record.envelope)["query"] == {"utm_source": "lp"}
 
 

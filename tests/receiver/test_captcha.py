@@ -11,10 +11,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from service.config.sources import parse_sources
 from service.errors import ConfigError
 from service.keys import Keys
-from service.queue.stream import WorkQueue
-from service.sources import parse_sources
+from service.queue import Queue
 from tests.receiver.signers import FORM, problem_of, receiver
 
 ANSWERS: dict[str, dict[str, Any]] = {
@@ -76,7 +76,7 @@ async def test_turnstile_token_is_checked_before_anything_is_stored(
     captcha_settings: Any,
     redis: Redis,
     keys: Keys,
-    queue: WorkQueue,
+    queue: Queue,
     provider: tuple[TestServer, list[dict[str, str]]],
 ) -> None:
     _, calls = provider
@@ -91,7 +91,7 @@ async def test_turnstile_token_is_checked_before_anything_is_stored(
             "/hooks/site", data=LEAD + "&cf-turnstile-response=bad", headers=FORM
         )
         assert "not accepted" in (await problem_of(bad, 403, "captcha-failed"))["detail"]
-        record = await queue.record((await ok.json())["id"])
+        record = await queue.records.get((await ok.json())["id"])
     assert [c["response"] for c in calls] == ["good", "bad"]  # a missing token costs no call
     assert calls[0] == {
         "provider": "turnstile",

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from service.queue.stream import WorkQueue
-from service.receiver.clientip import client_ip
-from service.settings import Settings
+from service.clientip import client_ip
+from service.config.settings import Settings
+from service.queue import Queue
 from tests.receiver.signers import receiver
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
@@ -42,7 +42,7 @@ def test_without_trusted_proxies_the_peer_is_the_client() -> None:
 
 
 async def test_the_record_keeps_the_client_address(
-    make_settings: Any, redis: Redis, queue: WorkQueue
+    make_settings: Any, redis: Redis, queue: Queue
 ) -> None:
     sources = {"site": {"kind": "form", "preset": "generic-form"}}
     forwarded = {"X-Forwarded-For": "198.51.100.23"}
@@ -53,7 +53,7 @@ async def test_the_record_keeps_the_client_address(
             response = await client.post(
                 "/hooks/site", json={"email": f"{len(ips)}@example.com"}, headers=forwarded
             )
-            record = await queue.record((await response.json())["id"])
+            record = await queue.records.get((await response.json())["id"])
             assert record is not None
             ips.append(json.loads(record.envelope or "")["client_ip"])
     assert ips == ["127.0.0.1", "198.51.100.23"]

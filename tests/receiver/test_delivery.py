@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.keys import Keys
 from service.receiver.app import create_app
-from service.settings import Settings
 from tests.conftest import ROOT, sources_from
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

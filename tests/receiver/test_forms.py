@@ -10,9 +10,9 @@ from urllib.parse import urlencode
 import pytest
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.keys import Keys
-from service.queue.stream import WorkQueue
-from service.settings import Settings
+from service.queue import Queue
 from tests.receiver.signers import FORM, problem_of, receiver
 
 ORIGIN = "https://www.example.com"
@@ -117,7 +117,7 @@ async def test_wildcard_origin_without_credentials(settings: Settings, redis: Re
 
 
 async def test_a_browser_posting_the_form_is_sent_to_the_thank_you_page(
-    settings: Settings, redis: Redis, queue: WorkQueue
+    settings: Settings, redis: Redis, queue: Queue
 ) -> None:
     async with receiver(settings, redis, SITE) as client:
         response = await client.post(
@@ -128,7 +128,7 @@ async def test_a_browser_posting_the_form_is_sent_to_the_thank_you_page(
         # A program posting the same form still gets JSON.
         program = await client.post("/hooks/site", data="email=cy%40example.com", headers=FORM)
         assert program.status == 202
-        record = await queue.record((await program.json())["id"])
+        record = await queue.records.get((await program.json())["id"])
     assert record is not None and record.state == "queued"
 
 
@@ -189,7 +189,7 @@ async def test_only_forms_are_checked_for_required_fields_at_the_door(
 
 
 async def test_a_filled_honeypot_looks_like_success_and_is_kept_as_spam(
-    settings: Settings, redis: Redis, keys: Keys, queue: WorkQueue
+    settings: Settings, redis: Redis, keys: Keys, queue: Queue
 ) -> None:
     spam = LEAD + "&fax=555-0100&message=cheap+pills"
     async with receiver(settings, redis, SITE) as client:
@@ -203,12 +203,12 @@ async def test_a_filled_honeypot_looks_like_success_and_is_kept_as_spam(
         assert bot_answer.keys() == person_answer.keys() and bot_answer["status"] == "queued"
         assert browser_bot.status == 303
         assert browser_bot.headers["Location"] == "https://www.example.com/thanks"
-    record = await queue.record(bot_answer["id"])
+    record = await queue.records.get(bot_answer["id"])
     assert record is not None and record.state == "rejected"
     assert record.history[-1]["detail"] == {"reason": "spam"}
     stream = [fields["sub"] for _, fields in await redis.xrange(keys.stream)]
     assert stream == [person_answer["id"]]  # the spam never reaches a worker
-    kept = await queue.record(person_answer["id"])
+    kept = await queue.records.get(person_answer["id"])
     assert kept is not None and "fax" not in json.loads(kept.envelope or "")["body"]
 
 
@@ -261,7 +261,7 @@ MULTIPART_WITH_FILE = (
 
 @pytest.mark.parametrize("policy", ["drop", "refuse"])
 async def test_file_parts_are_dropped_or_refused(
-    settings: Settings, redis: Redis, queue: WorkQueue, policy: str
+    settings: Settings, redis: Redis, queue: Queue, policy: str
 ) -> None:
     sources = {"site": {"kind": "form", "preset": "generic-form", "files": policy}}
     headers = {"Content-Type": "multipart/form-data; boundary=B"}
@@ -272,7 +272,7 @@ async def test_file_parts_are_dropped_or_refused(
             assert "file uploads" in body["detail"] and "'cv'" in body["detail"]
             return
         assert response.status == 202
-        record = await queue.record((await response.json())["id"])
+        record = await queue.records.get((await response.json())["id"])
     stored = json.loads(record.envelope or "") if record else {}
     assert stored["body"] == {"email": "ann@example.com", "_files_dropped": ["cv"]}
     assert b"%PDF" not in (record.envelope or "").encode() if record else False

@@ -8,11 +8,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service.config.sources import Sources
+from service.dev.redis_server import RedisServer
 from service.keys import GROUP, Keys
-from service.queue.stream import WorkQueue
+from service.queue import Queue
 from service.receiver.app import create_app
-from service.redis_server import RedisServer
-from service.sources import Sources
 
 PROBLEM = "application/problem+json"
 
@@ -28,7 +28,7 @@ async def problem_of(response: Any, status: int, slug: str) -> dict[str, Any]:
 
 
 async def test_form_post_is_queued_with_record(
-    client: TestClient[Any, Any], queue: WorkQueue, redis: Redis, keys: Keys
+    client: TestClient[Any, Any], queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     response = await client.post(
         "/hooks/website?utm_source=ads",
@@ -43,7 +43,7 @@ async def test_form_post_is_queued_with_record(
     assert answer["status"] == "queued" and answer["id"].startswith("sub_")
     [(_, fields)] = await redis.xrange(keys.stream)
     assert fields == {"sub": answer["id"], "source": "website"}
-    record = await queue.record(answer["id"])
+    record = await queue.records.get(answer["id"])
     assert record is not None and record.state == "queued"
     stored = json.loads(record.envelope or "")
     assert stored["body"] == {"name": "Ann Lee", "email": "ann@example.com"}

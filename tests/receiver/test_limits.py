@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.keys import Keys
 from service.receiver.bodies import BodyError, ParseLimits, parse_body
-from service.settings import Settings
 from tests.receiver.signers import FORM, JSON, problem_of, receiver
 
 SOURCES: dict[str, Any] = {

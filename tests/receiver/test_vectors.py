@@ -17,11 +17,11 @@ from multidict import CIMultiDict
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 
+from service.config.settings import Settings
+from service.config.sources import parse_sources
 from service.keys import Keys
-from service.queue.stream import WorkQueue
+from service.queue import Queue
 from service.receiver.auth import AuthFailed, SignedRequest, Verifier, build_verifier, verify
-from service.settings import Settings
-from service.sources import parse_sources
 from tests.receiver.signers import JSON, problem_of, receiver
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -143,7 +143,7 @@ async def test_reference_library_signs_what_the_receiver_accepts_once(
     settings: Settings,
     redis: Redis,
     keys: Keys,
-    queue: WorkQueue,
+    queue: Queue,
     reference_source: dict[str, Any],
 ) -> None:
     signer = Webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
@@ -178,5 +178,5 @@ async def test_reference_library_signs_what_the_receiver_accepts_once(
         replay = await client.post("/hooks/acme", data=payload.encode(), headers={**JSON, **stale})
         await problem_of(replay, 401, "unauthorized")
     assert await redis.xlen(keys.stream) == 1
-    record = await queue.record(sub_id)
+    record = await queue.records.get(sub_id)
     assert record is not None and json.loads(record.envelope or "")["body"]["n"] == "é"

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
+from service.config.sources import parse_sources
 from service.errors import ConfigError
 from service.keys import Keys
 from service.receiver.state import METRICS
-from service.settings import Settings
-from service.sources import parse_sources
 from tests.receiver import signers
 from tests.receiver.signers import JSON, problem_of, receiver
 from tests.test_cli import run_cli

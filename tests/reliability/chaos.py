@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.keys import GROUP, Keys
-from service.queue.records import FINAL_STATES, SubmissionRecord
+from service.queue.records import FINAL_STATES, Record
 from tests.reliability.harness import (
     ADMIN_TOKEN,
     CLOSE_KEY,
@@ -297,7 +297,7 @@ class Monkey:
 class Outcome:
     plan: ChaosPlan
     deliveries: list[Delivery]
-    records: dict[str, SubmissionRecord | None]
+    records: dict[str, Record | None]
     leads: list[dict[str, Any]]
     requests: list[dict[str, Any]]
     senders: Senders
@@ -383,8 +383,8 @@ class Outcome:
         for sub_id in poison_ids & dead_ids:
             record = self.records[sub_id or ""]
             assert record is not None
-            if (record.extra.get("last_error") or {}).get("status") != 400:
-                fail.append(f"{sub_id} dead without Close's 400 in its record: {record.extra}")
+            if (record.last_error or {}).get("status") != 400:
+                fail.append(f"{sub_id} dead without Close's 400 in its record: {record.last_error}")
         rejected_kinds = Counter(
             d.kind for d in firsts if self._state(d.accepted_id or "") == "rejected"
         )
@@ -466,16 +466,16 @@ class Outcome:
         return "\n".join(lines)
 
 
-async def _collect(redis: Redis, ids: list[str]) -> dict[str, SubmissionRecord | None]:
+async def _collect(redis: Redis, ids: list[str]) -> dict[str, Record | None]:
     keys = Keys(PREFIX)
-    out: dict[str, SubmissionRecord | None] = {}
+    out: dict[str, Record | None] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         pipe = redis.pipeline(transaction=False)
         for sub_id in chunk:
             pipe.hgetall(keys.sub(sub_id))
         for sub_id, raw in zip(chunk, await pipe.execute(), strict=True):
-            out[sub_id] = SubmissionRecord.from_hash(raw) if raw else None
+            out[sub_id] = Record.from_hash(raw) if raw else None
     return out
 
 

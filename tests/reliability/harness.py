@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from service.redis_server import RedisServer, free_port
+from service.dev.redis_server import RedisServer, free_port
 from tests.conftest import ROOT
 
 # Distinctive secrets: the log checks look for them in every line the processes wrote.

@@ -19,11 +19,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
 from service.keys import Keys
 from service.logs import AccessLogger
-from service.queue.stream import WorkQueue
+from service.queue import Queue
 from service.receiver.app import create_app
-from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, sources_from
 from tests.receiver import signers
 from tests.reliability.logcapture import CapturedLogs
@@ -200,7 +200,7 @@ async def test_the_admin_api_refuses_every_request_without_the_token(
             text = await response.text()
             assert response.status == 401, (method, path, headers, response.status)
             assert PERSON["email"] not in text and sub_id not in text
-    record = await WorkQueue(redis, keys, record_ttl=3600).record(sub_id)
+    record = await Queue(redis, keys, record_ttl=3600).records.get(sub_id)
     assert record is not None and record.state == "queued"  # not erased, not replayed
     assert "abuse.victim" in (record.envelope or "")
 
@@ -253,7 +253,7 @@ async def test_the_dashboard_shows_and_does_nothing_without_a_valid_session(
         headers={"Cookie": f"intake_admin={cookie}"},
     )
     assert erase.status == 403
-    record = await WorkQueue(redis, keys, record_ttl=3600).record(sub_id)
+    record = await Queue(redis, keys, record_ttl=3600).records.get(sub_id)
     assert record is not None and record.state == "queued"
 
 

@@ -16,11 +16,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from service.config.sources import Sources
 from service.keys import Keys
+from service.queue import Queue
 from service.queue.records import FINAL_STATES
-from service.queue.scripts import Scripts
-from service.queue.stream import WorkQueue
-from service.sources import Sources
 from service.worker.identity import IdentityLocks
 from tests.conftest import emulator_state, enqueue, lead_posts, running_worker, wait_for_record
 
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("captured_logs")
 
 
 async def test_a_lost_create_answer_makes_the_persons_next_submission_wait_for_the_index(
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,
@@ -56,15 +55,15 @@ async def test_a_lost_create_answer_makes_the_persons_next_submission_wait_for_t
 
 
 class LosesOneCancellation:
-    """Scripts whose ``extend_lock`` swallows the first cancellation it meets, as a Redis call
+    """The lock-extending script, swallowing the first cancellation it meets, as a Redis call
     under Python 3.11 sometimes does."""
 
-    def __init__(self, scripts: Scripts) -> None:
-        self.scripts = scripts
+    def __init__(self, extend: Any) -> None:
+        self.extend = extend
         self.inside = asyncio.Event()
         self.swallowed = 0
 
-    async def extend_lock(self, **kwargs: Any) -> Any:
+    async def __call__(self, *args: Any) -> Any:
         self.inside.set()
         try:
             await asyncio.sleep(0.05)
@@ -72,17 +71,15 @@ class LosesOneCancellation:
             self.swallowed += 1
             if self.swallowed > 1:
                 raise
-        return await self.scripts.extend_lock(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.scripts, name)
+        return await self.extend(*args)
 
 
 async def test_a_lost_cancellation_does_not_hold_a_persons_lock_forever(
     redis: Redis, keys: Keys
 ) -> None:
-    scripts = LosesOneCancellation(Scripts.register(redis))
-    locks = IdentityLocks(scripts, keys, ttl=0.3, wait=0.5)  # type: ignore[arg-type]
+    locks = IdentityLocks(redis, keys, ttl=0.3, wait=0.5)
+    scripts = LosesOneCancellation(locks._extend)
+    locks._extend = scripts  # type: ignore[assignment]
 
     async def one_submission() -> None:
         async with locks.hold(["e:person"]):

@@ -13,12 +13,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
+from service.config.sources import Sources
+from service.dev.redis_server import RedisServer
 from service.keys import GROUP, Keys
+from service.queue import Queue
 from service.queue.records import FINAL_STATES
-from service.queue.stream import WorkQueue
-from service.redis_server import RedisServer
-from service.settings import Settings
-from service.sources import Sources
 from tests.conftest import emulator_state, enqueue, running_worker, sources_from, wait_for_record
 
 pytestmark = pytest.mark.usefixtures("captured_logs")
@@ -44,7 +44,7 @@ def person(n: int) -> dict[str, Any]:
 
 
 async def test_corrupt_and_unknown_stream_entries_are_dropped_and_work_goes_on(
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -74,7 +74,7 @@ async def test_corrupt_and_unknown_stream_entries_are_dropped_and_work_goes_on(
 
 
 async def test_a_corrupt_envelope_ends_rejected_with_its_reason(
-    queue: WorkQueue, settings: Settings, sources: Sources, redis: Redis, keys: Keys
+    queue: Queue, settings: Settings, sources: Sources, redis: Redis, keys: Keys
 ) -> None:
     broken = await enqueue(queue, person(3))
     await redis.hset(keys.sub(broken), "envelope", "{not json")
@@ -89,7 +89,7 @@ async def test_a_corrupt_envelope_ends_rejected_with_its_reason(
 
 
 async def test_a_record_that_cannot_be_read_is_not_retried_forever(
-    queue: WorkQueue, make_settings: Any, sources: Sources, redis: Redis, keys: Keys
+    queue: Queue, make_settings: Any, sources: Sources, redis: Redis, keys: Keys
 ) -> None:
     broken = await enqueue(queue, person(5))
     await redis.hset(keys.sub(broken), mapping={"attempts": "many", "received_at": "?"})
@@ -103,7 +103,7 @@ async def test_a_record_that_cannot_be_read_is_not_retried_forever(
 
 
 async def test_a_failing_mapping_expression_ends_rejected_with_its_reason(
-    queue: WorkQueue, settings: Settings, redis: Redis, emulator: TestServer
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
 ) -> None:
     sources = sources_from(
         {
@@ -128,7 +128,7 @@ async def test_a_failing_mapping_expression_ends_rejected_with_its_reason(
 
 
 async def test_a_body_close_refuses_ends_dead_once_with_closes_answer(
-    queue: WorkQueue, settings: Settings, redis: Redis, keys: Keys, emulator: TestServer
+    queue: Queue, settings: Settings, redis: Redis, keys: Keys, emulator: TestServer
 ) -> None:
     # A text custom field given a number: the mapping passes it on, Close answers 400.
     sources = sources_from(
@@ -149,8 +149,8 @@ async def test_a_body_close_refuses_ends_dead_once_with_closes_answer(
         created = await wait_for_record(queue, good, DONE)
         left = await drained(redis, keys)
     assert dead.state == "dead" and dead.attempts == 1  # permanent: not retried
-    assert dead.extra["last_error"]["status"] == 400
-    assert "Must be a string" in str(dead.extra.get("close_response"))
+    assert dead.last_error["status"] == 400
+    assert "Must be a string" in str(dead.close_response)
     assert [e for _, e in await redis.xrange(keys.dead)] == [{"sub": bad, "source": "ids"}]
     assert created.state == "created"
     assert left == {"entries": 0, "pending": 0}
@@ -160,7 +160,7 @@ async def test_a_body_close_refuses_ends_dead_once_with_closes_answer(
 
 
 async def test_a_source_removed_from_the_config_ends_dead_with_the_reason(
-    queue: WorkQueue, settings: Settings, sources: Sources, redis: Redis, keys: Keys
+    queue: Queue, settings: Settings, sources: Sources, redis: Redis, keys: Keys
 ) -> None:
     orphan = await enqueue(queue, person(6), "retired-source")
     async with running_worker(settings, sources, redis):

@@ -18,14 +18,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from service.close.emulator import EmulatorState
+from close_emulator import EmulatorState
+from service.config.settings import Settings
+from service.config.sources import Sources
+from service.dev.redis_server import RedisServer
 from service.keys import GROUP, Keys
+from service.queue import Queue
 from service.queue.records import FINAL_STATES
-from service.queue.stream import WorkQueue
 from service.receiver.app import create_app
-from service.redis_server import RedisServer
-from service.settings import Settings
-from service.sources import Sources
 from tests.conftest import emulator_state, running_worker, wait_for_record
 from tests.reliability.logcapture import CapturedLogs
 
@@ -122,7 +122,7 @@ async def test_redis_down_at_the_door_then_back_accepts_what_was_refused(
     admin = Redis.from_url(own_redis.url, decode_responses=True)
     try:
         # Kept across the restart (AOF); the refused delivery is there exactly once.
-        records = await WorkQueue(admin, keys, record_ttl=3600).records([first, second])
+        records = await Queue(admin, keys, record_ttl=3600).index.records([first, second])
         assert [r.state if r else None for r in records] == ["queued", "queued"]
         assert await admin.xlen(keys.stream) == 2
     finally:
@@ -146,7 +146,7 @@ async def test_redis_gone_while_a_worker_processes_then_back_loses_nothing(
         async with running_worker(settings, sources, None) as worker:  # type: ignore[arg-type]
             await leads_at_least(state, 5)
             await restart(own_redis, away=1.5)  # several probe and read intervals
-            queue = WorkQueue(
+            queue = Queue(
                 Redis.from_url(own_redis.url, decode_responses=True), keys, record_ttl=3600
             )
             try:
@@ -178,13 +178,13 @@ async def test_redis_back_without_its_data_gets_a_new_stream_and_group(
     async with TestClient(TestServer(app)) as client, running_worker(settings, sources, None):  # type: ignore[arg-type]
         before, _ = await post_until_accepted(client, person(20), "before")
         async with Redis.from_url(server.url, decode_responses=True) as admin:
-            await wait_for_record(WorkQueue(admin, keys, record_ttl=3600), before, ("created",))
+            await wait_for_record(Queue(admin, keys, record_ttl=3600), before, ("created",))
         await restart(server)  # comes back empty: no stream, no group
         async with Redis.from_url(server.url, decode_responses=True) as admin:
             assert await admin.exists(keys.sub(before)) == 0  # it really came back empty
             # The receiver stores again at once; the worker recreates the group it reads.
             after, _ = await post_until_accepted(client, person(21), "after")
-            queue = WorkQueue(admin, keys, record_ttl=3600)
+            queue = Queue(admin, keys, record_ttl=3600)
             record = await wait_for_record(queue, after, ("created",), within=15)
             assert await ready_status(client, 200) == 200
             ready = await (await client.get("/readyz")).json()
@@ -210,7 +210,7 @@ async def test_a_deleted_consumer_group_is_recreated_and_nothing_is_lost(
         TestClient(TestServer(app)) as client,
         running_worker(settings, sources, None),  # type: ignore[arg-type]
     ):
-        queue = WorkQueue(admin, keys, record_ttl=3600)
+        queue = Queue(admin, keys, record_ttl=3600)
         ids = [(await post_until_accepted(client, person(30 + n), f"d{n}"))[0] for n in range(20)]
         await leads_at_least(state, 3)
         await admin.xgroup_destroy(keys.stream, GROUP)  # pending list and all

@@ -15,9 +15,9 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from service.dev.redis_server import RedisServer, free_port
 from service.keys import GROUP, Keys
-from service.queue.stream import WorkQueue
-from service.redis_server import RedisServer, free_port
+from service.queue import Queue
 from tests.conftest import API_KEY, ROOT, emulator_state, enqueue, lead_posts
 
 PEOPLE = 120
@@ -56,7 +56,7 @@ async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
 
 
 async def test_sigterm_under_load_loses_nothing_and_creates_nothing_twice(
-    queue: WorkQueue,
+    queue: Queue,
     redis: Redis,
     keys: Keys,
     redis_server: RedisServer,
@@ -88,13 +88,13 @@ async def test_sigterm_under_load_loses_nothing_and_creates_nothing_twice(
     assert first.returncode == 0, stderr.decode()[-2000:]
     # In-flight work takes well under a second: the worker must not sit out its 10 s grace.
     assert took < 10, f"the worker took {took:.1f}s to stop"
-    finished = [r for r in [await queue.record(i) for i in ids] if r and r.terminal]
+    finished = [r for r in [await queue.records.get(i) for i in ids] if r and r.terminal]
     assert len(finished) < PEOPLE  # it stopped taking work
     # What the first worker left is finished by another.
     second = await start_worker(env_vars)
     try:
         for _ in range(1500):
-            records = [await queue.record(i) for i in ids]
+            records = [await queue.records.get(i) for i in ids]
             if all(r is not None and r.terminal for r in records):
                 break
             await asyncio.sleep(0.02)
@@ -175,6 +175,6 @@ async def test_receiver_sigterm_fails_readiness_then_drains_without_losing_a_req
     assert readiness and set(readiness) == {503}  # readiness fails at once, and stays failed...
     assert len(accepted) > 20  # ...while it still took the requests routed to it
     # Nothing answered 202 is missing: every id has its record and its stream entry.
-    records = await WorkQueue(redis, keys, record_ttl=3600).records(accepted)
+    records = await Queue(redis, keys, record_ttl=3600).index.records(accepted)
     assert all(r is not None and r.state == "queued" for r in records)
     assert await redis.xlen(keys.stream) == len(accepted)

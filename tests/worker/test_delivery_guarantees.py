@@ -13,11 +13,11 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from service.close.client import CloseClient
+from service.config.settings import Settings
+from service.config.sources import Sources
 from service.keys import GROUP, Keys
-from service.queue.stream import WorkQueue
+from service.queue import Queue
 from service.receiver.app import create_app
-from service.settings import Settings
-from service.sources import Sources
 from tests.conftest import (
     ADMIN_TOKEN,
     API_KEY,
@@ -47,7 +47,7 @@ def person(n: int, note: str = "") -> dict[str, Any]:
 
 async def test_concurrent_submissions_of_one_person_make_one_lead(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,
@@ -68,7 +68,7 @@ async def test_concurrent_submissions_of_one_person_make_one_lead(
 
 async def test_crash_after_the_post_before_the_record_still_makes_one_lead(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,
@@ -90,9 +90,9 @@ async def test_crash_after_the_post_before_the_record_still_makes_one_lead(
             await asyncio.sleep(0.02)
         assert state.leads_with_email("person2@example.com")
     # The worker task was cancelled mid-request: nothing recorded, the entry still pending.
-    record = await queue.record(sub_id)
+    record = await queue.records.get(sub_id)
     assert record is not None and record.state == "processing" and record.lead_id is None
-    assert "create_started_at" in record.extra
+    assert record.progress.create_started_at is not None
     assert (await redis.xpending(keys.stream, GROUP))["pending"] == 1
     state.wake_hangs()
     rescuer = make_settings(visibility_timeout_seconds=1.0, unknown_outcome_grace_seconds=2.5)
@@ -105,7 +105,7 @@ async def test_crash_after_the_post_before_the_record_still_makes_one_lead(
 
 async def test_429_storm_all_created_and_no_request_during_a_pause(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,
@@ -141,7 +141,7 @@ async def test_429_storm_all_created_and_no_request_during_a_pause(
 
 async def test_5xx_and_timeouts_end_created_without_duplicates(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,
@@ -167,7 +167,7 @@ async def test_5xx_and_timeouts_end_created_without_duplicates(
 
 async def test_a_cached_lead_gone_from_close_is_looked_up_afresh(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -185,7 +185,7 @@ async def test_a_cached_lead_gone_from_close_is_looked_up_afresh(
         sub_id = await submit(client, person(500, "second"))
         second = await wait_for_record(queue, sub_id, DONE)
     assert second.state == "attached" and second.lead_id == first.lead_id
-    assert second.extra["matched_via"] == "search:email"
+    assert second.progress.matched_via == "search:email"
     steps = [(e.get("detail") or {}).get("step") for e in second.history]
     assert "matched lead gone" in steps
     assert len(state.leads_with_email("person500@example.com")) == 1
@@ -195,7 +195,7 @@ async def test_a_cached_lead_gone_from_close_is_looked_up_afresh(
 
 async def test_revoked_key_pauses_delivery_loses_nothing_and_resumes(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -213,7 +213,7 @@ async def test_revoked_key_pauses_delivery_loses_nothing_and_resumes(
         assert ready["delivery"].startswith("paused: Close refused the API key")
         await asyncio.sleep(0.5)  # several probe intervals
         for sub_id in ids:
-            record = await queue.record(sub_id)
+            record = await queue.records.get(sub_id)
             assert record is not None and record.state in ("queued", "retrying")
             assert record.attempts == 0  # a refused key does not use up attempts
         refused = [r for r in state.requests if r.status == 401]
@@ -226,7 +226,7 @@ async def test_revoked_key_pauses_delivery_loses_nothing_and_resumes(
 
 
 async def test_replay_of_a_dead_submission_and_of_a_created_one(
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     redis: Redis,
     keys: Keys,
@@ -253,7 +253,7 @@ async def test_replay_of_a_dead_submission_and_of_a_created_one(
             ).status == 202
             again = await wait_for_record(queue, sub_id, ("attached",))
             assert again.lead_id == created.lead_id
-            assert again.extra["previous_lead_id"] == created.lead_id
+            assert again.previous_lead_id == created.lead_id
         missing = await client.post("/v1/submissions/sub_nope/replay", headers=ADMIN)
         assert missing.status == 404
         unauthorised = await client.post(f"/v1/submissions/{sub_id}/replay")
@@ -262,12 +262,12 @@ async def test_replay_of_a_dead_submission_and_of_a_created_one(
 
 
 async def test_replay_refuses_a_submission_in_progress(
-    client: TestClient[Any, Any], queue: WorkQueue
+    client: TestClient[Any, Any], queue: Queue
 ) -> None:
     sub_id = await submit(client, person(400))
     response = await client.post(f"/v1/submissions/{sub_id}/replay", headers=ADMIN)
     assert response.status == 409
-    assert await queue.replay(sub_id) == "in-progress"
+    assert await queue.records.replay(sub_id) == "in-progress"
 
 
 def policy_sources(on_match: str, choose: str = "recently_updated") -> Sources:
@@ -293,7 +293,7 @@ def policy_sources(on_match: str, choose: str = "recently_updated") -> Sources:
 async def run_policy(
     settings: Settings,
     redis: Redis,
-    queue: WorkQueue,
+    queue: Queue,
     sources: Sources,
     payloads: list[dict[str, Any]],
 ) -> list[Any]:
@@ -307,7 +307,7 @@ async def run_policy(
 
 @pytest.mark.parametrize("on_match", ["note", "contact", "skip", "create"])
 async def test_policy_on_a_match(
-    on_match: str, settings: Settings, redis: Redis, queue: WorkQueue, emulator: TestServer
+    on_match: str, settings: Settings, redis: Redis, queue: Queue, emulator: TestServer
 ) -> None:
     state = emulator_state(emulator)
     first = {"email": "sam@example.com", "name": "Sam Roe", "company": "Roe Ltd"}
@@ -330,7 +330,7 @@ async def test_policy_on_a_match(
 
 @pytest.mark.parametrize("cache", ["kept", "expired"])
 async def test_contact_policy_adds_a_new_person_matched_by_phone(
-    cache: str, settings: Settings, redis: Redis, queue: WorkQueue, keys: Keys, emulator: TestServer
+    cache: str, settings: Settings, redis: Redis, queue: Queue, keys: Keys, emulator: TestServer
 ) -> None:
     state = emulator_state(emulator)
     first = {"email": "kim@example.com", "name": "Kim Ode", "phone": "+1 415 555 2671"}
@@ -343,18 +343,23 @@ async def test_contact_policy_adds_a_new_person_matched_by_phone(
     assert (created.state, attached.state) == ("created", "attached")
     # The phone's identity key was cached by the first create; without it, Close's search.
     expected = {"kept": "cache", "expired": "search:phone"}[cache]
-    assert attached.extra["matched_via"] == expected
+    assert attached.progress.matched_via == expected
     [lead] = state.leads_with_phone("+14155552671")
     assert sorted(c["name"] for c in lead["contacts"]) == ["Kim Ode", "Lee Ode"]
 
 
 async def test_several_matches_choose_the_most_recently_updated(
-    settings: Settings, redis: Redis, queue: WorkQueue, emulator: TestServer
+    settings: Settings, redis: Redis, queue: Queue, emulator: TestServer
 ) -> None:
     state = emulator_state(emulator)
     async with aiohttp.ClientSession() as session:  # two leads for the person already exist
         close = CloseClient(
-            session, base_url=str(emulator.make_url("/api/v1")), api_key=SecretStr(API_KEY)
+            session,
+            base_url=str(emulator.make_url("/api/v1")),
+            api_key=SecretStr(API_KEY),
+            timeout=5.0,
+            connect_timeout=5.0,
+            attempts=1,
         )
         old = await close.create_lead(
             {"name": "Old", "contacts": [{"emails": [{"email": "max@example.com"}]}]}
@@ -370,7 +375,7 @@ async def test_several_matches_choose_the_most_recently_updated(
     )
     assert record.state == "attached"
     assert record.lead_id == old["id"]  # updated last
-    assert sorted(record.extra["candidates"]) == sorted([old["id"], new["id"]])
+    assert sorted(record.progress.candidates) == sorted([old["id"], new["id"]])
     [record] = await run_policy(
         settings,
         redis,

@@ -8,11 +8,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service.config.settings import Settings
+from service.config.sources import Sources
 from service.keys import GROUP, Keys
-from service.queue.stream import WorkQueue
+from service.queue import Queue
 from service.receiver.app import create_app
-from service.settings import Settings
-from service.sources import Sources
 from tests.conftest import (
     emulator_state,
     lead_posts,
@@ -34,7 +34,7 @@ async def post_form(client: TestClient[Any, Any], body: str, source: str = "webs
 
 async def test_form_post_becomes_a_lead(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -66,7 +66,7 @@ async def test_form_post_becomes_a_lead(
 
 async def test_json_webhook_becomes_a_lead(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -98,7 +98,7 @@ async def test_json_webhook_becomes_a_lead(
 
 async def test_entry_of_a_dead_consumer_is_reclaimed_and_processed_once(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,
@@ -107,7 +107,7 @@ async def test_entry_of_a_dead_consumer_is_reclaimed_and_processed_once(
 ) -> None:
     sub_id = await post_form(client, "name=Cy+Dee&email=cy%40example.com")
     # A consumer takes the entry and dies without finishing it.
-    [taken] = await queue.read("crashed-consumer", 10, 100)
+    [taken] = await queue.stream.read("crashed-consumer", 10, 100)
     assert taken.sub_id == sub_id
     settings = make_settings(visibility_timeout_seconds=1.0)
     async with running_worker(settings, sources, redis, consumer="rescuer") as worker:
@@ -120,7 +120,7 @@ async def test_entry_of_a_dead_consumer_is_reclaimed_and_processed_once(
 
 
 async def test_close_400_ends_dead_with_field_errors(
-    queue: WorkQueue, settings: Settings, redis: Redis, keys: Keys, emulator: TestServer
+    queue: Queue, settings: Settings, redis: Redis, keys: Keys, emulator: TestServer
 ) -> None:
     sources = tagged_sources()
     state = emulator_state(emulator)
@@ -132,9 +132,9 @@ async def test_close_400_ends_dead_with_field_errors(
             sub_id = (await response.json())["id"]
         record = await wait_for_record(queue, sub_id, ("dead",))
     assert record.attempts == 1
-    assert record.extra["close_response"]["field-errors"]
-    assert record.extra["last_error"]["status"] == 400
-    assert any("does not exist" in line for line in record.extra["last_error"]["field_errors"])
+    assert record.close_response["field-errors"]
+    assert record.last_error["status"] == 400
+    assert any("does not exist" in line for line in record.last_error["field_errors"])
     assert state.leads == {}
     dead = await redis.xrange(keys.dead)
     assert [fields["sub"] for _, fields in dead] == [sub_id]
@@ -142,7 +142,7 @@ async def test_close_400_ends_dead_with_field_errors(
 
 async def test_close_503_then_success_is_created_after_retry(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -164,7 +164,7 @@ async def test_close_503_then_success_is_created_after_retry(
 
 async def test_note_failure_does_not_create_the_lead_twice(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -182,7 +182,7 @@ async def test_note_failure_does_not_create_the_lead_twice(
 
 async def test_an_entry_that_never_reaches_an_outcome_is_dead_lettered(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,
@@ -191,9 +191,9 @@ async def test_an_entry_that_never_reaches_an_outcome_is_dead_lettered(
 ) -> None:
     sub_id = await post_form(client, "name=Lo+Op&email=loop%40example.com")
     # Consumers took it again and again and died every time (a crash loop).
-    await queue.read("crashing-0", 1, 100)
+    await queue.stream.read("crashing-0", 1, 100)
     for n in range(1, 11):
-        await queue.autoclaim(f"crashing-{n}", min_idle_ms=0, count=1)
+        await queue.stream.autoclaim(f"crashing-{n}", min_idle_ms=0, count=1)
     settings = make_settings(visibility_timeout_seconds=1.0)
     async with running_worker(settings, sources, redis):
         record = await wait_for_record(queue, sub_id, ("dead",))

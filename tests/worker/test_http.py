@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from service.settings import Settings
-from service.sources import Sources
+from service.config.settings import Settings
+from service.config.sources import Sources
 from service.worker.http import create_worker_app
 from tests.conftest import running_worker
 

@@ -8,13 +8,12 @@ import pytest
 from redis.asyncio import Redis
 
 from service.keys import Keys
-from service.queue.scripts import Scripts
-from service.queue.stream import PersonUpdate, WorkQueue
+from service.queue import PersonUpdate, Queue, Transition
 from service.worker.identity import IdentityBusy, IdentityLocks
 
 
 def locks_for(redis: Redis, keys: Keys, *, ttl: float = 3.0, wait: float = 1.0) -> IdentityLocks:
-    return IdentityLocks(Scripts.register(redis), keys, ttl=ttl, wait=wait)
+    return IdentityLocks(redis, keys, ttl=ttl, wait=wait)
 
 
 async def test_all_of_a_persons_locks_are_taken_and_released_together(
@@ -82,12 +81,14 @@ async def test_the_cache_and_the_create_marks_are_read_with_the_locks(
 
 
 async def test_locks_released_by_the_outcome_are_not_released_again(
-    redis: Redis, keys: Keys, queue: WorkQueue
+    redis: Redis, keys: Keys, queue: Queue
 ) -> None:
     locks = locks_for(redis, keys)
     async with locks.hold(["e:1"]) as held:
-        await queue.transition(
-            "sub_missing", "created", person=PersonUpdate(["e:1"], release_token=held.token)
+        await queue.steps.apply(
+            Transition(
+                "sub_missing", "created", person=PersonUpdate(["e:1"], release_token=held.token)
+            )
         )
         held.released = True
         assert await redis.exists(keys.lock("e:1")) == 0
@@ -108,14 +109,14 @@ async def test_held_locks_are_refreshed_until_released(redis: Redis, keys: Keys)
 
 
 async def test_a_refresh_never_extends_someone_elses_lock(redis: Redis, keys: Keys) -> None:
-    scripts = Scripts.register(redis)
+    locks = IdentityLocks(redis, keys, ttl=60, wait=0)
     await redis.set(keys.lock("e:a"), "mine", px=1000)
     await redis.set(keys.lock("e:b"), "theirs", px=1000)
     names = [keys.lock("e:a"), keys.lock("e:b")]
-    assert await scripts.extend_lock(keys=names, args=["mine", 60_000]) == 1
+    assert await locks.extend(names, "mine") == 1
     assert await redis.pttl(keys.lock("e:a")) > 1000
     assert await redis.pttl(keys.lock("e:b")) <= 1000
-    assert await scripts.release_lock(keys=names, args=["mine"]) == 1
+    assert await locks.release(names, "mine") == 1
     assert await redis.get(keys.lock("e:b")) == "theirs"
 
 

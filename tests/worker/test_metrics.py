@@ -8,10 +8,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from service.close.status import refresh_metrics
+from service.config.settings import Settings
+from service.config.sources import Sources
 from service.metrics import Metrics
-from service.queue.stream import WorkQueue
-from service.settings import Settings
-from service.sources import Sources
+from service.queue import Queue
 from service.worker.http import create_worker_app
 from tests.conftest import emulator_state, running_worker, wait_for_record
 
@@ -26,7 +27,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_worker_metrics_count_outcomes_close_calls_and_queue_state(
     client: TestClient[Any, Any],
-    queue: WorkQueue,
+    queue: Queue,
     settings: Settings,
     sources: Sources,
     redis: Redis,
@@ -72,12 +73,13 @@ async def test_worker_metrics_count_outcomes_close_calls_and_queue_state(
 
 
 async def test_queue_gauges_without_a_consumer_group_still_see_redis_up(
-    client: TestClient[Any, Any], queue: WorkQueue, redis: Redis
+    client: TestClient[Any, Any], queue: Queue, redis: Redis
 ) -> None:
     await client.post("/hooks/partner", json={"contact": {"email": "g@example.com"}})
     await redis.xgroup_destroy(queue.keys.stream, "workers")
     metrics = Metrics()
-    values = samples((await metrics.render(queue)).decode())
+    await refresh_metrics(metrics, queue)
+    values = samples(metrics.render().decode())
     assert values[("intake_redis_up", ())] == 1
     assert values[("intake_stream_length", ())] == 1
     assert values[("intake_stream_pending", ())] == 0

@@ -10,10 +10,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
-from service.queue.scripts import Scripts
-from service.queue.stream import WorkQueue
-from service.settings import Settings
-from service.sources import Sources
+from service.config.settings import Settings
+from service.config.sources import Sources
+from service.queue import Queue, buckets, transitions
+from service.worker import identity
 from tests.conftest import emulator_state, enqueue, running_worker, wait_for_record
 
 N = 12
@@ -38,11 +38,16 @@ async def round_trips(monkeypatch: pytest.MonkeyPatch, redis: Redis) -> Counter[
     """Writes to Redis made by the worker's processing tasks (one write = one round trip, a
     pipeline included), by command; the scripts are loaded beforehand (a first EVALSHA that
     meets NOSCRIPT costs a load and a second try, once per Redis, not per submission)."""
-    registered = Scripts.register(redis)
-    names = ("claim", "transition", "take_locks", "take_tokens", "release_lock")
-    for name in names:
-        await redis.script_load(getattr(registered, name).script)
-    scripts = {getattr(registered, name).sha: name for name in names}
+    named = {
+        "claim": transitions._CLAIM,
+        "transition": transitions._TRANSITION,
+        "take_locks": identity._TAKE_LOCKS,
+        "take_tokens": buckets.TAKE,
+        "release_lock": identity._RELEASE_LOCKS,
+    }
+    scripts = {}
+    for name, script in named.items():
+        scripts[await redis.script_load(script.text)] = name
     seen: Counter[str] = Counter()
     original = AbstractConnection.send_packed_command
 
@@ -62,7 +67,7 @@ async def round_trips(monkeypatch: pytest.MonkeyPatch, redis: Redis) -> Counter[
 
 async def test_a_new_persons_lead_costs_five_round_trips_plus_shared_tokens(
     round_trips: Counter[str],
-    queue: WorkQueue,
+    queue: Queue,
     make_settings: Any,
     sources: Sources,
     redis: Redis,

@@ -1,12 +1,23 @@
 """Who sent it: the signature and token schemes a source can require.
 
-``spec`` holds what the sources file says (``auth:``), ``signatures`` and ``tokens`` the
-verifiers, ``base`` what they share. :func:`build_verifier` turns a validated spec into the
-verifier the receiver runs on every request of the source.
+``service/config/auth.py`` holds what the sources file says (``auth:``); ``signatures`` and
+``tokens`` are the verifiers, ``base`` what they share. :func:`build_verifier` turns a
+validated spec into the verifier the receiver runs on every request of the source.
 """
 
 from __future__ import annotations
 
+from service.config.auth import (
+    AuthSpec,
+    BasicAuth,
+    BearerAuth,
+    BodyKeyAuth,
+    HmacAuth,
+    HubSpotAuth,
+    NetlifyAuth,
+    StandardWebhooksAuth,
+    TimestampedAuth,
+)
 from service.receiver.auth.base import (
     REASONS,
     AuthFailed,
@@ -19,17 +30,6 @@ from service.receiver.auth.signatures import (
     NetlifyVerifier,
     StandardWebhooksVerifier,
     TimestampedVerifier,
-)
-from service.receiver.auth.spec import (
-    AuthSpec,
-    BasicAuth,
-    BearerAuth,
-    BodyKeyAuth,
-    HmacAuth,
-    HubSpotAuth,
-    NetlifyAuth,
-    StandardWebhooksAuth,
-    TimestampedAuth,
 )
 from service.receiver.auth.tokens import BasicVerifier, BearerVerifier, BodyKeyVerifier
 

@@ -16,20 +16,20 @@ import json
 import re
 from typing import Any
 
-from service.receiver.auth.base import (
-    AuthFailed,
-    SignedRequest,
-    Verifier,
-    check_window,
-    constant_time_any,
-)
-from service.receiver.auth.spec import (
+from service.config.auth import (
     HmacAuth,
     HubSpotAuth,
     NetlifyAuth,
     StandardWebhooksAuth,
     TimestampedAuth,
     standard_key,
+)
+from service.receiver.auth.base import (
+    AuthFailed,
+    SignedRequest,
+    Verifier,
+    check_window,
+    constant_time_any,
 )
 
 _SPLIT = re.compile(r"[\s,]+")

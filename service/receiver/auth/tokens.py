@@ -7,8 +7,8 @@ import binascii
 import hmac
 from typing import Any
 
+from service.config.auth import BasicAuth, BearerAuth, BodyKeyAuth
 from service.receiver.auth.base import AuthFailed, SignedRequest, Verifier, constant_time_any
-from service.receiver.auth.spec import BasicAuth, BearerAuth, BodyKeyAuth
 
 
 class BearerVerifier(Verifier):

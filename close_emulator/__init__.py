@@ -1,0 +1,37 @@
+"""A built-in emulator of the Close API, for tests, ``make run`` and chaos and benchmark runs.
+
+A sibling of ``service/`` in the same distribution that imports nothing from it (an
+import-linter contract keeps it so), so it cannot quietly copy the client's assumptions: it
+follows Close's documented behaviour, awkward parts included. ``app.py`` says how it is laid out.
+"""
+
+from close_emulator.app import create_emulator_app, run_emulator
+from close_emulator.options import (
+    DEFAULT_API_KEY,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    CustomFieldSpec,
+    EmulatorOptions,
+    Fault,
+    LeadStatus,
+    add_emulator_arguments,
+    options_from_args,
+)
+from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "EMULATOR_STATE",
+    "CustomFieldSpec",
+    "EmulatorOptions",
+    "EmulatorState",
+    "Fault",
+    "LeadStatus",
+    "RequestRecord",
+    "add_emulator_arguments",
+    "create_emulator_app",
+    "options_from_args",
+    "run_emulator",
+]

@@ -1,0 +1,86 @@
+"""Records and queue figures as the admin API and the dashboard show them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from service.close.status import read_status
+from service.queue import Queue, Record
+from service.times import iso
+
+
+def lead_url(record: Record, template: str) -> str | None:
+    """The lead in Close: the URL Close gave, else one made from the lead id and ``template``."""
+    given = record.progress.lead_url
+    if given and given.startswith(("https://", "http://")):
+        return given
+    return template.format(record.lead_id) if record.lead_id else None
+
+
+def public(record: Record, template: str) -> dict[str, Any]:
+    """The whole record (payload and history included), with the link to the Close lead."""
+    return {**record.to_public(), "lead_url": lead_url(record, template)}
+
+
+def summary(record: Record, template: str, include: Sequence[str] = ()) -> dict[str, Any]:
+    """A listing row: what happened, without personal data unless ``include`` asks for it."""
+    next_at = record.progress.next_attempt_at
+    out: dict[str, Any] = {
+        "id": record.id,
+        "source": record.source,
+        "state": record.state,
+        "received_at": iso(record.received_at),
+        "updated_at": iso(record.updated_at),
+        "attempts": record.attempts,
+        "lead_id": record.lead_id,
+        "lead_url": lead_url(record, template),
+        "last_error": record.last_error,
+        "next_attempt_at": iso(next_at) if next_at is not None else None,
+        "replayed_at": iso(record.replayed_at) if record.replayed_at is not None else None,
+    }
+    if record.state == "erased":
+        out["erased_from"] = record.erased_from
+    if "payload" in include:
+        out["payload"] = record.payload()
+    if "history" in include:
+        out["history"] = list(record.history)
+    return out
+
+
+def error_reason(record: Record) -> str | None:
+    """One line saying why the last attempt failed (or why the submission was rejected)."""
+    error = record.last_error
+    if error is None and record.state == "rejected" and record.history:
+        error = record.history[-1].get("detail")
+    if isinstance(error, Mapping):
+        parts = [str(error.get(k)) for k in ("reason", "error") if error.get(k)]
+        if error.get("status"):
+            parts.insert(0, f"HTTP {error['status']}")
+        if error.get("field_errors"):
+            parts.append("; ".join(str(f) for f in error["field_errors"]))
+        return ": ".join(parts) or json.dumps(error, default=str)
+    return str(error) if error else None
+
+
+async def queue_overview(queue: Queue) -> dict[str, Any]:
+    """Submissions per state, queue depth and whether delivery to Close is paused."""
+    counts, status = await asyncio.gather(queue.index.counts(), read_status(queue))
+    depth, delivery = status.depth, status.delivery
+    return {
+        "states": counts,
+        "total": sum(n for state, n in counts.items() if state != "erased"),
+        "queue": {
+            "stream_length": depth.stream_length,
+            "pending": depth.pending,
+            "retry_scheduled": depth.retry_scheduled,
+            "dead_letters": depth.dead_letters,
+        },
+        "delivery": {
+            "status": delivery.status,
+            "paused_reason": delivery.auth_pause,
+            "rate_limit_pauses": delivery.rate_limit_pauses,
+        },
+    }

@@ -1,0 +1,192 @@
+"""Provider presets: one YAML data file per provider under ``service/config/presets/``.
+
+A preset holds what a source would otherwise write itself: the ``extract`` expressions for the
+provider's payload, the expression giving the provider's event id (delivery dedup), the
+signature scheme (``auth``: a scheme of ``auth.py`` with the provider's headers, never secrets;
+a source adds those), the content types it sends, and optionally which part of the payload the
+note lists (``note_fields``) and the note's title. The mapping engine sees a preset as the
+:class:`~service.mapping.MappingPreset` it extends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from service.config.auth import AuthSpec, preset_auth_problem
+from service.errors import ConfigError, ConfigIssue
+from service.mapping.jmes import compile_expression
+from service.mapping.spec import MappingPreset, canonical_field_error
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = "presets"
+
+
+@dataclass(frozen=True)
+class Preset(MappingPreset):
+    """One provider's mapping (the fields of :class:`MappingPreset`) and delivery facts."""
+
+    description: str = ""
+    content_types: tuple[str, ...] = ("application/json",)
+    auth: Mapping[str, Any] | None = None
+    """The provider's signature scheme and headers (never secrets)."""
+    docs: str | None = None
+
+
+class _PresetFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    docs: str | None = None
+    content_types: list[str] = Field(default_factory=lambda: ["application/json"])
+    event_id: str | None = None
+    auth: dict[str, Any] | None = None
+    note_title: str | None = None
+    note_fields: str | None = None
+    extract: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PresetRegistry:
+    """The known presets by name."""
+
+    presets: Mapping[str, Preset] = field(default_factory=dict)
+
+    def get(self, name: str) -> Preset:
+        """The preset called ``name``; KeyError when there is none."""
+        return self.presets[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.presets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.presets
+
+    def __iter__(self) -> Iterator[Preset]:
+        return iter(self.presets[name] for name in self.names())
+
+    def auth_of(self, name: str | None) -> Mapping[str, Any] | None:
+        """The ``auth`` block of the preset called ``name`` (None: unknown, or it does not
+        sign)."""
+        preset = self.presets.get(name) if name else None
+        return preset.auth if preset is not None else None
+
+
+@functools.cache
+def bundled_presets() -> PresetRegistry:
+    """The presets shipped with the service, read once per process."""
+    return load_presets()
+
+
+def _issues_of(data: _PresetFile, where: str) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for path, expression in data.extract.items():
+        problem = canonical_field_error(path)
+        if problem is None:
+            _, problem = compile_expression(expression)
+        if problem:
+            issues.append(ConfigIssue(f"extract.{path}", problem, where))
+    for key in ("event_id", "note_fields"):
+        expression = getattr(data, key)
+        if expression is not None:
+            _, problem = compile_expression(expression)
+            if problem:
+                issues.append(ConfigIssue(key, problem, where))
+    if data.auth is not None:
+        issues.extend(_auth_issues(data.auth, where))
+    return issues
+
+
+_AUTH = TypeAdapter(AuthSpec)
+
+
+def _auth_issues(block: Mapping[str, Any], where: str) -> list[ConfigIssue]:
+    """The preset's ``auth`` must be a valid scheme (headers, encodings), without secrets."""
+    problem = preset_auth_problem(block)
+    if problem:
+        return [ConfigIssue("auth", problem, where)]
+    try:
+        _AUTH.validate_python(dict(block))
+    except ValidationError as exc:
+        return [
+            ConfigIssue(".".join(("auth", *(str(p) for p in err["loc"][1:]))), err["msg"], where)
+            for err in exc.errors(include_url=False)
+        ]
+    return []
+
+
+def parse_preset(text: str, where: str, expected_name: str | None = None) -> Preset:
+    """A preset from YAML text; ConfigError listing every problem."""
+    try:
+        raw = yaml.safe_load(text)
+        data = _PresetFile.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue("", f"not valid YAML: {exc}", where)]) from exc
+    except ValidationError as exc:
+        raise ConfigError(
+            ConfigIssue(".".join(str(p) for p in err["loc"]), err["msg"], where)
+            for err in exc.errors()
+        ) from exc
+    issues = _issues_of(data, where)
+    if expected_name is not None and data.name != expected_name:
+        issues.append(ConfigIssue("name", f"must be {expected_name!r} (the file name)", where))
+    if issues:
+        raise ConfigError(issues)
+    return Preset(
+        name=data.name,
+        description=data.description,
+        extract=MappingProxyType(dict(data.extract)),
+        content_types=tuple(data.content_types),
+        event_id=data.event_id,
+        auth=MappingProxyType(dict(data.auth)) if data.auth is not None else None,
+        docs=data.docs,
+        note_fields=data.note_fields,
+        note_title=data.note_title,
+    )
+
+
+def _package_files() -> Iterator[tuple[str, str]]:
+    folder = resources.files("service.config").joinpath(PACKAGE_DIR)
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".yaml", ".yml")):
+            yield entry.name, entry.read_text(encoding="utf-8")
+
+
+def _dir_files(directory: Path) -> Iterator[tuple[str, str]]:
+    for path in sorted(directory.glob("*.y*ml")):
+        yield str(path), path.read_text(encoding="utf-8")
+
+
+def load_presets(directories: Iterable[Path] = ()) -> PresetRegistry:
+    """The bundled presets, plus any ``*.yaml`` in ``directories`` (a later file wins).
+
+    Raises ConfigError listing the problems of every invalid file.
+    """
+    found: dict[str, Preset] = {}
+    issues: list[ConfigIssue] = []
+    sources = [_package_files(), *(_dir_files(Path(d)) for d in directories)]
+    for files in sources:
+        for where, text in files:
+            stem = Path(where).name.rsplit(".", 1)[0]
+            try:
+                preset = parse_preset(text, where, expected_name=stem)
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+                continue
+            if preset.name in found:
+                logger.info("preset %s from %s replaces the earlier one", preset.name, where)
+            found[preset.name] = preset
+    if issues:
+        raise ConfigError(issues)
+    return PresetRegistry(MappingProxyType(found))

@@ -1,0 +1,184 @@
+"""How an attempt at a submission ends, recorded in one step each: a final state (the entry
+acknowledged, the person's locks released, a dead letter where it is ``dead``), the retry
+schedule after a transient failure, or a pause while Close refuses the API key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.backoff import retry_delay
+from service.errors import CloseAuthFailed, CloseError, TransientError, field_errors
+from service.metrics import Metrics
+from service.queue import Entry, PersonUpdate, Progress, Queue, Record, State, Transition
+from service.worker.gate import DeliveryGate
+from service.worker.identity import Held
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base: float
+    cap: float
+    max_attempts: int
+    deadline: float
+    """Seconds after receipt (or replay) after which a failing submission ends ``dead``."""
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One attempt at a submission: its record as claimed, and its progress as it grows (each
+    step records the whole of it, so a retry resumes after the last recorded step)."""
+
+    record: Record
+    progress: Progress
+
+
+def close_error_detail(exc: CloseError) -> dict[str, Any]:
+    """What a Close error says, as a history event's detail and the record's last error."""
+    detail: dict[str, Any] = {"error": str(exc)}
+    if exc.response is not None:
+        detail["status"] = exc.response.status
+        lines = field_errors(exc.response.body)
+        if lines:
+            detail["field_errors"] = list(lines)
+    return detail
+
+
+class Outcomes:
+    """Records the end of attempts (and counts them in the metrics)."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        retry: RetryPolicy,
+        *,
+        gate: DeliveryGate,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.queue = queue
+        self.retry = retry
+        self.gate = gate
+        self.metrics = metrics
+
+    async def give_up(self, entry: Entry, reason: str) -> str:
+        """Dead-letter an entry that cannot be processed at all (never retried again)."""
+        await self.queue.steps.apply(
+            Transition(
+                entry.sub_id,
+                "dead",
+                source=entry.source,
+                detail={"reason": reason},
+                last_error={"reason": reason},
+                ack=entry,
+                dead=True,
+            )
+        )
+        logger.error("submission %s dead: %s", entry.sub_id, reason)
+        if self.metrics is not None:
+            self.metrics.submissions.labels(entry.source, "dead").inc()
+        return "dead"
+
+    async def pause_for_auth(self, entry: Entry, attempt: Attempt, exc: CloseAuthFailed) -> str:
+        await self.gate.close_for_auth(exc)
+        detail = {**close_error_detail(exc), "reason": "Close refused the API key; paused"}
+        # Not the submission's fault: it does not use up an attempt.
+        due = time.time() + self.gate.probe_seconds
+        await self._retrying(entry, attempt, detail, due, attempts_delta=-1)
+        return "retrying"
+
+    async def _retrying(
+        self,
+        entry: Entry,
+        attempt: Attempt,
+        detail: dict[str, Any],
+        due: float,
+        *,
+        attempts_delta: int = 0,
+    ) -> None:
+        record = attempt.record
+        await self.queue.steps.apply(
+            Transition(
+                record.id,
+                "retrying",
+                source=record.source,
+                detail=detail,
+                progress=attempt.progress,
+                last_error=detail,
+                ack=entry,
+                retry_at=due,
+                attempts_delta=attempts_delta,
+            )
+        )
+
+    async def schedule_retry(self, entry: Entry, attempt: Attempt, exc: TransientError) -> str:
+        record = attempt.record
+        attempts = record.attempts
+        detail: dict[str, Any] = (
+            close_error_detail(exc) if isinstance(exc, CloseError) else {"error": str(exc)}
+        )
+        delay = retry_delay(attempts, base=self.retry.base, cap=self.retry.cap)
+        delay = max(delay, float(getattr(exc, "retry_after", 0.0)))
+        due = time.time() + delay
+        started = max(record.received_at, record.replayed_at or 0.0)
+        if attempts >= self.retry.max_attempts or due > started + self.retry.deadline:
+            detail["reason"] = f"gave up after {attempts} attempts"
+            return await self.end(entry, attempt, "dead", detail, last_error=detail)
+        detail["retry_in_seconds"] = round(delay, 3)
+        attempt.progress = attempt.progress.changed(next_attempt_at=due)
+        await self._retrying(entry, attempt, detail, due)
+        if self.metrics is not None:
+            self.metrics.retries.labels(record.source).inc()
+        logger.info("submission %s retrying in %.1fs: %s", record.id, delay, detail["error"])
+        return "retrying"
+
+    async def end(
+        self,
+        entry: Entry,
+        attempt: Attempt,
+        state: State,
+        detail: dict[str, Any],
+        *,
+        lead_id: str | None = None,
+        held: Held | None = None,
+        last_error: Any = None,
+        close_response: Any = None,
+        warnings: Sequence[str] = (),
+    ) -> str:
+        """Record the outcome and acknowledge the entry; with ``held``, the person's locks are
+        released in the same step."""
+        record = attempt.record
+        person = None
+        if held is not None and held.identities:
+            person = PersonUpdate(held.identities, release_token=held.token)
+        await self.queue.steps.apply(
+            Transition(
+                record.id,
+                state,
+                source=record.source,
+                detail=detail,
+                lead_id=lead_id or None,
+                progress=attempt.progress,
+                last_error=last_error,
+                close_response=close_response,
+                warnings=warnings,
+                ack=entry,
+                dead=state == "dead",
+                person=person,
+            )
+        )
+        if person is not None and held is not None:
+            held.released = True
+        if self.metrics is not None:
+            self.metrics.submissions.labels(record.source, state).inc()
+            self.metrics.end_to_end_seconds.labels(record.source, state).observe(
+                max(0.0, time.time() - record.received_at)
+            )
+        log = logger.warning if state in ("dead", "rejected") else logger.info
+        log("submission %s %s (source %s)", record.id, state, record.source)
+        return state

@@ -1,0 +1,1 @@
+"""Tests of mapping's JMESPath layer: the added functions, the compiler, the static checks."""
