@@ -25,8 +25,10 @@ class PortInUse(IntakeError):
 
     def __init__(self, taken: Sequence[Port]) -> None:
         self.taken = tuple(taken)
-        parts = [f"port {p.port} ({p.what}) is in use: set {p.setting}" for p in self.taken]
-        super().__init__("; ".join(parts) + " to a free port (0: any free port)")
+        parts = [
+            f"port {p.port} ({p.what}) is in use, set {p.setting} to another" for p in self.taken
+        ]
+        super().__init__("; ".join(parts) + " (0: any free port)")
 
 
 def in_use(port: Port) -> bool:
