@@ -26,7 +26,7 @@ STATE_COLOURS: Mapping[str, str] = {
     "erased": "#5d6370",
 }
 SOURCE_COLOURS = ("#3b6fd1", "#e07b39", "#4aa35d", "#b9509d", "#c9a227", "#4bb3c5", "#8a6d55")
-BAR, GAP, HEIGHT, LABELS = 22, 6, 110, 16
+BAR, GAP, HEIGHT, LABELS, TOP = 16, 4, 110, 16, 12
 
 
 def _hour(start: float) -> str:
@@ -39,14 +39,14 @@ def _bars(
     """One stacked bar per hour, a segment per series (in the mapping's order)."""
     totals = [sum(values[h] for values in series.values()) for h in range(len(starts))]
     scale = HEIGHT / max(1, *totals)
-    width = len(starts) * (BAR + GAP)
+    width, bottom = len(starts) * (BAR + GAP), TOP + HEIGHT
     parts = [
-        f'<svg class="chart" role="img" width="{width}" height="{HEIGHT + LABELS}" '
-        f'viewBox="0 0 {width} {HEIGHT + LABELS}" xmlns="http://www.w3.org/2000/svg">'
-        f'<line x1="0" y1="{HEIGHT}" x2="{width}" y2="{HEIGHT}" stroke="#c5cad3"/>'
+        f'<svg class="chart" role="img" width="{width}" height="{bottom + LABELS}" '
+        f'viewBox="0 0 {width} {bottom + LABELS}" xmlns="http://www.w3.org/2000/svg">'
+        f'<line x1="0" y1="{bottom}" x2="{width}" y2="{bottom}" stroke="#c5cad3"/>'
     ]
     for h, start in enumerate(starts):
-        x, top = h * (BAR + GAP), float(HEIGHT)
+        x, top = h * (BAR + GAP) + GAP / 2, float(bottom)
         for name, values in series.items():
             if not values[h]:
                 continue
@@ -64,7 +64,7 @@ def _bars(
             )
         if h % 3 == 0:
             parts.append(
-                f'<text x="{x}" y="{HEIGHT + 12}" font-size="10" fill="#4b5563">'
+                f'<text x="{x}" y="{bottom + 12}" font-size="10" fill="#4b5563">'
                 f"{_hour(start)}</text>"
             )
     parts.append("</svg>")
