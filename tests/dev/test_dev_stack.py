@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from service.dev.redis_server import free_port
-from tests.conftest import ROOT
+from service.dev.thanks import local_redirects
+from tests.conftest import ROOT, sources_from
 
 TOKEN = "a-token-the-user-chose"
 
@@ -122,3 +123,30 @@ async def test_dev_keeps_redirects_and_lead_links_local(dev: Dev) -> None:
     loggers = " ".join(dev.log)
     assert "lead_intake.access: POST /hooks/website" in loggers
     assert "close_emulator.access: POST /api/v1/lead/" in loggers
+
+
+def test_only_pages_off_this_machine_are_replaced() -> None:
+    sources = sources_from(
+        {
+            "sources": {
+                "site": {
+                    "kind": "form",
+                    "preset": "generic-form",
+                    "redirect": {
+                        "success_url": "http://localhost:3000/thanks",
+                        "error_url": "https://www.example.com/oops",
+                        "allow": ["http://localhost:3000/done/*", "https://www.example.com/x"],
+                    },
+                },
+                "plain": {"kind": "webhook", "preset": "generic-json"},
+            }
+        }
+    )
+    local, changed = local_redirects(sources, "http://127.0.0.1:8080")
+    assert changed == ["site"]
+    redirect = local.get("site").redirect  # type: ignore[union-attr]
+    assert redirect is not None
+    assert redirect.success_url == "http://localhost:3000/thanks"  # a site under development
+    assert redirect.error_url == "http://127.0.0.1:8080/thanks/problem"
+    assert redirect.allow == ("http://localhost:3000/done/*",)
+    assert local.get("plain") == sources.get("plain")
