@@ -47,6 +47,15 @@ def derived_id(prefix: str, text: str) -> str:
     return prefix + "".join(chars)
 
 
+def with_derived_id(value: Any, prefix: str, source: str) -> Any:
+    """A model's raw input with ``id`` derived from its ``source`` key when no id is given
+    (ids stay the same from one run to the next; emails compared in any case)."""
+    if isinstance(value, dict) and not value.get("id") and isinstance(value.get(source), str):
+        text = value[source].casefold() if source == "email" else value[source]
+        value = {**value, "id": derived_id(prefix, text)}
+    return value
+
+
 class LeadStatus(BaseModel):
     """One lead status of the emulated organisation; a bare string is read as the label."""
 
@@ -60,9 +69,7 @@ class LeadStatus(BaseModel):
     def _from_label(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = {"label": value}
-        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("label"), str):
-            value = {**value, "id": derived_id("stat_", value["label"])}
-        return value
+        return with_derived_id(value, "stat_", "label")
 
 
 class CustomFieldSpec(BaseModel):
@@ -80,9 +87,7 @@ class CustomFieldSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_id(cls, value: Any) -> Any:
-        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("name"), str):
-            value = {**value, "id": derived_id("cf_", value["name"])}
-        return value
+        return with_derived_id(value, "cf_", "name")
 
     @model_validator(mode="after")
     def _check(self) -> CustomFieldSpec:
@@ -132,9 +137,7 @@ class User(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_id(cls, value: Any) -> Any:
-        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("email"), str):
-            value = {**value, "id": derived_id("user_", value["email"].casefold())}
-        return value
+        return with_derived_id(value, "user_", "email")
 
     @model_validator(mode="after")
     def _check(self) -> User:

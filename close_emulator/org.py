@@ -42,7 +42,7 @@ from close_emulator.options import (
     EmulatorOptions,
     LeadStatus,
     User,
-    derived_id,
+    with_derived_id,
 )
 
 
@@ -68,9 +68,7 @@ class Organization(_Section):
     @model_validator(mode="before")
     @classmethod
     def _fill_id(cls, value: Any) -> Any:
-        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("name"), str):
-            value = {**value, "id": derived_id("orga_", value["name"])}
-        return value
+        return with_derived_id(value, "orga_", "name")
 
 
 class CustomFields(_Section):

@@ -9,8 +9,6 @@ token; the receiver's and the emulator's access logs have their own logger names
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +20,7 @@ import pytest
 from service.dev.redis_server import free_port
 from service.dev.thanks import local_redirects
 from tests.conftest import ROOT, sources_from
+from tests.dev.processes import clean_env, read_until, start, stop
 
 TOKEN = "a-token-the-user-chose"
 
@@ -44,30 +43,15 @@ async def _drain(process: asyncio.subprocess.Process, log: list[str]) -> None:
 @pytest.fixture
 async def dev() -> AsyncIterator[Dev]:
     receiver, emulator = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTAKE_", "EMULATOR_"))}
-    env.update(
+    env = clean_env(
         INTAKE_PORT=str(receiver),
         INTAKE_EMULATOR_PORT=str(emulator),
         INTAKE_HOST="127.0.0.1",
         INTAKE_ADMIN_TOKEN=TOKEN,
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "dev",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
+    process = await start(sys.executable, "-m", "service.cli", "dev", cwd=ROOT, env=env)
     log: list[str] = []
-    assert process.stderr is not None
-    while not any(line.startswith("Admin:") for line in log):
-        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
-        assert line, "lead-intake dev ended:\n" + "".join(log)
-        log.append(line)
+    await read_until(process, "Admin:", log, within=30)
     banner = "".join(log)
     drain = asyncio.create_task(_drain(process, log))
     try:
@@ -75,8 +59,7 @@ async def dev() -> AsyncIterator[Dev]:
             f"http://127.0.0.1:{receiver}", f"http://127.0.0.1:{emulator}", banner, process, log
         )
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 20)
+        await stop(process)
         await drain
 
 

@@ -10,10 +10,8 @@ clone's first `make run` installs the service into its own virtualenv (about 15 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -25,6 +23,7 @@ import pytest
 
 from service.dev.redis_server import free_port
 from tests.conftest import ROOT
+from tests.dev.processes import clean_env, read_until, start, stop
 
 pytestmark = pytest.mark.skipif(
     shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make"
@@ -62,13 +61,6 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def _env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTAKE_", "EMULATOR_"))}
-    env.pop("VIRTUAL_ENV", None)
-    env.pop("MAKEFLAGS", None)
-    return {**env, **values}
-
-
 @pytest.fixture
 def taken_ports() -> Iterator[tuple[int, int]]:
     """Two ports another program listens on."""
@@ -88,7 +80,7 @@ def test_make_run_with_both_ports_taken_says_so_in_one_line(
     clone: Path, taken_ports: tuple[int, int]
 ) -> None:
     receiver, emulator = taken_ports
-    env = _env(
+    env = clean_env(
         INTAKE_PORT=str(receiver), INTAKE_EMULATOR_PORT=str(emulator), INTAKE_HOST="127.0.0.1"
     )
     done = subprocess.run(
@@ -112,16 +104,6 @@ def test_make_run_with_both_ports_taken_says_so_in_one_line(
     assert "Error 5" in output  # make's report of lead-intake's exit code
 
 
-async def _wait_for_banner(process: asyncio.subprocess.Process, log: list[str]) -> None:
-    assert process.stderr is not None
-    while True:
-        line = (await asyncio.wait_for(process.stderr.readline(), 180)).decode()
-        assert line, "make run ended before its banner:\n" + "".join(log)
-        log.append(line)
-        if line.startswith("Records:"):  # the banner's last line (the token is made up)
-            return
-
-
 async def _lead_of(http: aiohttp.ClientSession, emulator: str, email: str) -> dict[str, object]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -139,25 +121,17 @@ async def test_make_run_takes_the_readme_example_into_the_emulator(clone: Path) 
     sources = clone / "readme-example.yaml"
     sources.write_text(readme_first_example(), encoding="utf-8")
     receiver_port, emulator_port = free_port(), free_port()
-    env = _env(
+    env = clean_env(
         INTAKE_SOURCES_FILE=str(sources),
         INTAKE_PORT=str(receiver_port),
         INTAKE_EMULATOR_PORT=str(emulator_port),
         INTAKE_HOST="127.0.0.1",
     )
-    process = await asyncio.create_subprocess_exec(
-        "make",
-        "--no-print-directory",
-        "run",
-        cwd=clone,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
+    process = await start("make", "--no-print-directory", "run", cwd=clone, env=env)
     log: list[str] = []
     try:
-        await _wait_for_banner(process, log)
+        # The banner's last line: the admin token was made up for this run.
+        await read_until(process, "Records:", log, within=180)
         banner = "".join(log)
         assert f"http://127.0.0.1:{receiver_port}/admin (token for this run: " in banner
         receiver, emulator = (
@@ -182,10 +156,4 @@ async def test_make_run_takes_the_readme_example_into_the_emulator(clone: Path) 
             assert page.status == 200
             assert "UTM Campaign" in text and "spring" in text and "Jane Doe" in text
     finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+        await stop(process)
