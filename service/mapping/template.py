@@ -74,6 +74,7 @@ def evaluate(expr: Expr, document: Any) -> Any:
         raise MappingRejected(
             f"mapping expression {expr.path} failed: {expr.text!r}: {error}",
             {"path": expr.path, "expression": expr.text, "error": error},
+            code="expression-failed",
         ) from exc
 
 
@@ -101,6 +102,10 @@ class CompiledTemplate:
     note_fields: Expr | None
     note_title: str
     message_elsewhere: bool = False
+    split: Expr | None = None
+    """The items one delivery holds, each its own submission (None: the delivery is one)."""
+    fetch_id: Expr | None = None
+    """The id of the person a thin payload names (hydration), from the preset."""
 
 
 def _compile(path: str, text: str, issues: Issues, *, record: bool) -> Expr | None:
@@ -229,6 +234,10 @@ def compile_template(
     event_text = preset.event_id if preset is not None else None
     if spec.event_id is not None:
         event_text = spec.event_id or None
+    split_text = preset.split if preset is not None else None
+    if spec.split is not None:
+        split_text = spec.split or None
+    fetch_text = preset.fetch_id if preset is not None else None
     extract = _compile_extract(spec, preset, issues)
     lead = _compile_keys(template, ("name", "url", "description", "status"), "lead", issues)
     _check_status(lead.get("status"), issues, schema)
@@ -251,6 +260,8 @@ def compile_template(
         message_elsewhere=any(expr.reads_message for expr in elsewhere),
         event_id=_compile("event_id", event_text, issues, record=False) if event_text else None,
         note_fields=note_fields,
+        split=_compile("split", split_text, issues, record=False) if split_text else None,
+        fetch_id=_compile("fetch_id", fetch_text, issues, record=False) if fetch_text else None,
         note_title=spec.note.title
         or (preset.note_title if preset is not None and preset.note_title else None)
         or "Web form submission",

@@ -265,7 +265,7 @@ def test_presets_are_package_data_with_signature_facts() -> None:
     assert typeform.auth["header"] == "Typeform-Signature"
     assert PRESETS.get("unbounce").content_types == ("application/x-www-form-urlencoded",)
     with pytest.raises(KeyError):
-        PRESETS.get("hubspot")
+        PRESETS.get("acme-crm")
 
 
 def test_extra_preset_directory_adds_and_overrides(tmp_path: Path) -> None:

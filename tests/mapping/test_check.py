@@ -167,7 +167,7 @@ def test_check_reason_names_dropped_values_and_failing_expressions() -> None:
         mapper(preset="generic-form").check(envelope({"email": "nope"}))
     assert caught.value.reason == (
         "missing required field: one of email, phone, name "
-        "(email is not a valid address; left out of the lead)"
+        "(email is not a valid address; left out of the lead); looked for in body"
     )
     m = mapper(preset="generic-form", extract={"extra.tags": "join(', ', body.tags)"})
     with pytest.raises(MappingRejected) as caught:
