@@ -46,6 +46,7 @@ from service.mapping.text import is_empty, scalar_text
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who the submission is about, for deduplication."""

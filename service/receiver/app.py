@@ -32,7 +32,6 @@ from service.close.status import refresh_metrics
 from service.config.settings import Settings
 from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
-from service.errors import MappingRejected
 from service.logs import SUBMISSION
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
@@ -60,6 +59,8 @@ from service.receiver.door import (
     read_body,
     request_client,
 )
+from service.receiver.handshake import handshake
+from service.receiver.items import accept_items, refuses_unmappable, unmappable
 from service.receiver.state import (
     ADMIN_PLANE,
     DRAINING,
@@ -151,10 +152,19 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
             request, dataclasses.replace(envelope, body=body), source, requested_page
         )
     mapper = app[MAPPERS].get(name)
-    if source.kind == "form" and mapper is not None:
+    if mapper is not None and refuses_unmappable(app[SOURCES], source, mapper):
         _check_mappable(mapper, envelope)
     if source.captcha is not None:
         await app[CAPTCHA].check(source.captcha, name, token, client)
+    if mapper is not None and mapper.splits:  # one delivery, several submissions
+        return await accept_items(
+            request,
+            sources=app[SOURCES],
+            source=source,
+            mapper=mapper,
+            envelope=envelope,
+            event_id=event_id,
+        )
     delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
         sub_id, queued = await queue.intake.enqueue(envelope, delivery)
@@ -183,11 +193,10 @@ def _controls(body: Any, source: SourceConfig) -> tuple[Any, Any, Any]:
 
 
 def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:
-    """A form post that can never become a lead is refused now, while the visitor can fix it."""
-    try:
-        mapper.check(envelope)  # the worker's decision and reason, without the lead and note
-    except MappingRejected as exc:
-        raise ProblemError(422, "unprocessable", exc.reason) from None
+    """A payload that can never become a lead is refused now, while the sender can fix it."""
+    refused = unmappable(mapper, envelope)
+    if refused is not None:
+        raise refused
 
 
 async def _spam(
@@ -314,6 +323,7 @@ def create_app(
     needs_captcha = any(source.captcha for _, source in sources.items())
     app.cleanup_ctx.append(captcha_ctx(settings, needs_captcha))
     app.router.add_post("/hooks/{source}", receive)
+    app.router.add_get("/hooks/{source}", handshake)  # Meta's subscription check
     app.router.add_route("OPTIONS", "/hooks/{source}", cors.preflight)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
