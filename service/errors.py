@@ -91,12 +91,9 @@ class Rejected(PermanentError):
     ) -> None:
         self.reason = reason
         self.code = code
-        self.detail = detail or {}
+        self.detail: dict[str, Any] = {"code": code, **(detail or {})}
+        """What the history event and the record's ``last_error`` show (``code`` first)."""
         super().__init__(reason)
-
-    def as_detail(self) -> dict[str, Any]:
-        """The history event's detail and the record's ``last_error``: code, reason, detail."""
-        return {"code": self.code, "reason": self.reason, **self.detail}
 
 
 class MappingRejected(Rejected):

@@ -79,7 +79,26 @@ class Settings(BaseSettings):
     """After a create whose outcome is unknown, how long to wait for Close's search index."""
     auth_probe_seconds: float = Field(default=15.0, gt=0)
 
-    @field_validator("close_base_url")
+    # Hydration: fetching the person a thin provider payload names (config/hydration.py).
+    meta_graph_url: str = "https://graph.facebook.com/v25.0"
+    """The Graph API, with its version (leads are read at ``<url>/<leadgen_id>``)."""
+    hubspot_api_url: str = "https://api.hubapi.com"
+    calendly_api_url: str = "https://api.calendly.com"
+    """Calendly's API: a submitter URI is fetched only when it is under this address (the
+    payload names the URL; nothing else is ever sent the token)."""
+    hydration_timeout_seconds: float = Field(default=10.0, gt=0)
+    hydration_inrequest_attempts: int = Field(default=3, ge=1, le=10)
+    """Tries of one fetch within an attempt (timeouts, connection errors, 5xx)."""
+    hydration_not_found_retries: int = Field(default=3, ge=0, le=50)
+    """Attempts at a person the provider says does not exist before the submission ends
+    ``dead`` (a webhook can arrive before the person is readable)."""
+    hydration_probe_seconds: float = Field(default=30.0, gt=0)
+    """While a provider refuses a source's token, how often one submission tries again."""
+    provider_emulator_token: SecretStr | None = None
+    """Set by ``lead-intake dev`` when the provider emulator stands in: the token of every
+    hydrating source whose own token is not set."""
+
+    @field_validator("close_base_url", "meta_graph_url", "hubspot_api_url", "calendly_api_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -92,6 +92,12 @@ class Outcomes:
         await self._retrying(entry, attempt, detail, due, attempts_delta=-1)
         return "retrying"
 
+    async def wait(self, entry: Entry, attempt: Attempt, detail: dict[str, Any], due: float) -> str:
+        """Back on the schedule at ``due`` without using up an attempt: the submission waits
+        for something that is not its fault (a paused source, a provider's rate limit)."""
+        await self._retrying(entry, attempt, detail, due, attempts_delta=-1)
+        return "retrying"
+
     async def _retrying(
         self,
         entry: Entry,
@@ -153,6 +159,8 @@ class Outcomes:
         """Record the outcome and acknowledge the entry; with ``held``, the person's locks are
         released in the same step."""
         record = attempt.record
+        if state == "rejected" and last_error is None:
+            last_error = detail  # the reason (and its code) stays readable on the record
         person = None
         if held is not None and held.identities:
             person = PersonUpdate(held.identities, release_token=held.token)
