@@ -145,6 +145,10 @@ class Sources:
     def items(self) -> list[tuple[str, SourceConfig]]:
         return sorted(self._by_name.items())
 
+    def hydrating(self) -> list[str]:
+        """The sources that fetch people from a provider (a ``hydrate`` block)."""
+        return [name for name, source in self.items() if source.hydrate is not None]
+
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []

@@ -10,6 +10,13 @@ one of the ``FetchError`` kinds of ``service/errors.py``; the worker's hydrate s
 
 from service.providers.clients import Fetched, ProviderClients
 from service.providers.http import Answer, ProviderHTTP
-from service.providers.pauses import ProviderPauses
+from service.providers.pauses import ProviderPauses, refresh_hydration_metrics
 
-__all__ = ["Answer", "Fetched", "ProviderClients", "ProviderHTTP", "ProviderPauses"]
+__all__ = [
+    "Answer",
+    "Fetched",
+    "ProviderClients",
+    "ProviderHTTP",
+    "ProviderPauses",
+    "refresh_hydration_metrics",
+]

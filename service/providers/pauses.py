@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from redis.exceptions import RedisError
+
 from service.keys import Keys
+from service.metrics import Metrics
 from service.queue.connection import RedisClient
 
 AUTH_PAUSE_TTL = 24 * 3600
@@ -58,3 +61,16 @@ class ProviderPauses:
             return {}
         values = await self.redis.mget([self._key("auth", s) for s in sources])
         return {s: str(v) for s, v in zip(sources, values, strict=True) if v}
+
+
+async def refresh_hydration_metrics(
+    metrics: Metrics, redis: RedisClient, keys: Keys, sources: Sequence[str]
+) -> None:
+    """``intake_delivery_paused{reason="hydration:<source>"}`` from Redis, at scrape time."""
+    if not sources:
+        return
+    try:
+        paused = await ProviderPauses(redis, keys).paused(sources)
+    except (RedisError, OSError):
+        return  # redis_up says so already
+    metrics.set_hydration_paused({source: source in paused for source in sources})

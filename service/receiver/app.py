@@ -36,6 +36,7 @@ from service.logs import SUBMISSION
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import ProblemError, problem, problem_middleware
+from service.providers import ProviderPauses, refresh_hydration_metrics
 from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
 from service.receiver import answers, cors, spam
@@ -240,8 +241,10 @@ async def door_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    await refresh_metrics(metrics, request.app[QUEUE])
+    metrics, queue = request.app[METRICS], request.app[QUEUE]
+    await refresh_metrics(metrics, queue)
+    hydrating = request.app[SOURCES].hydrating()
+    await refresh_hydration_metrics(metrics, queue.redis, queue.keys, hydrating)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -253,6 +256,8 @@ async def readyz(request: web.Request) -> web.Response:
         await queue.redis.ping()
         group = await queue.stream.group_exists()
         paused = (await delivery_state(queue.redis, queue.keys)).auth_pause
+        hydrating = request.app[SOURCES].hydrating()
+        fetch_paused = await ProviderPauses(queue.redis, queue.keys).paused(hydrating)
         warnings = await durability_warnings(queue.redis)
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
@@ -263,6 +268,8 @@ async def readyz(request: web.Request) -> web.Response:
     # Still ready while delivery to Close is paused: submissions are accepted and kept.
     delivery = f"paused: {paused}" if paused else "running"
     body: dict[str, Any] = {"status": "ready", "delivery": delivery}
+    if fetch_paused:  # a provider refuses a source's token: that source's submissions wait
+        body["hydration"] = {name: f"paused: {why}" for name, why in fetch_paused.items()}
     if warnings:
         body["warnings"] = warnings
     return web.json_response(body)

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+import dataclasses
+
+from provider_emulator.state import bundled_fixtures
 from service.config.presets import load_presets
-from service.errors import ConfigError
+from service.errors import ConfigError, MappingRejected
 from service.mapping import Mapper, MappingSpec
 from tests.mapping import envelope, payload
 
@@ -126,6 +129,49 @@ EXPECTED: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    # Thin presets: the documented notification, mapped with what the provider emulator's
+    # fixture answers for its id (the Graph API lead, the CRM contact).
+    "meta-lead-ads": {
+        "name": "Smith Roofing",
+        "contacts": [
+            {
+                "name": "Jordan Smith",
+                "title": "Owner",
+                "emails": [{"email": "jordan.smith@example.com", "type": "office"}],
+                "phones": [{"phone": "+14155552671", "type": "office"}],
+            }
+        ],
+        "addresses": [
+            {
+                "label": "business",
+                "city": "Oakland",
+                "state": "CA",
+                "zipcode": "94607",
+                "country": "US",
+            }
+        ],
+    },
+    "hubspot": {
+        "name": "HubSpot",
+        "url": "https://hubspot.com",
+        "contacts": [
+            {
+                "name": "Brian Halligan",
+                "title": "CEO",
+                "emails": [{"email": "bh@hubspot.com", "type": "office"}],
+                "phones": [{"phone": "+16175550134", "type": "office"}],
+            }
+        ],
+        "addresses": [
+            {
+                "label": "business",
+                "city": "Cambridge",
+                "state": "MA",
+                "zipcode": "02141",
+                "country": "US",
+            }
+        ],
+    },
     "generic-json": {
         "name": "Rossi Logistica S.r.l.",
         "url": "https://rossi-logistica.example.it",
@@ -161,7 +207,11 @@ EVENT_IDS = {
     "netlify": "5f85b3fe4d5ab2000849d5fb",
     "generic-form": None,
     "generic-json": "evt_01HZX3N7",
+    "meta-lead-ads": "123",
+    "hubspot": "1",
 }
+FIXTURES = bundled_fixtures()
+THIN = {"meta-lead-ads": "meta", "hubspot": "hubspot"}
 
 
 def _mapper(name: str) -> Mapper:
@@ -173,10 +223,22 @@ def test_every_bundled_preset_is_covered() -> None:
     assert sorted(EXPECTED) == PRESETS.names()
 
 
+def _example(name: str, **kw: Any) -> Any:
+    """The preset's documented example as the worker maps it: a split delivery's first item,
+    and for a thin preset what the provider answers for the id it names."""
+    mapper = _mapper(name)
+    example = envelope(payload(name), source=name, **kw)
+    example = dataclasses.replace(example, body=mapper.split(example)[0])
+    if name in THIN:
+        fetched = FIXTURES[THIN[name]][str(mapper.fetch_id(example))]
+        example = dataclasses.replace(example, fetched=fetched)
+    return example
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_preset_maps_documented_example_to_exact_lead(name: str) -> None:
     headers = {"referer": "https://www.example.co.uk/contact?utm_source=linkedin"}
-    mapped = _mapper(name).map(envelope(payload(name), source=name, headers=headers))
+    mapped = _mapper(name).map(_example(name, headers=headers))
     assert mapped.lead == EXPECTED[name]
     assert mapped.contact == EXPECTED[name]["contacts"][0]
     assert mapped.note is not None
@@ -185,7 +247,32 @@ def test_preset_maps_documented_example_to_exact_lead(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EVENT_IDS))
 def test_preset_event_id(name: str) -> None:
-    assert _mapper(name).event_id(envelope(payload(name), source=name)) == EVENT_IDS[name]
+    assert _mapper(name).event_id(_example(name)) == EVENT_IDS[name]
+
+
+@pytest.mark.parametrize("name", sorted(THIN))
+def test_a_thin_preset_without_its_fetch_says_it_sends_only_ids(name: str) -> None:
+    thin = dataclasses.replace(_example(name), fetched=None)
+    with pytest.raises(MappingRejected) as caught:
+        _mapper(name).map(thin)
+    assert caught.value.code == "ids-only"
+    assert "sends only ids" in caught.value.reason
+    assert "configure hydration" in caught.value.reason
+
+
+def test_meta_custom_questions_go_to_extra_and_the_note() -> None:
+    mapped = _mapper("meta-lead-ads").map(_example("meta-lead-ads"))
+    assert mapped.record["extra"]["questions"] == {"how_many_roofs_per_month?": "10-20"}
+    assert mapped.record["extra"]["campaign_id"] == "444"
+    assert mapped.note is not None
+    assert "how_many_roofs_per_month?: 10-20" in mapped.note
+    assert mapped.record["attribution"]["utm_campaign"] == "Spring 2024"
+
+
+def test_meta_split_keeps_only_leadgen_changes() -> None:
+    mapper = _mapper("meta-lead-ads")
+    items = mapper.split(envelope(payload("meta-lead-ads-batch"), source="m"))
+    assert [item["leadgen_id"] for item in items] == [124, "125"]
 
 
 def test_webflow_documented_fictional_phone_is_a_warning_not_a_loss() -> None:
