@@ -11,7 +11,8 @@ never succeed as sent" (the submission ends ``rejected`` or ``dead``)::
     │   ├── CloseRateLimited   429 after the in-request retries
     │   ├── CloseAuthFailed    401/403: delivery pauses, nothing is dead-lettered
     │   └── FetchError (transient kinds)  hydration: fetching the person from a provider
-    │       ├── FetchUnavailable   5xx, timeout, connection lost, a 404 that may be a race
+    │       ├── FetchUnavailable   5xx, timeout, connection lost
+    │       │   └── FetchNotFound  the person is not there (yet): a few tries, then dead
     │       ├── FetchRateLimited   the provider asked us to slow down (shared pause)
     │       └── FetchAuthFailed    the provider refused the token: the source's delivery pauses
     └── PermanentError         never succeeds as sent
@@ -168,6 +169,11 @@ class FetchError(IntakeError):
 class FetchUnavailable(FetchError, TransientError):
     """The provider did not answer usefully (5xx, timeout, connection, a 404 that may be a
     race with the webhook): try again later."""
+
+
+class FetchNotFound(FetchUnavailable):
+    """The provider says the person does not exist (yet): tried again a few times (a webhook
+    can arrive before the person is readable), then ``dead`` with ``not-found``."""
 
 
 class FetchRateLimited(FetchError, TransientError):

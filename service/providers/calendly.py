@@ -12,7 +12,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.errors import FetchAuthFailed, FetchRateLimited, FetchRefused, FetchUnavailable
+from service.errors import (
+    FetchAuthFailed,
+    FetchNotFound,
+    FetchRateLimited,
+    FetchRefused,
+    FetchUnavailable,
+)
 from service.providers.http import ProviderHTTP
 
 PROVIDER = "calendly"
@@ -55,6 +61,8 @@ async def fetch_invitee(
         raise FetchRateLimited(f"{where}: {message}", retry_after=wait, **kw)
     if answer.status in (401, 403):
         raise FetchAuthFailed(f"{where}: the token is refused: {message}", **kw)
-    if answer.status == 404 or answer.status >= 500:
+    if answer.status == 404:
+        raise FetchNotFound(f"{where}: {message}", **kw)
+    if answer.status >= 500:
         raise FetchUnavailable(f"{where}: {message}", **kw)
     raise FetchRefused(f"{where}: {message}", code="fetch-refused", **kw)

@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.errors import FetchAuthFailed, FetchRateLimited, FetchRefused, FetchUnavailable
+from service.errors import (
+    FetchAuthFailed,
+    FetchNotFound,
+    FetchRateLimited,
+    FetchRefused,
+    FetchUnavailable,
+)
 from service.providers.http import Answer, ProviderHTTP
 
 PROVIDER = "hubspot"
@@ -97,7 +103,7 @@ async def fetch_contact(
     if answer.status in (401, 403):
         raise FetchAuthFailed(f"{where}: the token is refused: {_message(answer)}", **kw)
     if answer.status == 404:
-        raise FetchUnavailable(f"{where}: no such contact, or not readable yet", **kw)
+        raise FetchNotFound(f"{where}: no such contact, or not readable yet", **kw)
     if answer.status >= 500:
         raise FetchUnavailable(f"{where}: {_message(answer)}", **kw)
     raise FetchRefused(f"{where}: {_message(answer)}", code="fetch-refused", **kw)

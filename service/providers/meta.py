@@ -21,7 +21,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.errors import FetchAuthFailed, FetchRateLimited, FetchRefused, FetchUnavailable
+from service.errors import (
+    FetchAuthFailed,
+    FetchNotFound,
+    FetchRateLimited,
+    FetchRefused,
+    FetchUnavailable,
+)
 from service.providers.http import Answer, ProviderHTTP
 
 PROVIDER = "meta-lead-ads"
@@ -120,7 +126,7 @@ async def fetch_lead(
     if code in AUTH_CODES or answer.status == 401:
         raise FetchAuthFailed(f"{where}: the token is refused (code {code}): {text}", **kw)
     if code == NOT_FOUND_CODE or answer.status == 404:
-        raise FetchUnavailable(f"{where}: no such lead, or not readable yet: {text}", **kw)
+        raise FetchNotFound(f"{where}: no such lead, or not readable yet: {text}", **kw)
     if code in TRANSIENT_CODES or answer.status >= 500:
         raise FetchUnavailable(f"{where}: {text}", **kw)
     raise FetchRefused(f"{where}: refused (code {code}): {text}", code="fetch-refused", **kw)

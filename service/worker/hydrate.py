@@ -40,6 +40,7 @@ from service.envelope import Envelope
 from service.errors import (
     FetchAuthFailed,
     FetchError,
+    FetchNotFound,
     FetchRateLimited,
     FetchRefused,
     FetchUnavailable,
@@ -157,7 +158,7 @@ class Hydrator:
         except FetchRefused as exc:
             return await self._dead(entry, attempt, exc)
         except FetchUnavailable as exc:
-            if exc.status == 404 and attempt.record.attempts > self.not_found_retries:
+            if isinstance(exc, FetchNotFound) and attempt.record.attempts > self.not_found_retries:
                 refused = FetchRefused(
                     f"{exc} (after {attempt.record.attempts} attempts)",
                     provider=exc.provider,

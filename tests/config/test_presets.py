@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import dataclasses
 
 from provider_emulator.state import bundled_fixtures
 from service.config.presets import load_presets

@@ -14,7 +14,7 @@ from service.config.sources import Sources
 from service.metrics import Metrics
 from service.queue import Queue
 from service.worker.http import create_worker_app
-from tests.conftest import enqueue, emulator_state, running_worker, wait_for_record
+from tests.conftest import emulator_state, enqueue, running_worker, wait_for_record
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
