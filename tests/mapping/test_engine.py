@@ -266,7 +266,6 @@ def test_config_error_lists_every_problem_with_key_paths() -> None:
         "reads 'company_name' from the top of the document, which has only body, fetched, "
         "headers, query, client_ip, received_at, source, submission_id; did you mean "
         "body.company_name?"
-        "body.company_name?"
     )
     assert messages["sources.web.lead.custom.cf_x"] == "unknown function nope()"
     assert "unknown placeholder(s) colour" in messages["sources.web.note.template"]
