@@ -52,6 +52,7 @@ from service.receiver.server import serve
 from service.times import BadTime, parse_time
 from service.worker.http import create_worker_app
 from service.worker.mappers import fetch_schema
+from service.worker.preview import hydration_preview
 from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2
@@ -250,8 +251,13 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
         spec, name = MappingSpec(preset=args.preset), args.preset
     schema = asyncio.run(_close_schema(settings))
     mapper = Mapper(spec, source=name, presets=presets, schema=schema)
+    envelope = _preview_envelope(args, name)
+    envelope, fetch = hydration_preview(settings, spec, mapper, envelope, args.item, args.fetched)
+    if fetch is not None:  # a thin payload: what the worker would fetch before mapping
+        print(json.dumps(fetch, indent=2, ensure_ascii=False))
+        return 0
     try:
-        mapped = mapper.map(_preview_envelope(args, name))
+        mapped = mapper.map(envelope)
     except MappingRejected as exc:
         print(
             json.dumps(
@@ -344,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
     )
     mapping.add_argument("--client-ip", help="the client IP the request came from")
+    mapping.add_argument("--fetched", help="the provider's answer for a thin payload (JSON)")
+    mapping.add_argument("--item", type=int, default=0, help="which item of a split delivery")
     mapping.add_argument("file", help="the payload file, or - for standard input")
     replay = sub.add_parser(
         "replay", help="queue finished submissions again (the lookup runs again: no second lead)"

@@ -8,7 +8,7 @@ one of the ``FetchError`` kinds of ``service/errors.py``; the worker's hydrate s
 (``service/worker/hydrate.py``) decides what it means for the submission.
 """
 
-from service.providers.clients import Fetched, ProviderClients
+from service.providers.clients import Fetched, ProviderClients, request_of
 from service.providers.http import Answer, ProviderHTTP
 from service.providers.pauses import ProviderPauses, refresh_hydration_metrics
 
@@ -19,4 +19,5 @@ __all__ = [
     "ProviderHTTP",
     "ProviderPauses",
     "refresh_hydration_metrics",
+    "request_of",
 ]

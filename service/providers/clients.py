@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,16 +48,6 @@ class ProviderClients:
     def base_url(self, spec: HydrateSpec) -> str:
         return (spec.base_url or self.urls[spec.provider]).rstrip("/")
 
-    def request_of(self, spec: HydrateSpec, thin_id: str) -> str:
-        """The request a fetch of ``thin_id`` makes (no token), for previews."""
-        base = self.base_url(spec)
-        if spec.provider == "meta-lead-ads":
-            return f"GET {base}/{thin_id}?fields={','.join(spec.fields or meta.DEFAULT_FIELDS)}"
-        if spec.provider == "hubspot":
-            wanted = ",".join(spec.fields or hubspot.DEFAULT_PROPERTIES)
-            return f"GET {base}/crm/v3/objects/contacts/{thin_id}?properties={wanted}"
-        return f"GET {calendly.invitee_url(thin_id, base) or thin_id}"
-
     async def fetch(self, spec: HydrateSpec, thin_id: str, token: SecretStr) -> Fetched:
         """Fetch the person ``thin_id`` names; a FetchError kind when that fails."""
         base = self.base_url(spec)
@@ -72,3 +63,15 @@ class ProviderClients:
         else:
             body, pause, shown = await calendly.fetch_invitee(self.http, base, thin_id, secret)
         return Fetched(spec.provider, shown, time.time(), body, pause)
+
+
+def request_of(provider: str, base_url: str, thin_id: str, fields: Sequence[str] = ()) -> str:
+    """The request a fetch of ``thin_id`` makes (without the token), for previews."""
+    base = base_url.rstrip("/")
+    if provider == "meta-lead-ads":
+        return f"GET {base}/{thin_id}?fields={','.join(fields or meta.DEFAULT_FIELDS)}"
+    if provider == "hubspot":
+        wanted = ",".join(fields or hubspot.DEFAULT_PROPERTIES)
+        return f"GET {base}/crm/v3/objects/contacts/{thin_id}?properties={wanted}"
+    url = calendly.invitee_url(thin_id, base)
+    return f"GET {url}" if url else f"nothing: {thin_id!r} is not a Calendly invitee URI"
