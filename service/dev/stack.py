@@ -2,7 +2,8 @@
 
 With no ``INTAKE_REDIS_URL`` a private ``redis-server`` is started (temporary folder, free port)
 and stopped on exit. With no ``INTAKE_CLOSE_API_KEY`` leads go to the built-in Close emulator,
-and the start-up banner says so loudly.
+and the start-up banner says so loudly; thin provider payloads are then fetched from the
+built-in provider emulator (on the next port) instead of Meta, HubSpot and Calendly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from close_emulator import EmulatorOptions, create_emulator_app
+from provider_emulator import create_provider_emulator_app
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.dev.redis_server import RedisServer, free_port
@@ -36,6 +38,24 @@ async def _serve(app: web.Application, host: str, port: int, stack: AsyncExitSta
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, host, port).start()
+
+
+PROVIDER_TOKEN = "dev-provider-token"  # noqa: S105 - the emulator's, not a secret
+PROVIDERS_LINE = (
+    "Providers: the built-in PROVIDER EMULATOR (Meta Graph, HubSpot CRM, Calendly) on port "
+    "{port} answers hydration fetches"
+)
+
+
+async def _provider_emulator(port: int, stack: AsyncExitStack, updates: dict[str, object]) -> None:
+    """With the Close emulator, thin provider payloads are fetched from the provider emulator
+    (its bundled fixtures), with a token it accepts for sources whose own is not set."""
+    await _serve(create_provider_emulator_app(), "127.0.0.1", port, stack)
+    base = f"http://127.0.0.1:{port}"
+    updates["meta_graph_url"] = f"{base}/meta/v25.0"
+    updates["hubspot_api_url"] = f"{base}/hubspot"
+    updates["calendly_api_url"] = f"{base}/calendly"
+    updates["provider_emulator_token"] = SecretStr(PROVIDER_TOKEN)
 
 
 async def run_dev(settings: Settings, sources: Sources, *, emulator_port: int = 8081) -> None:
@@ -68,6 +88,9 @@ async def run_dev(settings: Settings, sources: Sources, *, emulator_port: int = 
                 "EMULATOR, not to Close"
             )
             lines.append(f"          see them at {base}/ (JSON: {base}/_emulator/leads)")
+            provider_port = port + 1 if emulator_port else free_port()
+            await _provider_emulator(provider_port, stack, updates)
+            lines.append(PROVIDERS_LINE.format(port=provider_port))
         else:
             lines.append(f"Close:    {settings.close_base_url}")
         if not settings.admin_tokens:
