@@ -378,3 +378,56 @@ def test_invalid_preset_files_are_reported_together(tmp_path: Path) -> None:
         ("bad.yaml", "name"),
         ("worse.yaml", "description"),
     ]
+
+
+def _map(name: str, preset: str, region: str | None = None) -> Any:
+    spec = MappingSpec(preset=preset, default_region=region)
+    return Mapper(spec, source=name, presets=PRESETS).map(envelope(payload(name), source=name))
+
+
+def test_webflow_fields_are_matched_by_meaning_in_the_test_delivery() -> None:
+    mapped = _map("webflow-test-delivery", "webflow")  # "Email 2", and no default region
+    assert mapped.identity.email == "ford@betelgeuse.example"
+    assert mapped.record["full_name"] == "Ford Prefect"
+    # The phone is a JSON number with its country code and no "+": read as international.
+    assert mapped.identity.phone == "+14155552671"
+
+
+def test_webflow_legacy_v1_shape_is_read() -> None:
+    mapped = _map("webflow-v1", "webflow")
+    assert (mapped.identity.email, mapped.record["full_name"]) == ("some.one@home.com", "Some One")
+    assert _mapper("webflow").event_id(envelope(payload("webflow-v1"))) == (
+        "6321ca84df3949bfc6752327"
+    )
+
+
+def test_tally_name_from_a_payment_field_and_choices_as_their_texts() -> None:
+    mapped = _map("tally-choices", "tally")
+    assert mapped.record["full_name"] == "Léa Dubois"
+    assert mapped.identity.email == "lea.dubois@example.fr"
+    assert mapped.note is not None
+    for line in (
+        "Which track?: Sales",
+        "Topics: Pipelines, Sequences",
+        "Team size: 11-50",
+        "Tools you use: Close, Zapier",
+        "Rank the sessions: Afternoon, Morning",
+        "Rate us: Content: Great",
+    ):
+        assert line in mapped.note
+    assert "e1d7c6b5-" not in mapped.note  # no option id reaches the note
+
+
+def test_typeform_website_only_from_a_question_that_asks_for_one() -> None:
+    mapped = _map("typeform-booking", "typeform", "GB")
+    assert "url" not in mapped.lead  # the booking link is not the company's website
+    assert "website" not in mapped.record
+
+
+def test_an_all_digit_phone_without_region_reads_as_international_only_when_valid() -> None:
+    spec = MappingSpec(extract={"phone": "body.p", "email": "body.e"})
+    mapper = Mapper(spec, source="x", presets=PRESETS)
+    read = mapper.map(envelope({"p": 442079460958, "e": "a@example.com"}))
+    assert read.identity.phone == "+442079460958"
+    local = mapper.map(envelope({"p": "4155552671", "e": "a@example.com"}))
+    assert local.identity.phone is None  # no country code in it: still needs a region

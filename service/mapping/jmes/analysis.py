@@ -138,6 +138,7 @@ _TOTAL_FUNCTIONS = frozenset(
     {
         "first",
         "pick",
+        "answer_text",
         "split_name",
         "join_any",
         "lower",
