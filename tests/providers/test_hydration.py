@@ -192,6 +192,33 @@ async def test_the_documented_meta_lead_becomes_the_right_lead(
     assert steps.index("fetched") < steps.index("lead created")
 
 
+async def test_a_replay_maps_what_was_fetched_without_asking_again(
+    hsettings: Settings,
+    hydrating: Sources,
+    redis: Redis,
+    queue: Queue,
+    emulator: TestServer,
+    providers: TestServer,
+) -> None:
+    body = raw("meta-lead-ads.json")
+    async with door(hsettings, hydrating, redis) as client:
+        answer = await client.post(
+            "/hooks/meta", data=body, headers={**JSON, **signers.meta(APP_SECRET, body)}
+        )
+        [row] = (await answer.json())["submissions"]
+    async with running_worker(hsettings, hydrating, redis):
+        first = await wait_for_record(queue, row["id"])
+        providers.app[PROVIDER_STATE].objects["meta"].clear()  # Meta deleted the lead since
+        assert await queue.records.replay(row["id"]) == "replayed"
+        again = await _until(
+            queue, row["id"], lambda r: r.replayed_at is not None and r.state == "attached"
+        )
+    assert again.lead_id == first.lead_id  # found again, not made twice
+    assert again.fetched == first.fetched
+    assert len(providers.app[PROVIDER_STATE].requests_to("meta")) == 1
+    assert len(emulator_state(emulator).leads) == 1
+
+
 async def test_an_expired_meta_token_pauses_the_source_and_loses_nothing(
     hsettings: Settings,
     hydrating: Sources,
