@@ -41,8 +41,9 @@ from service.mapping.template import (
     Issues,
     compile_template,
     evaluate,
+    id_text,
 )
-from service.mapping.text import is_empty, scalar_text
+from service.mapping.text import is_empty
 
 logger = logging.getLogger(__name__)
 
@@ -164,14 +165,7 @@ class Mapper:
     def event_id(self, envelope: Envelope) -> str | None:
         """The provider's event id per the preset (delivery dedup), if it has one."""
         expr = self.template.event_id
-        if expr is None:
-            return None
-        try:
-            value = expr.run(root_document(envelope))
-        except DATA_ERRORS:
-            return None
-        text = scalar_text(value) if not isinstance(value, (list, dict)) else None
-        return text.strip() if text and text.strip() else None
+        return id_text(expr.run if expr else None, root_document(envelope))
 
     @property
     def splits(self) -> bool:
@@ -196,14 +190,7 @@ class Mapper:
     def fetch_id(self, envelope: Envelope) -> str | None:
         """The id of the person a thin payload names (hydration), or None."""
         expr = self.template.fetch_id
-        if expr is None:
-            return None
-        try:
-            value = expr.run(root_document(envelope))
-        except DATA_ERRORS:
-            return None
-        text = scalar_text(value) if not isinstance(value, (list, dict)) else None
-        return text.strip() if text and text.strip() else None
+        return id_text(expr.run if expr else None, root_document(envelope))
 
     def _check_plan(self) -> _CheckPlan | None:
         """What ``check`` evaluates; None when it must run the whole mapping (a template

@@ -19,8 +19,8 @@ from service.errors import MappingRejected
 from service.mapping.jmes import read_paths
 from service.mapping.normalize import Notice
 from service.mapping.spec import DOCUMENT_ROOTS, NAME_ALIAS
-from service.mapping.template import DATA_ERRORS, CompiledTemplate
-from service.mapping.text import is_empty, scalar_text
+from service.mapping.template import CompiledTemplate, id_text
+from service.mapping.text import is_empty
 
 NAME_FIELDS = ("full_name", "first_name", "last_name")
 
@@ -90,11 +90,8 @@ def missing_required(
     fetch = template.fetch_id
     who = provider or "this provider"
     if fetch is not None and document.get("fetched") is None:
-        try:
-            thin = scalar_text(fetch.run(document))
-        except DATA_ERRORS:
-            thin = None
-        if thin and thin.strip():
+        thin = id_text(fetch.run, document)
+        if thin:
             code = "ids-only"
             detail["fetch_id"] = thin
             reason = (

@@ -10,6 +10,7 @@ its Mapper is built (again when a newer Close schema arrives), never per submiss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from service.mapping.spec import (
     required_field_error,
     required_groups,
 )
+from service.mapping.text import scalar_text
 
 #: What an expression raises on data it cannot handle (the payload's fault, not the config's).
 DATA_ERRORS = (JMESPathError, ValueError, TypeError, RecursionError)
@@ -76,6 +78,19 @@ def evaluate(expr: Expr, document: Any) -> Any:
             {"path": expr.path, "expression": expr.text, "error": error},
             code="expression-failed",
         ) from exc
+
+
+def id_text(run: Callable[[Any], Any] | None, document: Any) -> str | None:
+    """What an id expression gives on ``document`` as trimmed text; None when it gives
+    nothing usable (no expression, a failure, a list or an object, blank)."""
+    if run is None:
+        return None
+    try:
+        value = run(document)
+    except DATA_ERRORS:
+        return None
+    text = scalar_text(value) if not isinstance(value, (list, dict)) else None
+    return text.strip() if text and text.strip() else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,8 +48,7 @@ from service.errors import (
 from service.mapping import Mapper
 from service.mapping.engine import root_document
 from service.mapping.jmes import compile_expression, evaluator
-from service.mapping.template import DATA_ERRORS
-from service.mapping.text import scalar_text
+from service.mapping.template import id_text
 from service.providers import ProviderClients, ProviderPauses
 from service.queue import Entry, Queue, Transition
 from service.worker.outcomes import Attempt, Outcomes
@@ -187,15 +186,7 @@ class Hydrator:
         return dataclasses.replace(envelope, fetched=fetched.body)
 
     def _account(self, name: str, envelope: Envelope) -> str | None:
-        reader = self._accounts.get(name)
-        if reader is None:
-            return None
-        try:
-            value = reader(root_document(envelope))
-        except DATA_ERRORS:
-            return None
-        text = scalar_text(value) if not isinstance(value, (list, dict)) else None
-        return text.strip() if text else None
+        return id_text(self._accounts.get(name), root_document(envelope))
 
     async def _wait_paused(self, entry: Entry, attempt: Attempt, why: str) -> str:
         detail = {"reason": f"hydration paused: {why}"}

@@ -103,6 +103,12 @@ async def door(
         yield client
 
 
+async def post_meta(client: TestClient[Any, Any], body: bytes, source: str = "meta") -> Any:
+    """POST ``body`` signed as Meta signs it."""
+    headers = {**JSON, **signers.meta(APP_SECRET, body)}
+    return await client.post(f"/hooks/{source}", data=body, headers=headers)
+
+
 def raw(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 
@@ -177,10 +183,7 @@ async def test_the_documented_meta_lead_becomes_the_right_lead(
 ) -> None:
     body = raw("meta-lead-ads.json")
     async with door(hsettings, hydrating, redis) as client:
-        answer = await client.post(
-            "/hooks/meta", data=body, headers={**JSON, **signers.meta(APP_SECRET, body)}
-        )
-        [row] = (await answer.json())["submissions"]
+        [row] = (await (await post_meta(client, body)).json())["submissions"]
     async with running_worker(hsettings, hydrating, redis):
         record = await wait_for_record(queue, row["id"])
     lead = emulator_state(emulator).leads[record.lead_id or ""]
@@ -202,10 +205,7 @@ async def test_a_replay_maps_what_was_fetched_without_asking_again(
 ) -> None:
     body = raw("meta-lead-ads.json")
     async with door(hsettings, hydrating, redis) as client:
-        answer = await client.post(
-            "/hooks/meta", data=body, headers={**JSON, **signers.meta(APP_SECRET, body)}
-        )
-        [row] = (await answer.json())["submissions"]
+        [row] = (await (await post_meta(client, body)).json())["submissions"]
     async with running_worker(hsettings, hydrating, redis):
         first = await wait_for_record(queue, row["id"])
         providers.app[PROVIDER_STATE].objects["meta"].clear()  # Meta deleted the lead since
@@ -231,10 +231,7 @@ async def test_an_expired_meta_token_pauses_the_source_and_loses_nothing(
     graph.expire_token("meta", PAGE_TOKEN)
     body = raw("meta-lead-ads.json")
     async with door(hsettings, hydrating, redis) as client:
-        answer = await client.post(
-            "/hooks/meta", data=body, headers={**JSON, **signers.meta(APP_SECRET, body)}
-        )
-        [row] = (await answer.json())["submissions"]
+        [row] = (await (await post_meta(client, body)).json())["submissions"]
         async with running_worker(hsettings, hydrating, redis):
             record = await _until(queue, row["id"], lambda r: r.state == "retrying")
             assert record.last_error["reason"].startswith("hydration paused")
@@ -279,10 +276,7 @@ async def test_a_lead_meta_never_has_ends_dead_not_found(
 ) -> None:
     body = raw("meta-lead-ads.json").replace(b'"leadgen_id": 123', b'"leadgen_id": 999')
     async with door(hsettings, hydrating, redis) as client:
-        answer = await client.post(
-            "/hooks/meta", data=body, headers={**JSON, **signers.meta(APP_SECRET, body)}
-        )
-        [row] = (await answer.json())["submissions"]
+        [row] = (await (await post_meta(client, body)).json())["submissions"]
     async with running_worker(hsettings, hydrating, redis):
         record = await wait_for_record(queue, row["id"], ("dead",), within=15)
     assert record.last_error.get("code") == "not-found", (record.last_error, record.history)
