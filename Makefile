@@ -51,11 +51,13 @@ install-run: system-deps $(RUN_STAMP)
 install: system-deps $(STAMP)
 
 ## Start the service on local defaults: private Redis, Close emulator when no API key is set.
-## Ports: INTAKE_PORT (8080) and INTAKE_EMULATOR_PORT (8081), from the environment or as
-## make variables (make run INTAKE_PORT=9080); a taken port stops it with one line (exit 5).
+## Ports: INTAKE_PORT (8080), INTAKE_EMULATOR_PORT (8081) and INTAKE_PROVIDER_EMULATOR_PORT
+## (8082), from the environment or as make variables (make run INTAKE_PORT=9080); a taken port
+## stops it with one line (exit 5).
 run: install-run
 	@$(if $(INTAKE_PORT),INTAKE_PORT=$(INTAKE_PORT)) \
 	  $(if $(INTAKE_EMULATOR_PORT),INTAKE_EMULATOR_PORT=$(INTAKE_EMULATOR_PORT)) \
+	  $(if $(INTAKE_PROVIDER_EMULATOR_PORT),INTAKE_PROVIDER_EMULATOR_PORT=$(INTAKE_PROVIDER_EMULATOR_PORT)) \
 	  $(BIN)/lead-intake dev
 
 ## Lint, type checks and the whole test suite (tests/deploy included, once).

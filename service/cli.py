@@ -48,6 +48,7 @@ from service.queue.records import as_state
 from service.receiver.server import serve
 from service.times import BadTime, parse_time
 from service.worker.http import create_worker_app
+from service.worker.preview import hydration_preview
 from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2
@@ -212,6 +213,10 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
     schema = asyncio.run(close_schema(settings)).schema
     mapper = Mapper(spec, source=name, presets=presets, schema=schema)
     envelope = preview_envelope(args, name)
+    envelope, fetch = hydration_preview(settings, spec, mapper, envelope, args.item, args.fetched)
+    if fetch is not None:  # a thin payload: what the worker would fetch before mapping
+        print(json.dumps(fetch, indent=2, ensure_ascii=False))
+        return 0
     try:
         mapped = mapper.map(envelope)
     except MappingRejected as exc:
@@ -308,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
     )
     mapping.add_argument("--client-ip", help="the client IP the request came from")
+    mapping.add_argument("--fetched", help="the provider's answer for a thin payload (JSON)")
+    mapping.add_argument("--item", type=int, default=0, help="which item of a split delivery")
     mapping.add_argument("file", help="the payload file, or - for standard input")
     presets = sub.add_parser("presets", help="list the provider presets, or show one")
     presets.add_argument("name", nargs="?", help="a preset to show in full")

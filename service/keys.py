@@ -96,3 +96,9 @@ class Keys:
     def throttle(self, scope: str) -> str:
         """A token bucket of the door's rate limits, e.g. ``ip:<source>:<address>``."""
         return f"{self.tag}:throttle:{scope}"
+
+    def provider(self, name: str) -> str:
+        """Hydration state of one source shared by all workers: ``auth:<source>`` (the
+        provider refuses its token: delivery paused), ``pause:<source>`` (the provider's rate
+        limit), ``probe:<source>`` (who tries the token again)."""
+        return f"{self.tag}:provider:{name}"

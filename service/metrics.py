@@ -87,6 +87,19 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.provider_requests = Counter(
+            "intake_provider_requests_total",
+            "Hydration requests to a provider's API by answer (status code or error)",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.provider_seconds = Histogram(
+            "intake_provider_request_duration_seconds",
+            "Time a provider's API took to answer a hydration request",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.stream_length = Gauge("intake_stream_length", "Entries in the work stream", registry=r)
         self.stream_pending = Gauge(
             "intake_stream_pending", "Entries read by a worker and not finished yet", registry=r
@@ -97,7 +110,8 @@ class Metrics:
         self.dead = Gauge("intake_dead_letters", "Entries in the dead-letter stream", registry=r)
         self.delivery_paused = Gauge(
             "intake_delivery_paused",
-            "1 while delivery to Close is paused (reason: auth, or a rate-limited group)",
+            "1 while delivery is paused (reason: auth (Close's key), rate_limit:<group>, or "
+            "hydration:<source> (a provider refuses the source's token))",
             ["reason"],
             registry=r,
         )
@@ -134,6 +148,11 @@ class Metrics:
         self.delivery_paused.labels("auth").set(1 if auth_paused else 0)
         for group, limited in rate_limited.items():
             self.delivery_paused.labels(f"rate_limit:{group}").set(1 if limited else 0)
+
+    def set_hydration_paused(self, paused: Mapping[str, bool]) -> None:
+        """Each hydrating source's pause (its provider refuses the token), read from Redis."""
+        for source, is_paused in paused.items():
+            self.delivery_paused.labels(f"hydration:{source}").set(1 if is_paused else 0)
 
     def redis_unreachable(self) -> None:
         self.redis_up.set(0)

@@ -22,6 +22,7 @@ TITLES: dict[str, str] = {
     "rate-limited": "Too many requests",
     "request-timeout": "The request body did not arrive in time",
     "origin-not-allowed": "Cross-origin request refused",
+    "handshake-refused": "The endpoint verification was refused",
     "captcha-failed": "The CAPTCHA was not solved",
     "captcha-unavailable": "The CAPTCHA cannot be checked right now",
     "queue-unavailable": "Submissions cannot be accepted right now",

@@ -25,6 +25,7 @@ from close_emulator import (
     RequestRecord,
     create_emulator_app,
 )
+from provider_emulator import create_provider_emulator_app
 from service.config.settings import Settings
 from service.config.sources import Sources, load_sources, parse_sources
 from service.dev.redis_server import RedisServer
@@ -88,6 +89,24 @@ def emulator_state(server: TestServer) -> EmulatorState:
 def lead_posts(state: EmulatorState) -> list[RequestRecord]:
     """The create-lead requests the emulator received, in order."""
     return [r for r in state.requests if r.method == "POST" and r.path == "/api/v1/lead/"]
+
+
+@pytest.fixture
+async def providers() -> AsyncIterator[TestServer]:
+    """The provider emulator (Graph API, HubSpot CRM, Calendly) with its bundled fixtures."""
+    server = TestServer(create_provider_emulator_app(), host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+def provider_urls(server: TestServer) -> dict[str, str]:
+    """Settings pointing hydration at the provider emulator."""
+    return {
+        "meta_graph_url": str(server.make_url("/meta/v25.0")),
+        "hubspot_api_url": str(server.make_url("/hubspot")),
+        "calendly_api_url": str(server.make_url("/calendly")),
+    }
 
 
 @pytest.fixture

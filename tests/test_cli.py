@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestServer
 
+from provider_emulator.state import bundled_fixtures
 from service.dev.redis_server import RedisServer
 from service.envelope import Envelope, new_submission_id
 from service.queue import Queue, Selection, Transition
@@ -138,12 +139,34 @@ async def test_map_multipart_without_boundary_parameter(tmp_path: Path) -> None:
     assert json.loads(out)["identity"]["email"] == "bo@example.com"
 
 
+async def test_map_shows_the_fetch_a_thin_payload_needs_then_maps_the_answer(
+    tmp_path: Path,
+) -> None:
+    batch = str(PAYLOADS / "meta-lead-ads-batch.json")
+    code, out, _ = await run_cli("map", "--preset", "meta-lead-ads", batch, "--item", "1")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["items"] == 2
+    assert shown["fetch"]["id"] == "125"
+    assert shown["fetch"]["request"].startswith("GET https://graph.facebook.com/v25.0/125?fields=")
+    answer = tmp_path / "lead.json"
+    answer.write_text(json.dumps(bundled_fixtures()["meta"]["125"]))
+    code, out, _ = await run_cli(
+        "map", "--preset", "meta-lead-ads", batch, "--item", "1", "--fetched", str(answer)
+    )
+    assert code == 0, out
+    mapped = json.loads(out)
+    assert mapped["lead"]["name"] == "Casey Lee"
+    assert mapped["identity"]["phone"] == "+442079460958"
+
+
 async def test_map_rejected_payload_exits_3_with_reason(tmp_path: Path) -> None:
     body = tmp_path / "empty.json"
     body.write_text(json.dumps({"contact": {"note": "no way to reach me"}}))
     code, out, _ = await run_cli("map", "--source", "partner", str(body))
     assert code == 3
     assert "missing required field" in json.loads(out)["rejected"]
+    assert json.loads(out)["detail"]["code"] == "missing-required"
 
 
 async def test_map_resolves_custom_field_names_through_close(

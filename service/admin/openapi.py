@@ -127,6 +127,13 @@ SCHEMAS: dict[str, Any] = {
             **_RECORD_PROPERTIES,
             "last_error": {"description": "What the last failed attempt met (object or text)."},
             "payload": {"description": "The body as received: personal data."},
+            "fetched": {
+                "type": "object",
+                "description": (
+                    "What hydration fetched from the provider for a thin payload (provider, "
+                    "request, at, body): personal data."
+                ),
+            },
             "erased_from": {"type": "string", "description": "The state before erasure."},
             "history": {"type": "array", "items": _ref("HistoryEvent")},
         },

@@ -89,8 +89,32 @@ class Settings(BaseSettings):
     emulator_org_file: Path = Path("config/emulator-org.yaml")
     """The emulated organisation (users, lead statuses, custom fields): see
     docs/operations.md. ``check-config`` without an API key checks sources against it."""
+    provider_emulator_port: int = Field(default=8082, ge=0, le=65535)
+    """The built-in provider emulator's port (Meta Graph, HubSpot CRM, Calendly) while no Close
+    API key is set (0: any free port)."""
 
-    @field_validator("close_base_url", "close_app_url")
+    # Hydration: fetching the person a thin provider payload names (config/hydration.py).
+    meta_graph_url: str = "https://graph.facebook.com/v25.0"
+    """The Graph API, with its version (leads are read at ``<url>/<leadgen_id>``)."""
+    hubspot_api_url: str = "https://api.hubapi.com"
+    calendly_api_url: str = "https://api.calendly.com"
+    """Calendly's API: a submitter URI is fetched only when it is under this address (the
+    payload names the URL; nothing else is ever sent the token)."""
+    hydration_timeout_seconds: float = Field(default=10.0, gt=0)
+    hydration_inrequest_attempts: int = Field(default=3, ge=1, le=10)
+    """Tries of one fetch within an attempt (timeouts, connection errors, 5xx)."""
+    hydration_not_found_retries: int = Field(default=3, ge=0, le=50)
+    """Attempts at a person the provider says does not exist before the submission ends
+    ``dead`` (a webhook can arrive before the person is readable)."""
+    hydration_probe_seconds: float = Field(default=30.0, gt=0)
+    """While a provider refuses a source's token, how often one submission tries again."""
+    provider_emulator_token: SecretStr | None = None
+    """Set by ``lead-intake dev`` when the provider emulator stands in: the token of every
+    hydrating source whose own token is not set."""
+
+    @field_validator(
+        "close_base_url", "close_app_url", "meta_graph_url", "hubspot_api_url", "calendly_api_url"
+    )
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")

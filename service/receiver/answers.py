@@ -118,6 +118,19 @@ def accepted(
     return _json({"id": sub_id, "status": "queued"}, 202)
 
 
+def accepted_items(results: list[tuple[str, bool]]) -> web.Response:
+    """The answer to a delivery that held several submissions, once every one is stored:
+    ``202 {"status": "queued", "submissions": [{"id", "status": "queued" | "duplicate"}]}``;
+    ``200`` with ``"duplicate": true`` when every item was a repeat; ``200 {"status":
+    "ignored", "submissions": []}`` when it held none (a Meta change that is not a lead)."""
+    rows = [{"id": sub_id, "status": "queued" if new else "duplicate"} for sub_id, new in results]
+    if not results:
+        return _json({"status": "ignored", "submissions": []}, 200)
+    if not any(new for _, new in results):
+        return _json({"status": "duplicate", "duplicate": True, "submissions": rows}, 200)
+    return _json({"status": "queued", "submissions": rows}, 202)
+
+
 def _json(data: dict[str, Any], status: int) -> web.Response:
     return web.Response(
         body=jsoncodec.dumps(data), status=status, content_type="application/json", charset="utf-8"

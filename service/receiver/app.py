@@ -33,11 +33,11 @@ from service.close.status import refresh_metrics
 from service.config.settings import Settings
 from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
-from service.errors import MappingRejected
 from service.logs import SUBMISSION
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import ProblemError, problem, problem_middleware
+from service.providers import ProviderPauses, refresh_hydration_metrics
 from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
 from service.receiver import answers, cors, spam
@@ -61,6 +61,8 @@ from service.receiver.door import (
     read_body,
     request_client,
 )
+from service.receiver.handshake import handshake
+from service.receiver.items import accept_items, refuses_unmappable, unmappable
 from service.receiver.state import (
     ADMIN_PLANE,
     DRAINING,
@@ -152,10 +154,19 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
             request, dataclasses.replace(envelope, body=body), source, requested_page
         )
     mapper = app[MAPPERS].get(name)
-    if source.kind == "form" and mapper is not None:
+    if mapper is not None and refuses_unmappable(app[SOURCES], source, mapper):
         _check_mappable(mapper, envelope)
     if source.captcha is not None:
         await app[CAPTCHA].check(source.captcha, name, token, client)
+    if mapper is not None and mapper.splits:  # one delivery, several submissions
+        return await accept_items(
+            request,
+            sources=app[SOURCES],
+            source=source,
+            mapper=mapper,
+            envelope=envelope,
+            event_id=event_id,
+        )
     delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
         sub_id, queued = await queue.intake.enqueue(envelope, delivery)
@@ -184,11 +195,10 @@ def _controls(body: Any, source: SourceConfig) -> tuple[Any, Any, Any]:
 
 
 def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:
-    """A form post that can never become a lead is refused now, while the visitor can fix it."""
-    try:
-        mapper.check(envelope)  # the worker's decision and reason, without the lead and note
-    except MappingRejected as exc:
-        raise ProblemError(422, "unprocessable", exc.reason) from None
+    """A payload that can never become a lead is refused now, while the sender can fix it."""
+    refused = unmappable(mapper, envelope)
+    if refused is not None:
+        raise refused
 
 
 async def _spam(
@@ -232,8 +242,10 @@ async def door_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    await refresh_metrics(metrics, request.app[QUEUE])
+    metrics, queue = request.app[METRICS], request.app[QUEUE]
+    await refresh_metrics(metrics, queue)
+    hydrating = request.app[SOURCES].hydrating()
+    await refresh_hydration_metrics(metrics, queue.redis, queue.keys, hydrating)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -245,6 +257,8 @@ async def readyz(request: web.Request) -> web.Response:
         await queue.redis.ping()
         group = await queue.stream.group_exists()
         paused = (await delivery_state(queue.redis, queue.keys)).auth_pause
+        hydrating = request.app[SOURCES].hydrating()
+        fetch_paused = await ProviderPauses(queue.redis, queue.keys).paused(hydrating)
         warnings = await durability_warnings(queue.redis)
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
@@ -255,6 +269,8 @@ async def readyz(request: web.Request) -> web.Response:
     # Still ready while delivery to Close is paused: submissions are accepted and kept.
     delivery = f"paused: {paused}" if paused else "running"
     body: dict[str, Any] = {"status": "ready", "delivery": delivery}
+    if fetch_paused:  # a provider refuses a source's token: that source's submissions wait
+        body["hydration"] = {name: f"paused: {why}" for name, why in fetch_paused.items()}
     if warnings:
         body["warnings"] = warnings
     return web.json_response(body)
@@ -316,6 +332,7 @@ def create_app(
     needs_captcha = any(source.captcha for _, source in sources.items())
     app.cleanup_ctx.append(captcha_ctx(settings, needs_captcha))
     app.router.add_post("/hooks/{source}", receive)
+    app.router.add_get("/hooks/{source}", handshake)  # Meta's subscription check
     app.router.add_route("OPTIONS", "/hooks/{source}", cors.preflight)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

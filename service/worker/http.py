@@ -14,6 +14,7 @@ from aiohttp import web
 from service.close.status import refresh_metrics
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import problem
+from service.providers import refresh_hydration_metrics
 from service.worker.pool import Worker
 
 WORKER = web.AppKey("worker", Worker)
@@ -34,7 +35,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
     metrics = request.app[METRICS]
-    await refresh_metrics(metrics, worker.queue)
+    queue = worker.queue
+    await refresh_metrics(metrics, queue)
+    hydrating = worker.pipeline.sources.hydrating()
+    await refresh_hydration_metrics(metrics, queue.redis, queue.keys, hydrating)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -25,7 +25,9 @@ Client = TestClient[Any, Any]
 
 
 async def test_record_needs_a_valid_token(client: Client) -> None:
-    posted = await (await client.post("/hooks/partner", json={"a": 1})).json()
+    posted = await (
+        await client.post("/hooks/partner", json={"contact": {"email": "a@example.com"}})
+    ).json()
     url = f"/v1/submissions/{posted['id']}"
     for headers in (
         {},
@@ -40,7 +42,7 @@ async def test_record_needs_a_valid_token(client: Client) -> None:
     record = await response.json()
     assert record["id"] == posted["id"]
     assert record["state"] == "queued"
-    assert record["payload"] == {"a": 1}
+    assert record["payload"] == {"contact": {"email": "a@example.com"}}
     assert [event["state"] for event in record["history"]] == ["queued"]
 
 

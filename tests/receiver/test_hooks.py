@@ -104,7 +104,9 @@ async def test_oversized_body_is_413_declared_or_streamed(
             "/hooks/partner", data=chunks(), headers={"Content-Type": "application/json"}
         )
         await problem_of(response, 413, "too-large")
-        small = await client.post("/hooks/partner", json={"a": "b" * 1000})
+        small = await client.post(
+            "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": "b" * 1000}
+        )
         assert small.status == 202
 
 
@@ -126,9 +128,15 @@ async def test_redis_down_is_503_and_ready_fails(make_settings: Any, sources: So
     settings = make_settings(redis_url=server.url)
     try:
         async with TestClient(TestServer(create_app(settings, sources))) as client:
-            assert (await client.post("/hooks/partner", json={"a": 1})).status == 202
+            assert (
+                await client.post(
+                    "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 1}
+                )
+            ).status == 202
             server.stop(remove=False)
-            response = await client.post("/hooks/partner", json={"a": 2})
+            response = await client.post(
+                "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 2}
+            )
             body = await problem_of(response, 503, "queue-unavailable")
             assert "not stored" in body["detail"]
             await problem_of(await client.get("/readyz"), 503, "not-ready")
@@ -147,10 +155,16 @@ async def test_redis_refusing_writes_leaves_nothing_half_written(
         admin: Redis = Redis.from_url(server.url, decode_responses=True)
         try:
             async with TestClient(TestServer(create_app(settings, sources))) as client:
-                assert (await client.post("/hooks/partner", json={"a": 1})).status == 202
+                assert (
+                    await client.post(
+                        "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 1}
+                    )
+                ).status == 202
                 await admin.config_set("maxmemory-policy", "noeviction")
                 await admin.config_set("maxmemory", "1")
-                response = await client.post("/hooks/partner", json={"a": 2})
+                response = await client.post(
+                    "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 2}
+                )
                 await problem_of(response, 503, "queue-unavailable")
                 await admin.config_set("maxmemory", "0")
                 assert await admin.xlen(keys.stream) == 1
