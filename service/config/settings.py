@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.queue.connection import RetryPolicy
+
 DEFAULT_CLOSE_BASE_URL = "https://api.close.com/api/v1"
 
 
@@ -34,6 +36,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     key_prefix: str = Field(default="intake", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     record_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    redis_retry_attempts: int = Field(default=3, ge=0, le=20)
+    """How often a Redis command whose connection died (a restart, a failover, a dropped idle
+    connection) is sent again on a new one before the caller sees the error (a 503)."""
+    redis_retry_backoff_seconds: float = Field(default=0.05, gt=0)
+    """The first wait before such a try; it doubles each time (with full jitter)..."""
+    redis_retry_backoff_max_seconds: float = Field(default=0.5, gt=0)
+    """... up to this."""
 
     # Close: no API key means "use the built-in emulator" (only `lead-intake dev` does that).
     close_base_url: str = DEFAULT_CLOSE_BASE_URL
@@ -83,6 +92,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def redis_retry(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.redis_retry_attempts,
+            backoff_seconds=self.redis_retry_backoff_seconds,
+            backoff_max_seconds=self.redis_retry_backoff_max_seconds,
+        )
 
     @property
     def admin_tokens(self) -> tuple[str, ...]:

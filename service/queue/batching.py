@@ -18,7 +18,7 @@ from typing import Any, Generic
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
 
 from service.queue.connection import RedisClient
 from service.queue.lua import ArgsT, BoundScript, KeysT
@@ -84,11 +84,13 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
                     *(self._call(keys, args) for keys, args, _ in batch),
                 )
             )
-        if any(isinstance(r, NoScriptError) for r in results):
-            # Redis lost its script cache (a restart): load it, then run those again.
+        if any(isinstance(r, _NOT_RUN) for r in results):
+            # Redis lost its script cache (a restart), or is still loading its data: neither
+            # ran the script. Load it, then run those again, one by one through the client
+            # (which waits out a Redis still loading, as its retry policy says).
             self.script.sha = await self.redis.script_load(self.script.script)
             for index, result in enumerate(results):
-                if isinstance(result, NoScriptError):
+                if isinstance(result, _NOT_RUN):
                     keys, args, _ = batch[index]
                     try:
                         results[index] = await self.script(keys=keys, args=args)
@@ -113,10 +115,17 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         command's result; a broken connection fails the whole batch (what Redis ran of it
         cannot be known) and is closed; the next batch connects again. The client's
         ``aclose`` closes this connection with the rest of its pool.
+
+        A connection that died while idle (Redis restarted, the master moved) is found before
+        the batch is written (it reads as closed) and replaced: nothing of the batch was sent
+        on it, so nothing is lost or doubled, and the requests get their answers.
         """
         if self._connection is None:
             self._connection = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         connection = self._connection
+        if connection.is_connected and await _closed(connection):
+            await connection.disconnect()
+        await connection.connect()  # a new socket when closed (with the client's retry)
         sha = self.script.sha
         packed = b"".join(
             [_pack(("EVALSHA", sha, len(keys), *keys, *args)) for keys, args, _ in batch]
@@ -130,12 +139,25 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
                 for _ in batch:
                     try:
                         results.append(await connection.read_response(timeout=math.inf))
-                    except ResponseError as exc:  # read whole: the next reply is intact
+                    except (ResponseError, BusyLoadingError) as exc:  # the next reply is intact
                         results.append(exc)
         except BaseException:
             await connection.disconnect()
             raise
         return results
+
+
+async def _closed(connection: AbstractConnection) -> bool:
+    """Whether the server closed this idle connection. Nothing is ever left unread on it, so
+    anything to read means it was closed."""
+    try:
+        return await connection.can_read()
+    except (RedisError, OSError):
+        return True
+
+
+_NOT_RUN = (NoScriptError, BusyLoadingError)
+"""Error replies that say the script did not run: safe to run it again."""
 
 
 def _pack(command: tuple[Any, ...]) -> bytes:

@@ -7,16 +7,26 @@
 - ``redis+sentinel://[:password@]host:port,host:port/<service name>[/db]`` (or
   ``rediss+sentinel://``): the master Sentinel names for the service, followed on failover.
   The password is the master's; ``?sentinel_password=`` sets the Sentinels' own.
+
+Every client retries a command whose connection died (Redis restarted, a failover moved the
+master, a load balancer dropped an idle connection) on a new connection, with exponential
+backoff and full jitter, a bounded number of times (:class:`RetryPolicy`): a restart costs no
+request once Redis answers again, and a Redis that is really gone still gets its 503 within
+about a second. A timeout is not retried (the command may still run; the caller decides).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 RedisClient: TypeAlias = Redis | RedisCluster
 """What every part of Lead Intake is handed: a single server (or Sentinel master) or a cluster."""
@@ -28,6 +38,25 @@ _OPTIONS: dict[str, Any] = {
     # read with U+FFFD instead of failing the whole reply: one bad entry must not stop a worker.
     "encoding_errors": "replace",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a command whose connection died is sent again, and how long to wait between
+    tries (exponential from ``backoff_seconds``, capped at ``backoff_max_seconds``, jittered)."""
+
+    attempts: int
+    """Tries after the first; 0 turns retrying off."""
+    backoff_seconds: float
+    backoff_max_seconds: float
+
+    def build(self) -> Retry:
+        """redis-py's retry: only a dead connection (which includes Redis still loading its
+        data after a restart), never a timeout, is tried again."""
+        backoff = ExponentialWithJitterBackoff(
+            cap=self.backoff_max_seconds, base=self.backoff_seconds
+        )
+        return Retry(backoff, self.attempts, supported_errors=(RedisConnectionError,))
 
 
 class SentinelManagedRedis(Redis):
@@ -59,8 +88,9 @@ def _credentials(netloc: str) -> tuple[str | None, str | None]:
     return (unquote(user) or None), (unquote(password) or None)
 
 
-def redis_from_url(url: str) -> RedisClient:
-    """A client with short timeouts, so the door answers 503 fast when Redis is away."""
+def redis_from_url(url: str, retry: RetryPolicy) -> RedisClient:
+    """A client with short timeouts, so the door answers 503 fast when Redis is away, that
+    retries a command on a connection that died as ``retry`` says."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     username, password = _credentials(parts.netloc)
@@ -72,6 +102,7 @@ def redis_from_url(url: str) -> RedisClient:
             password=password,
             ssl=scheme.startswith("rediss"),
             decode_responses=True,
+            retry=retry.build(),
             **_OPTIONS,
         )
     if scheme in ("redis+sentinel", "rediss+sentinel"):
@@ -82,7 +113,7 @@ def redis_from_url(url: str) -> RedisClient:
         sentinel_password = query.get("sentinel_password", [None])[0]
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             _hosts(parts.netloc, 26379),
-            sentinel_kwargs={"password": sentinel_password, **_OPTIONS},
+            sentinel_kwargs={"password": sentinel_password, "retry": retry.build(), **_OPTIONS},
             **_OPTIONS,
         )
         master = sentinel.master_for(
@@ -93,12 +124,15 @@ def redis_from_url(url: str) -> RedisClient:
             password=password,
             ssl=scheme.startswith("rediss"),
             decode_responses=True,
+            retry=retry.build(),
             **_OPTIONS,
         )
         assert isinstance(master, SentinelManagedRedis)
         master.managing_sentinel = sentinel
         return master
-    client: Redis = Redis.from_url(url, decode_responses=True, health_check_interval=30, **_OPTIONS)
+    client: Redis = Redis.from_url(
+        url, decode_responses=True, health_check_interval=30, retry=retry.build(), **_OPTIONS
+    )
     return client
 
 

@@ -266,7 +266,7 @@ def _redis_ctx(redis: RedisClient | None) -> object:
         if redis is None:
             if not settings.redis_url:
                 raise RuntimeError("INTAKE_REDIS_URL is not set")
-            client = redis_from_url(settings.redis_url)
+            client = redis_from_url(settings.redis_url, settings.redis_retry)
         else:
             client = redis
         app[REDIS] = client

@@ -45,7 +45,7 @@ async def open_worker(
         if redis is None:
             if not settings.redis_url:
                 raise RuntimeError("INTAKE_REDIS_URL is not set")
-            redis = redis_from_url(settings.redis_url)
+            redis = redis_from_url(settings.redis_url, settings.redis_retry)
             stack.push_async_callback(redis.aclose)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 2)

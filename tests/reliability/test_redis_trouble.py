@@ -26,7 +26,7 @@ from service.keys import GROUP, Keys
 from service.queue import Queue
 from service.queue.records import FINAL_STATES
 from service.receiver.app import create_app
-from tests.conftest import emulator_state, running_worker, wait_for_record
+from tests.conftest import ADMIN_TOKEN, emulator_state, running_worker, wait_for_record
 from tests.reliability.logcapture import CapturedLogs
 
 pytestmark = pytest.mark.usefixtures("captured_logs")
@@ -221,3 +221,32 @@ async def test_a_deleted_consumer_group_is_recreated_and_nothing_is_lost(
     assert {r.state for r in records} <= {"created", "attached"}
     for n in range(20):
         assert len(state.leads_with_email(f"rt{30 + n}@example.com")) == 1
+
+
+async def test_after_a_redis_restart_every_request_gets_its_2xx(
+    own_redis: RedisServer, make_settings: Callable[..., Settings], sources: Sources, keys: Keys
+) -> None:
+    """Pooled connections from before a restart died with the server: the first command on
+    each is retried on a new connection, so no request after Redis is back gets a 503."""
+    settings = make_settings(redis_url=own_redis.url)
+    token = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def burst(tag: str, count: int = 32) -> list[int]:
+        posts = [
+            client.post(
+                "/hooks/partner", json=person(200 + n), headers={"Idempotency-Key": f"{tag}{n}"}
+            )
+            for n in range(count)
+        ]
+        reads = [client.get("/v1/counts", headers=token) for _ in range(count)]
+        answers = await asyncio.gather(*posts, *reads, client.get("/readyz"))
+        return [a.status for a in answers]
+
+    async with TestClient(TestServer(create_app(settings, sources))) as client:
+        await post_until_accepted(client, person(199), "warm")
+        assert set(await burst("a")) <= {200, 202}  # many pooled connections now
+        await asyncio.to_thread(own_redis.stop, remove=False)
+        await asyncio.to_thread(own_redis.start)  # back (start returns once it answers PING)
+        statuses = await burst("b")
+        assert [s for s in statuses if s not in (200, 202)] == [], statuses
+        assert set(await burst("c")) <= {200, 202}
