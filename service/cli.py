@@ -40,6 +40,7 @@ from service.config.sources import (
 from service.dev.stack import run_dev
 from service.envelope import Envelope, new_submission_id
 from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
+from service.httpbody import BodyError
 from service.logs import configure_logging
 from service.loops import event_loop_factory, freeze_startup_heap
 from service.mapping import CloseSchema, Mapper, MappingSpec, preview
@@ -47,7 +48,7 @@ from service.metrics import Metrics
 from service.queue import Queue, Selection
 from service.queue.connection import redis_from_url
 from service.queue.records import as_state
-from service.receiver.bodies import BodyError, media_type_of, parse_body
+from service.receiver.bodies import media_type_of, parse_body
 from service.receiver.server import serve
 from service.times import BadTime, parse_time
 from service.worker.http import create_worker_app

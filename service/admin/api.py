@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from service.admin.context import ADMIN, AdminContext, context, matching_token
+from service.admin.context import ADMIN, AdminContext, context, matching_token, request_text
 from service.admin.params import parse_listing, parse_replay_request
 from service.admin.views import public, queue_overview, summary
 from service.problems import ProblemError
@@ -106,8 +106,9 @@ async def replay_submission(request: web.Request) -> web.Response:
 
 async def replay_many(request: web.Request) -> web.Response:
     queue, _ = _authorized(request)
+    text = await request_text(request, "the body")
     try:
-        body = json.loads(await request.read())
+        body = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ProblemError(400, "malformed-body", "the body is not JSON") from None
     chosen = parse_replay_request(body)

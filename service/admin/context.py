@@ -1,5 +1,7 @@
 """What the admin plane knows, shared by its API and its dashboard: the admin tokens, the
-trusted proxies, and the queue once Redis is open. Held under the admin sub-apps' own key."""
+trusted proxies, the limits of what it reads, and the queue once Redis is open. Held under the
+admin sub-apps' own key. Request bodies are read here, as the door reads them
+(``service/httpbody.py``): a broken one is a ``400`` problem, never a 500."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from service import httpbody
 from service.clientip import Network
+from service.config.settings import Settings
 from service.problems import ProblemError
 from service.queue import Queue
 
@@ -20,12 +24,25 @@ CLOSE_LEAD_URL = "https://app.close.com/lead/{}/"
 class AdminContext:
     tokens: tuple[str, ...]
     """Accepted admin bearer tokens (several while rotating)."""
+    body_limit: int
+    """The largest body an admin route reads (``max_body_bytes``)."""
+    read_timeout: float
+    """How long a body may take to arrive (``read_timeout_seconds``)."""
     trusted_proxies: tuple[Network, ...] = ()
     """Proxies believed about ``X-Forwarded-Proto`` (the session cookie's Secure flag)."""
     lead_url: str = CLOSE_LEAD_URL
     """A lead's page, with ``{}`` for its id, when Close gave no URL."""
     queue: Queue | None = None
     """Set by the receiver when its Redis client opens (:func:`service.admin.attach`)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdminContext:
+        return cls(
+            tokens=settings.admin_tokens,
+            body_limit=settings.max_body_bytes,
+            read_timeout=settings.read_timeout_seconds,
+            trusted_proxies=settings.trusted_networks,
+        )
 
     def the_queue(self) -> Queue:
         if self.queue is None:
@@ -47,3 +64,17 @@ def matching_token(given: str, tokens: Sequence[str]) -> str | None:
         if hmac.compare_digest(given.encode(), token.encode()):
             found = token
     return found
+
+
+def _problem(error: httpbody.BodyError) -> ProblemError:
+    return ProblemError(error.status, error.slug, error.detail)
+
+
+async def request_text(request: web.Request, what: str) -> str:
+    """The body as text in its declared charset (``400``/``408``/``413``/``415`` problems)."""
+    admin = context(request)
+    try:
+        raw = await httpbody.read_body(request, admin.body_limit, admin.read_timeout)
+        return httpbody.decode_text(raw, request.charset, what)
+    except httpbody.BodyError as exc:
+        raise _problem(exc) from None

@@ -28,16 +28,17 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from redis.exceptions import RedisError
 
 from service.admin import dashboard_html as html
-from service.admin.context import ADMIN, AdminContext, context, matching_token
+from service.admin.context import ADMIN, AdminContext, context, matching_token, request_text
 from service.admin.params import MAX_LIMIT
 from service.admin.views import queue_overview
+from service.problems import ProblemError
 from service.queue import Selection
 from service.queue.records import STATES, as_state
 
@@ -59,6 +60,9 @@ HEADERS = {
 _NEXT = re.compile(r"/admin(?:/dead|/submissions/[A-Za-z0-9_-]{1,100})?")
 _SESSION = re.compile(r"([0-9]{1,12})\.([0-9a-f]{64})")
 _COUNT = re.compile(r"[0-9]{1,6}")
+MAX_FORM_FIELDS = 20
+"""The dashboard's forms have a handful of fields; more is not one of them."""
+_FORM = web.RequestKey("form", MultiDictProxy[str])
 MESSAGES = {
     "replayed": "Queued again: the person is looked up in Close again before anything is made.",
     "in-progress": "Not replayed: the submission is still in progress.",
@@ -136,15 +140,20 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, **HEADERS})
 
 
-async def _form(request: web.Request) -> MultiDictProxy[Any]:
+async def _form(request: web.Request) -> MultiDictProxy[str]:
     """The fields of the dashboard's forms (url-encoded, as browsers post them); any other body
-    counts as an empty form."""
-    if request.content_type == "application/x-www-form-urlencoded":
-        try:
-            return await request.post()
-        except ValueError:  # bytes that are not UTF-8
-            pass
-    return MultiDictProxy(MultiDict())
+    counts as an empty form. A body that cannot be read is a ``400`` problem."""
+    if _FORM in request:  # a button's check and its handler both look at the form
+        return request[_FORM]
+    if request.content_type != "application/x-www-form-urlencoded":
+        return MultiDictProxy(MultiDict())
+    text = await request_text(request, "the form")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise ProblemError(400, "malformed-body", "not a form of this dashboard") from None
+    request[_FORM] = form = MultiDictProxy(MultiDict(pairs))
+    return form
 
 
 def _message(request: web.Request) -> str | None:

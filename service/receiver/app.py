@@ -33,7 +33,8 @@ from service.config.settings import Settings
 from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
 from service.errors import MappingRejected
-from service.logs import SUBMISSION
+from service.httpbody import BodyError
+from service.logs import SUBMISSION, ServerLog
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import ProblemError, problem, problem_middleware
@@ -41,7 +42,6 @@ from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
 from service.receiver import answers, cors, spam
 from service.receiver.bodies import (
-    BodyError,
     media_type_of,
     parse_body,
     supported,
@@ -298,9 +298,15 @@ def create_app(
     app = web.Application(
         middlewares=[door_middleware],
         client_max_size=settings.max_body_bytes,
-        # A connection gets this long to send its request line and headers (after it opens or
-        # after the previous answer); the body has its own bound (read_timeout_seconds).
-        handler_args={"keepalive_timeout": settings.header_timeout_seconds},
+        handler_args={
+            # A connection gets this long to send its request line and headers (after it opens
+            # or after the previous answer); the body has its own bound (read_timeout_seconds).
+            "keepalive_timeout": settings.header_timeout_seconds,
+            # Bodies are decoded by service/httpbody.py, bounded, with a 400 when broken.
+            "auto_decompress": False,
+            # A malformed request is one WARNING line (rate-limited), not an ERROR traceback.
+            "logger": ServerLog(),
+        },
     )
     app[SETTINGS] = settings
     app[SOURCES] = sources
@@ -318,7 +324,5 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
-    app[ADMIN_PLANE] = admin.mount(
-        app, AdminContext(settings.admin_tokens, settings.trusted_networks)
-    )
+    app[ADMIN_PLANE] = admin.mount(app, AdminContext.from_settings(settings))
     return app
