@@ -65,6 +65,12 @@ class Keys:
         """Close delivery state shared by all workers: ``bucket:<group>``, ``pause``, ``auth``."""
         return f"{self.tag}:close:{name}"
 
+    def admin_revoked(self, digest: str) -> str:
+        """Set when the dashboard session whose cookie has this digest logged out; kept until
+        that cookie would have expired anyway."""
+        return f"{self.tag}:admin:revoked:{digest}"
+
     def throttle(self, scope: str) -> str:
-        """A token bucket of the door's rate limits, e.g. ``ip:<source>:<address>``."""
+        """A token bucket of the door's rate limits, e.g. ``ip:<source>:<address>``, and of
+        wrong admin tokens, ``admin-login:<address>``."""
         return f"{self.tag}:throttle:{scope}"

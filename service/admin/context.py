@@ -28,6 +28,11 @@ class AdminContext:
     """The largest body an admin route reads (``max_body_bytes``)."""
     read_timeout: float
     """How long a body may take to arrive (``read_timeout_seconds``)."""
+    session_seconds: int
+    """How long a dashboard session lasts (``admin_session_seconds``)."""
+    login_attempts: int
+    """Wrong tokens a client may send per ``login_window_seconds`` (``sessions.py``)."""
+    login_window_seconds: float
     trusted_proxies: tuple[Network, ...] = ()
     """Proxies believed about ``X-Forwarded-Proto`` (the session cookie's Secure flag)."""
     lead_url: str = CLOSE_LEAD_URL
@@ -41,6 +46,9 @@ class AdminContext:
             tokens=settings.admin_tokens,
             body_limit=settings.max_body_bytes,
             read_timeout=settings.read_timeout_seconds,
+            session_seconds=settings.admin_session_seconds,
+            login_attempts=settings.admin_login_attempts,
+            login_window_seconds=settings.admin_login_window_seconds,
             trusted_proxies=settings.trusted_networks,
         )
 

@@ -55,6 +55,13 @@ UNAUTHORIZED = {
         "WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer realm=...`"}
     },
 }
+THROTTLED = {
+    **_problem(
+        "Too many wrong admin tokens from this address (`rate-limited`); every request from it "
+        "is refused until `Retry-After` seconds have passed."
+    ),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
 UNAVAILABLE = _problem("Redis cannot be reached (`queue-unavailable`); try again later.")
 NOT_FOUND = _problem("No such submission: never received, or its record expired.")
 INVALID = _problem(
@@ -348,6 +355,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("SubmissionList"), "The submissions."),
                 "400": INVALID,
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "503": UNAVAILABLE,
             },
         }
@@ -377,6 +385,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("ReplayResults"), "What happened to each submission."),
                 "400": _problem("Not JSON, or not one of the two forms (`invalid-parameter`)."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "413": _problem("The body is too large."),
                 "503": UNAVAILABLE,
             },
@@ -390,6 +399,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Submission"), "The record."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "503": UNAVAILABLE,
             },
@@ -406,6 +416,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Submission"), "The tombstone."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "503": UNAVAILABLE,
             },
@@ -419,6 +430,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "202": _json(_ref("Queued"), "Queued again."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "409": _problem("Still in progress, or erased (`conflict`)."),
                 "503": UNAVAILABLE,
@@ -432,6 +444,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Counts"), "The figures."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "503": UNAVAILABLE,
             },
         }

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
 
     sources_file: Path = Path("config/sources.yaml")
     admin_token: SecretStr | None = None
+    admin_session_seconds: int = Field(default=12 * 3600, ge=60)
+    """A dashboard session ends this long after login (or at logout, on every replica)."""
+    admin_login_attempts: int = Field(default=10, ge=1)
+    """Wrong admin tokens (dashboard login, API bearer) one client may send per window..."""
+    admin_login_window_seconds: float = Field(default=600.0, gt=0)
+    """... after which it is refused (429) until the bucket refills."""
 
     # Receiver.
     host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces in a container

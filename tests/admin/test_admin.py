@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from service.admin.dashboard import COOKIE, session_cookie
+from service.admin.sessions import COOKIE, session_cookie
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.queue import Queue, Transition
