@@ -88,7 +88,7 @@ class Sampler(threading.Thread):
         asyncio.run(self._loop())
 
     async def _loop(self) -> None:
-        redis = redis_from_url(self.redis_url, Settings().redis_retry)
+        redis = redis_from_url(self.redis_url, Settings().redis_options)
         started = time.monotonic()
         try:
             while not self.stopping.is_set():

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 GROUP = "workers"
 """The consumer group every worker reads the work stream through."""
 
+MARKER_TTL_SECONDS = 30 * 24 * 3600
+"""The data marker's life; every readiness probe and worker read that checks it refreshes it."""
+DATA_LOST_TTL_SECONDS = 7 * 24 * 3600
+"""How long a recorded loss of the data is shown (readiness, dashboard, admin API)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -37,6 +42,17 @@ class Keys:
     def dead(self) -> str:
         """Dead-letter stream: one entry per submission that ended ``dead``; trimmed by age."""
         return f"{self.tag}:dead"
+
+    @property
+    def marker(self) -> str:
+        """Hash (``id``, ``created_at``): the marker of this prefix's data, made with the
+        consumer group; gone together with the group means Redis lost the data."""
+        return f"{self.tag}:marker"
+
+    @property
+    def data_lost(self) -> str:
+        """JSON (``at``, ``marker``): when Redis was last found without its data."""
+        return f"{self.tag}:data_lost"
 
     def state(self, state: str) -> str:
         """Sorted set of the ids of submissions currently in ``state``, scored by receipt time

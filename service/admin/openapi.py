@@ -235,7 +235,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Counts": {
         "type": "object",
-        "required": ["states", "total", "queue", "delivery"],
+        "required": ["states", "total", "queue", "delivery", "redis"],
         "properties": {
             "states": {
                 "type": "object",
@@ -282,6 +282,20 @@ SCHEMAS: dict[str, Any] = {
                         },
                         "additionalProperties": False,
                     },
+                },
+                "additionalProperties": False,
+            },
+            "redis": {
+                "type": "object",
+                "required": ["data_lost_at"],
+                "properties": {
+                    "data_lost_at": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "When Redis was last found back without its data (a "
+                        "restart without persistence): what was accepted before and not yet "
+                        "delivered is lost. Kept a week; null when none.",
+                    }
                 },
                 "additionalProperties": False,
             },

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.queue.connection import RetryPolicy
+from service.queue.connection import RedisOptions
 
 DEFAULT_CLOSE_BASE_URL = "https://api.close.com/api/v1"
 
@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     key_prefix: str = Field(default="intake", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     record_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    ack_replicas: int = Field(default=0, ge=0, le=16)
+    """The door answers 2xx only after the submission reached this many Redis replicas
+    (``WAIT``), 503 when it did not within ``ack_replica_timeout_seconds``. 0: after the
+    master stored it (a failover may lose the last writes)."""
+    ack_replica_timeout_seconds: float = Field(default=1.0, gt=0)
+    allow_volatile_redis: bool = False
+    """In production the door answers 503 while Redis has no persistence (AOF off, no
+    snapshots): a restart would lose what it accepted. True accepts anyway."""
+    redis_watch_seconds: float = Field(default=5.0, gt=0)
+    """How often the receiver checks Redis's data marker and persistence."""
     redis_retry_attempts: int = Field(default=3, ge=0, le=20)
     """How often a Redis command whose connection died (a restart, a failover, a dropped idle
     connection) is sent again on a new one before the caller sees the error (a 503)."""
@@ -43,6 +53,10 @@ class Settings(BaseSettings):
     """The first wait before such a try; it doubles each time (with full jitter)..."""
     redis_retry_backoff_max_seconds: float = Field(default=0.5, gt=0)
     """... up to this."""
+    redis_max_connections: int = Field(default=100, ge=2)
+    """Connections one process opens to Redis at most (per node of a cluster)."""
+    redis_pool_wait_seconds: float = Field(default=5.0, gt=0)
+    """While all are busy, how long a command waits for one (then the request fails, 503)."""
 
     # Close: no API key means "use the built-in emulator" (only `lead-intake dev` does that).
     close_base_url: str = DEFAULT_CLOSE_BASE_URL
@@ -100,11 +114,13 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @property
-    def redis_retry(self) -> RetryPolicy:
-        return RetryPolicy(
+    def redis_options(self) -> RedisOptions:
+        return RedisOptions(
             attempts=self.redis_retry_attempts,
             backoff_seconds=self.redis_retry_backoff_seconds,
             backoff_max_seconds=self.redis_retry_backoff_max_seconds,
+            max_connections=self.redis_max_connections,
+            pool_wait_seconds=self.redis_pool_wait_seconds,
         )
 
     @property

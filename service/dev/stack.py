@@ -73,7 +73,7 @@ async def run_dev(settings: Settings, sources: Sources, *, emulator_port: int = 
         if not settings.admin_tokens:
             updates["admin_token"] = SecretStr(secrets.token_urlsafe(18))
         settings = settings.model_copy(update=updates)
-        redis = redis_from_url(settings.redis_url or "", settings.redis_retry)
+        redis = redis_from_url(settings.redis_url or "", settings.redis_options)
         stack.push_async_callback(redis.aclose)
         await _serve(
             create_app(settings, sources, redis=redis), settings.host, settings.port, stack

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from service import admin
@@ -70,6 +71,8 @@ from service.receiver.state import (
     SETTINGS,
     SOURCES,
 )
+from service.receiver.watch import WATCH, watch, watching
+from service.times import iso
 
 logger = logging.getLogger(__name__)
 
@@ -239,24 +242,30 @@ async def metrics_page(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
         return problem(503, "not-ready", "shutting down: finishing the requests in flight")
-    queue = request.app[QUEUE]
+    queue, watcher = request.app[QUEUE], request.app[WATCH]
     try:
-        await queue.redis.ping()
-        group = await queue.stream.group_exists()
+        await watcher.check(queue)  # the group and the data marker: a loss is found here too
         paused = (await delivery_state(queue.redis, queue.keys)).auth_pause
         warnings = await durability_warnings(queue.redis)
+        loss = await queue.marker.last_loss()
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
-    if not group:
-        return problem(
-            503, "not-ready", "the consumer group does not exist yet (no worker started)"
-        )
+    lost: dict[str, Any] = {"data_lost_at": iso(loss.at)} if loss else {}
+    if watcher.refusal:
+        return problem(503, "not-ready", watcher.refusal, warnings=warnings, **lost)
     # Still ready while delivery to Close is paused: submissions are accepted and kept.
     delivery = f"paused: {paused}" if paused else "running"
-    body: dict[str, Any] = {"status": "ready", "delivery": delivery}
+    body: dict[str, Any] = {"status": "ready", "delivery": delivery, **lost}
     if warnings:
         body["warnings"] = warnings
     return web.json_response(body)
+
+
+def _acknowledge_after_replicas(queue: Queue, settings: Settings) -> None:
+    if isinstance(queue.redis, RedisCluster):
+        # WAIT counts one connection's writes; a cluster client has none of its own.
+        raise RuntimeError("INTAKE_ACK_REPLICAS needs one server or Sentinel, not a Cluster")
+    queue.intake.acknowledge_after(settings.ack_replicas, settings.ack_replica_timeout_seconds)
 
 
 def _redis_ctx(redis: RedisClient | None) -> object:
@@ -266,20 +275,17 @@ def _redis_ctx(redis: RedisClient | None) -> object:
         if redis is None:
             if not settings.redis_url:
                 raise RuntimeError("INTAKE_REDIS_URL is not set")
-            client = redis_from_url(settings.redis_url, settings.redis_retry)
+            client = redis_from_url(settings.redis_url, settings.redis_options)
         else:
             client = redis
         app[REDIS] = client
         app[QUEUE] = queue = Queue.from_settings(client, settings)
+        if settings.ack_replicas:
+            _acknowledge_after_replicas(queue, settings)
         app[ADMIN_PLANE].attach(queue)
-        try:
-            await queue.stream.ensure_group()
-        except (RedisError, OSError) as exc:
-            logger.warning(
-                "Redis not reachable at start (%s); answering 503 until it is",
-                type(exc).__name__,
-            )
-        yield
+        app[WATCH] = watcher = watch(queue, settings, app[METRICS])
+        async with watching(watcher, queue):  # the group and marker made at start, and kept
+            yield
         app[ADMIN_PLANE].attach(None)
         if own:
             await client.aclose()

@@ -27,7 +27,7 @@ from service.queue.connection import RedisClient, durability_warnings, redis_fro
 from service.receiver.app import create_app
 from tests.conftest import emulator_state, running_worker, wait_for_record
 
-RETRY = Settings().redis_retry
+RETRY = Settings().redis_options
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli not installed")
 
@@ -251,7 +251,7 @@ def test_urls_are_understood() -> None:
 
 async def test_every_kind_of_client_retries_a_dead_connection() -> None:
     """One server, a Sentinel master and a cluster all get the settings' retry policy."""
-    policy = Settings(redis_retry_attempts=5).redis_retry
+    policy = Settings(redis_retry_attempts=5).redis_options
     single = redis_from_url("redis://127.0.0.1:1/0", policy)
     sentinel = redis_from_url("redis+sentinel://127.0.0.1:1/leads", policy)
     cluster = redis_from_url("redis+cluster://127.0.0.1:1", policy)

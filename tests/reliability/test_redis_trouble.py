@@ -250,3 +250,65 @@ async def test_after_a_redis_restart_every_request_gets_its_2xx(
         statuses = await burst("b")
         assert [s for s in statuses if s not in (200, 202)] == [], statuses
         assert set(await burst("c")) <= {200, 202}
+
+
+async def test_a_restart_without_persistence_is_reported_as_data_loss(
+    redis_without_persistence: RedisServer,
+    make_settings: Callable[..., Settings],
+    sources: Sources,
+    keys: Keys,
+    captured_logs: CapturedLogs,
+) -> None:
+    """Redis comes back empty: CRITICAL in the log, counted in the metrics, and readiness,
+    the admin API and the dashboard say when the data was lost."""
+    server = redis_without_persistence
+    settings = make_settings(redis_url=server.url)
+    token = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with TestClient(TestServer(create_app(settings, sources))) as client:
+        await post_until_accepted(client, person(40), "lost-1")
+        before = await (await client.get("/readyz")).json()
+        assert "data_lost_at" not in before
+        await restart(server)  # comes back empty
+        ready = await client.get("/readyz")
+        assert ready.status == 200  # still ready: it accepts again (env dev here)
+        lost_at = (await ready.json())["data_lost_at"]
+        counts = await (await client.get("/v1/counts", headers=token)).json()
+        assert counts["redis"]["data_lost_at"] == lost_at
+        await client.post("/admin/login", data={"token": ADMIN_TOKEN})
+        page = await (await client.get("/admin")).text()
+        assert 'id="data-lost"' in page and lost_at in page
+        metrics = await (await client.get("/metrics")).text()
+        await post_until_accepted(client, person(41), "lost-2")  # the door works again
+    assert "intake_redis_data_losses_total 1.0" in metrics
+    critical = [line for line in captured_logs.text.splitlines() if '"level": "critical"' in line]
+    assert len(critical) == 1 and "WITHOUT its data" in critical[0]
+
+
+async def test_in_production_the_door_refuses_while_redis_keeps_nothing(
+    redis_without_persistence: RedisServer,
+    make_settings: Callable[..., Settings],
+    sources: Sources,
+) -> None:
+    server = redis_without_persistence
+    body, key = person(50), {"Idempotency-Key": "volatile"}
+    settings = make_settings(redis_url=server.url, env="production")
+    async with TestClient(TestServer(create_app(settings, sources))) as client:
+        refused = await client.post("/hooks/partner", json=body, headers=key)
+        assert refused.status == 503
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert "no persistence" in (await ready.json())["detail"]
+        async with Redis.from_url(server.url, decode_responses=True) as admin:
+            await admin.config_set("appendonly", "yes")  # persistence turned on: accepted
+            await asyncio.sleep(0.2)
+            assert (await client.get("/readyz")).status == 200
+            assert (await client.post("/hooks/partner", json=body, headers=key)).status == 202
+    allowed = make_settings(redis_url=server.url, env="production", allow_volatile_redis=True)
+    async with (
+        Redis.from_url(server.url, decode_responses=True) as admin,
+        TestClient(TestServer(create_app(allowed, sources))) as client,
+    ):
+        await admin.config_set("appendonly", "no")
+        assert (await client.get("/readyz")).status == 200
+        other = {"Idempotency-Key": "volatile-allowed"}
+        assert (await client.post("/hooks/partner", json=body, headers=other)).status == 202
