@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck manifests format system-deps install clean bench chaos
+.PHONY: run test lint typecheck manifests format system-deps install clean bench chaos failover
 
 ## Debian packages the service and its tests need (installed only when missing).
 system-deps:
@@ -78,6 +78,12 @@ bench: install $(BENCH_STAMP)
 ## INTAKE_CHAOS_SEED=N replays a run's plan.
 chaos: install
 	INTAKE_CHAOS_LONG=1 $(BIN)/pytest tests/reliability/test_chaos.py -k long -q -s
+
+## The Sentinel failover test (tests/reliability/README.md): a primary, a replica and three
+## Sentinels on 127.0.0.1, the primary SIGKILLed under load, with and without
+## INTAKE_ACK_REPLICAS; prints what was acknowledged and lost. About a minute.
+failover: install
+	INTAKE_FAILOVER=1 $(BIN)/pytest tests/reliability/test_failover.py -q -s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

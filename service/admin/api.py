@@ -18,7 +18,6 @@ answers ``503 queue-unavailable``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,7 +28,7 @@ from service.admin.context import ADMIN, AdminContext, context, matching_token, 
 from service.admin.params import parse_listing, parse_replay_request
 from service.admin.sessions import attempts_wait, wrong_token
 from service.admin.views import public, queue_overview, summary
-from service.problems import ProblemError
+from service.problems import ProblemError, rate_limited
 from service.queue import Queue, Selection
 
 
@@ -51,13 +50,7 @@ async def _authorized(request: web.Request) -> tuple[Queue, AdminContext]:
     with redis_errors():
         wait = await attempts_wait(request)
         if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise ProblemError(
-                429,
-                "rate-limited",
-                f"too many wrong admin tokens from your address; try again in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
+            raise rate_limited(wait, "too many wrong admin tokens from your address")
         if not has_token(request, admin.tokens):
             if "Authorization" in request.headers:  # a guess; a bare request is none
                 await wrong_token(request)

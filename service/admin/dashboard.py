@@ -23,7 +23,6 @@ import functools
 import hmac
 import ipaddress
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -45,7 +44,7 @@ from service.admin.sessions import (
     wrong_token,
 )
 from service.admin.views import queue_overview
-from service.problems import ProblemError
+from service.problems import ProblemError, retry_after
 from service.queue import Selection
 from service.queue.records import STATES, as_state
 
@@ -226,7 +225,7 @@ def _matching(given: object, tokens: tuple[str, ...]) -> str | None:
 
 
 def _too_many_attempts(wait: float) -> web.Response:
-    seconds = max(1, math.ceil(wait))
+    seconds = retry_after(wait)
     text = f"Too many wrong tokens from your address; try again in {seconds} s."
     response = _page(html.message_page("Too many attempts", text), 429)
     response.headers["Retry-After"] = str(seconds)
