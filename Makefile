@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint typecheck manifests format system-deps test-deps install install-run \
-	clean bench chaos
+	clean bench chaos failover
 
 ## Debian packages, installed only when missing (.ci/run uses the same targets): what running
 ## needs (system-deps), and what the tests need besides (test-deps: Chromium for tests/browser).
@@ -108,6 +108,12 @@ bench: install $(BENCH_STAMP)
 ## INTAKE_CHAOS_SEED=N replays a run's plan.
 chaos: install
 	INTAKE_CHAOS_LONG=1 $(BIN)/pytest tests/reliability/test_chaos.py -k long -q -s
+
+## The Sentinel failover test (tests/reliability/README.md): a primary, a replica and three
+## Sentinels on 127.0.0.1, the primary SIGKILLed under load, with and without
+## INTAKE_ACK_REPLICAS; prints what was acknowledged and lost. About a minute.
+failover: install
+	INTAKE_FAILOVER=1 $(BIN)/pytest tests/reliability/test_failover.py -q -s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

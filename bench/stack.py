@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from bench import payloads
 from bench.procs import PYTHON, SERVER_CORE, Procs, service_env
 from close_emulator import DEFAULT_API_KEY
+from service.config.settings import Settings
 from service.dev.redis_server import free_port
 from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
@@ -153,7 +154,7 @@ class Stack:
 async def preload(redis_url: str, prefix: str, tag: str, count: int) -> list[str]:
     """Put ``count`` partner webhooks (distinct people) into the stream with the service's own
     ``Queue.enqueue``, as the receiver would have; returns the submission ids."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     queue = Queue(redis, Keys(prefix), record_ttl=24 * 3600)
     ids: list[str] = []
     try:
@@ -187,7 +188,7 @@ async def preload(redis_url: str, prefix: str, tag: str, count: int) -> list[str
 async def hold(redis_url: str, prefix: str) -> None:
     """Hide the stream's entries from the consumer group (its last-delivered id moved to the
     end), so workers can start and settle before the drain begins."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     try:
         await redis.xgroup_setid(Keys(prefix).stream, GROUP, "$")
     finally:
@@ -197,7 +198,7 @@ async def hold(redis_url: str, prefix: str) -> None:
 async def release(redis_url: str, prefix: str, processes: int, timeout: float) -> float:  # noqa: ASYNC109
     """Wait until ``processes`` workers wait on the stream (blocked in XREADGROUP: started,
     Close's schema read), then show them all its entries at once; returns the release time."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -235,7 +236,7 @@ async def queue_state(redis: Redis, prefix: str) -> dict[str, int]:
 
 async def stream_added(redis_url: str, prefix: str) -> int:
     """Entries ever added to the stream under ``prefix``."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     try:
         return (await queue_state(redis, prefix))["added"]
     finally:
@@ -263,7 +264,7 @@ async def wait_drained(
     """Wait until ``expected`` entries were added and none is left (stream empty, nothing
     pending or scheduled for a retry) and, given ``ids``, every one of them is in a final
     state; False when ``timeout`` passed first."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -283,7 +284,7 @@ async def wait_drained(
 
 async def final_states(redis_url: str, prefix: str) -> Counter[str]:
     """The state of every submission record under ``prefix`` (SCAN: for the end of a run)."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     keys = Keys(prefix)
     states: Counter[str] = Counter()
     try:
@@ -321,7 +322,7 @@ class Outcomes:
 
 
 async def outcomes(redis_url: str, prefix: str, ids: list[str]) -> Outcomes:
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     keys = Keys(prefix)
     states: Counter[str] = Counter()
     last = 0.0

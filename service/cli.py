@@ -237,7 +237,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `replay`")])
     since = _parse_since(args.since) if args.since else None
-    redis = redis_from_url(settings.redis_url)
+    redis = redis_from_url(settings.redis_url, settings.redis_options)
     queue = Queue.from_settings(redis, settings)
     try:
         if args.id:

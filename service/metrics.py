@@ -116,6 +116,21 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge("intake_redis_up", "1 when the last scrape reached Redis", registry=r)
+        self.redis_data_losses = Counter(
+            "intake_redis_data_losses_total",
+            "Times this process found Redis back without its data (stream, group, marker gone)",
+            registry=r,
+        )
+        self.redis_data_lost_at = Gauge(
+            "intake_redis_data_lost_timestamp_seconds",
+            "When Redis was last found without its data (0: not within the record's life)",
+            registry=r,
+        )
+        self.redis_volatile = Gauge(
+            "intake_redis_volatile",
+            "1 while Redis has no persistence (AOF off, no snapshots)",
+            registry=r,
+        )
 
     def observe_http(self, source: str, status: int, seconds: float) -> None:
         """One answered hook request (``source``: a configured source's name or "unknown")."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -78,6 +79,22 @@ class ProblemError(Exception):
 
     def response(self) -> web.Response:
         return problem(self.status, self.slug, self.detail, headers=self.headers, **self.extra)
+
+
+def retry_after(wait: float) -> int:
+    """A ``Retry-After`` in whole seconds (at least 1) for a wait of ``wait`` seconds."""
+    return max(1, math.ceil(wait))
+
+
+def rate_limited(wait: float, detail: str) -> ProblemError:
+    """The ``429`` for a client that must wait ``wait`` seconds, with ``Retry-After``."""
+    seconds = retry_after(wait)
+    return ProblemError(
+        429,
+        "rate-limited",
+        f"{detail}; try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -136,6 +136,9 @@ def make_settings(
             "identity_lock_seconds": 3.0,
             "auth_probe_seconds": 0.2,
             "close_rate_limit": 1000.0,
+            # The tests that send many wrong tokens on purpose are not about the throttle
+            # (tests/admin/test_sessions.py is).
+            "admin_login_attempts": 1000,
         }
         values.update(overrides)
         return Settings(**values)

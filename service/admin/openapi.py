@@ -55,6 +55,13 @@ UNAUTHORIZED = {
         "WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer realm=...`"}
     },
 }
+THROTTLED = {
+    **_problem(
+        "Too many wrong admin tokens from this address (`rate-limited`); every request from it "
+        "is refused until `Retry-After` seconds have passed."
+    ),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
 UNAVAILABLE = _problem("Redis cannot be reached (`queue-unavailable`); try again later.")
 NOT_FOUND = _problem("No such submission: never received, or its record expired.")
 INVALID = _problem(
@@ -235,7 +242,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Counts": {
         "type": "object",
-        "required": ["states", "total", "queue", "delivery"],
+        "required": ["states", "total", "queue", "delivery", "redis"],
         "properties": {
             "states": {
                 "type": "object",
@@ -282,6 +289,20 @@ SCHEMAS: dict[str, Any] = {
                         },
                         "additionalProperties": False,
                     },
+                },
+                "additionalProperties": False,
+            },
+            "redis": {
+                "type": "object",
+                "required": ["data_lost_at"],
+                "properties": {
+                    "data_lost_at": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "When Redis was last found back without its data (a "
+                        "restart without persistence): what was accepted before and not yet "
+                        "delivered is lost. Kept a week; null when none.",
+                    }
                 },
                 "additionalProperties": False,
             },
@@ -355,6 +376,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("SubmissionList"), "The submissions."),
                 "400": INVALID,
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "503": UNAVAILABLE,
             },
         }
@@ -384,6 +406,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("ReplayResults"), "What happened to each submission."),
                 "400": _problem("Not JSON, or not one of the two forms (`invalid-parameter`)."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "413": _problem("The body is too large."),
                 "503": UNAVAILABLE,
             },
@@ -397,6 +420,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Submission"), "The record."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "503": UNAVAILABLE,
             },
@@ -413,6 +437,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Submission"), "The tombstone."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "503": UNAVAILABLE,
             },
@@ -426,6 +451,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "202": _json(_ref("Queued"), "Queued again."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "409": _problem("Still in progress, or erased (`conflict`)."),
                 "503": UNAVAILABLE,
@@ -439,6 +465,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Counts"), "The figures."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "503": UNAVAILABLE,
             },
         }

@@ -100,12 +100,13 @@ async def run_dev(settings: Settings, sources: Sources) -> None:
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     lines: list[str] = []
     async with AsyncExitStack() as stack:
-        updates: dict[str, object] = {}
+        updates: dict[str, object] = {"env": "dev"}
         if not settings.redis_url:
             server = RedisServer()
             await asyncio.to_thread(server.start)
             stack.callback(server.stop)
             updates["redis_url"] = server.url
+            updates["allow_volatile_redis"] = True  # its data is thrown away on exit anyway
             lines.append(
                 f"Redis:    private redis-server at {server.url} (data is thrown away on exit)"
             )
@@ -143,7 +144,7 @@ async def run_dev(settings: Settings, sources: Sources) -> None:
                 f"Redirects: browser posts to {', '.join(redirected)} land on "
                 f"{receiver_base}/thanks (dev only; the sources file's pages are not local)"
             )
-        redis = redis_from_url(settings.redis_url or "")
+        redis = redis_from_url(settings.redis_url or "", settings.redis_options)
         stack.push_async_callback(redis.aclose)
         app = create_app(settings, sources, redis=redis)
         add_thanks_routes(app)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from service.envelope import Envelope
 from service.keys import Keys
 from service.queue import buckets
@@ -83,15 +85,26 @@ return {1, entry}
 )
 
 
+class WritesRefused(RedisError):
+    """The door stores nothing now (``Intake.refusal`` says why): the sender gets a 503."""
+
+
 class Intake:
     """The door's writes."""
 
     def __init__(self, redis: RedisClient, keys: Keys, *, record_ttl: int) -> None:
         self.keys = keys
         self.record_ttl = record_ttl
+        self.refusal: str | None = None
+        """Set while nothing may be stored (a Redis without persistence in production)."""
         self._index = index_keys(keys)
         self._store = ScriptBatcher(redis, _STORE.bind(redis))
         self._bucket = ScriptBatcher(redis, buckets.TAKE.bind(redis))
+
+    def acknowledge_after(self, replicas: int, timeout_seconds: float) -> None:
+        """Answer a stored submission only once it reached ``replicas`` replicas (Redis
+        ``WAIT``), failing it (a 503 at the door) when that took longer than the timeout."""
+        self._store.wait_for_replicas(replicas, timeout_seconds)
 
     async def enqueue(
         self, envelope: Envelope, delivery: DeliveryKey | None = None
@@ -128,6 +141,8 @@ class Intake:
         *,
         reason: str = "",
     ) -> tuple[str, bool]:
+        if self.refusal is not None:
+            raise WritesRefused(self.refusal)
         keys = _StoreKeys(
             stream=self.keys.stream,
             record=self.keys.sub(envelope.id),

@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from service.keys import GROUP, Keys
 from service.queue.connection import RedisClient
 from service.queue.lua import Script
+from service.queue.marker import DataMarker
 
 logger = logging.getLogger(__name__)
 
@@ -88,18 +89,16 @@ def _is_nogroup(exc: ResponseError) -> bool:
 class WorkStream:
     """The stream, its consumer group and the retry schedule."""
 
-    def __init__(self, redis: RedisClient, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, marker: DataMarker) -> None:
         self.redis = redis
         self.keys = keys
+        self.marker = marker
         self._move_due = _MOVE_DUE.bind(redis)
 
     async def ensure_group(self) -> None:
-        """Create the stream and its consumer group; an existing group (BUSYGROUP) is fine."""
-        try:
-            await self.redis.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
+        """Create the stream and its consumer group if missing, with the data marker, and
+        find out whether Redis lost the data (``marker.py``)."""
+        await self.marker.ensure()
 
     async def group_exists(self) -> bool:
         try:
@@ -117,7 +116,7 @@ class WorkStream:
         except ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
-            logger.warning("consumer group missing (Redis restarted without data?); recreating")
+            logger.warning("consumer group missing; recreating it")
             await self.ensure_group()
             return []
         entries: list[Entry] = []

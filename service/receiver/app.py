@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from service import admin
@@ -33,7 +34,8 @@ from service.close.status import refresh_metrics
 from service.config.settings import Settings
 from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
-from service.logs import SUBMISSION
+from service.httpbody import BodyError
+from service.logs import SUBMISSION, ServerLog
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import ProblemError, problem, problem_middleware
@@ -42,7 +44,6 @@ from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
 from service.receiver import answers, cors, spam
 from service.receiver.bodies import (
-    BodyError,
     media_type_of,
     parse_body,
     supported,
@@ -73,6 +74,8 @@ from service.receiver.state import (
     SETTINGS,
     SOURCES,
 )
+from service.receiver.watch import WATCH, watch, watching
+from service.times import iso
 
 logger = logging.getLogger(__name__)
 
@@ -252,28 +255,34 @@ async def metrics_page(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
         return problem(503, "not-ready", "shutting down: finishing the requests in flight")
-    queue = request.app[QUEUE]
+    queue, watcher = request.app[QUEUE], request.app[WATCH]
     try:
-        await queue.redis.ping()
-        group = await queue.stream.group_exists()
+        await watcher.check(queue)  # the group and the data marker: a loss is found here too
         paused = (await delivery_state(queue.redis, queue.keys)).auth_pause
         hydrating = request.app[SOURCES].hydrating()
         fetch_paused = await ProviderPauses(queue.redis, queue.keys).paused(hydrating)
         warnings = await durability_warnings(queue.redis)
+        loss = await queue.marker.last_loss()
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
-    if not group:
-        return problem(
-            503, "not-ready", "the consumer group does not exist yet (no worker started)"
-        )
+    lost: dict[str, Any] = {"data_lost_at": iso(loss.at)} if loss else {}
+    if watcher.refusal:
+        return problem(503, "not-ready", watcher.refusal, warnings=warnings, **lost)
     # Still ready while delivery to Close is paused: submissions are accepted and kept.
     delivery = f"paused: {paused}" if paused else "running"
-    body: dict[str, Any] = {"status": "ready", "delivery": delivery}
+    body: dict[str, Any] = {"status": "ready", "delivery": delivery, **lost}
     if fetch_paused:  # a provider refuses a source's token: that source's submissions wait
         body["hydration"] = {name: f"paused: {why}" for name, why in fetch_paused.items()}
     if warnings:
         body["warnings"] = warnings
     return web.json_response(body)
+
+
+def _acknowledge_after_replicas(queue: Queue, settings: Settings) -> None:
+    if isinstance(queue.redis, RedisCluster):
+        # WAIT counts one connection's writes; a cluster client has none of its own.
+        raise RuntimeError("INTAKE_ACK_REPLICAS needs one server or Sentinel, not a Cluster")
+    queue.intake.acknowledge_after(settings.ack_replicas, settings.ack_replica_timeout_seconds)
 
 
 def _redis_ctx(redis: RedisClient | None) -> object:
@@ -283,20 +292,17 @@ def _redis_ctx(redis: RedisClient | None) -> object:
         if redis is None:
             if not settings.redis_url:
                 raise RuntimeError("INTAKE_REDIS_URL is not set")
-            client = redis_from_url(settings.redis_url)
+            client = redis_from_url(settings.redis_url, settings.redis_options)
         else:
             client = redis
         app[REDIS] = client
         app[QUEUE] = queue = Queue.from_settings(client, settings)
+        if settings.ack_replicas:
+            _acknowledge_after_replicas(queue, settings)
         app[ADMIN_PLANE].attach(queue)
-        try:
-            await queue.stream.ensure_group()
-        except (RedisError, OSError) as exc:
-            logger.warning(
-                "Redis not reachable at start (%s); answering 503 until it is",
-                type(exc).__name__,
-            )
-        yield
+        app[WATCH] = watcher = watch(queue, settings, app[METRICS])
+        async with watching(watcher, queue):  # the group and marker made at start, and kept
+            yield
         app[ADMIN_PLANE].attach(None)
         if own:
             await client.aclose()
@@ -315,9 +321,15 @@ def create_app(
     app = web.Application(
         middlewares=[door_middleware],
         client_max_size=settings.max_body_bytes,
-        # A connection gets this long to send its request line and headers (after it opens or
-        # after the previous answer); the body has its own bound (read_timeout_seconds).
-        handler_args={"keepalive_timeout": settings.header_timeout_seconds},
+        handler_args={
+            # A connection gets this long to send its request line and headers (after it opens
+            # or after the previous answer); the body has its own bound (read_timeout_seconds).
+            "keepalive_timeout": settings.header_timeout_seconds,
+            # Bodies are decoded by service/httpbody.py, bounded, with a 400 when broken.
+            "auto_decompress": False,
+            # A malformed request is one WARNING line (rate-limited), not an ERROR traceback.
+            "logger": ServerLog(),
+        },
     )
     app[SETTINGS] = settings
     app[SOURCES] = sources
@@ -337,11 +349,6 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
-    admin_context = AdminContext(
-        settings.admin_tokens,
-        settings.trusted_networks,
-        lead_url=settings.lead_url_template,
-        people=PersonFinder(mappers),
-    )
+    admin_context = AdminContext.from_settings(settings, PersonFinder(mappers))
     app[ADMIN_PLANE] = admin.mount(app, admin_context)
     return app

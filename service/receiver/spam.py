@@ -8,12 +8,11 @@ source; over the limit is 429 with ``Retry-After`` in whole seconds.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 from service.config.policy import HoneypotSpec, Rate, RateLimitSpec
-from service.problems import ProblemError
+from service.problems import rate_limited
 from service.queue.intake import Intake
 
 
@@ -40,16 +39,6 @@ async def _take(intake: Intake, scope: str, rate: Rate) -> float:
     return await intake.take_token(scope, rate=rate.per_second, capacity=rate.count)
 
 
-def _limited(wait: float, detail: str) -> ProblemError:
-    seconds = max(1, math.ceil(wait))
-    return ProblemError(
-        429,
-        "rate-limited",
-        f"{detail}; try again in {seconds} s",
-        headers={"Retry-After": str(seconds)},
-    )
-
-
 async def check_rates(
     intake: Intake, source: str, client: str | None, spec: RateLimitSpec | None
 ) -> None:
@@ -59,8 +48,8 @@ async def check_rates(
     if spec.per_client is not None and client:
         wait = await _take(intake, f"ip:{source}:{client}", spec.per_client)
         if wait > 0:
-            raise _limited(wait, "too many submissions from your address")
+            raise rate_limited(wait, "too many submissions from your address")
     if spec.per_source is not None:
         wait = await _take(intake, f"source:{source}", spec.per_source)
         if wait > 0:
-            raise _limited(wait, "this endpoint is receiving too many submissions")
+            raise rate_limited(wait, "this endpoint is receiving too many submissions")

@@ -87,13 +87,15 @@ async def open_worker(
         if redis is None:
             if not settings.redis_url:
                 raise RuntimeError("INTAKE_REDIS_URL is not set")
-            redis = redis_from_url(settings.redis_url)
+            redis = redis_from_url(settings.redis_url, settings.redis_options)
             stack.push_async_callback(redis.aclose)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 2)
         )
         stack.push_async_callback(session.close)
         queue = Queue.from_settings(redis, settings)
+        if metrics is not None:
+            queue.marker.on_loss = lambda _loss: metrics.redis_data_losses.inc()
         keys = queue.keys
         pacer = Pacer(
             redis,

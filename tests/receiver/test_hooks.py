@@ -174,9 +174,11 @@ async def test_redis_refusing_writes_leaves_nothing_half_written(
             await admin.aclose()
 
 
-async def test_readyz_without_group_is_503(
+async def test_readyz_recreates_a_deleted_group_without_calling_it_a_loss(
     client: TestClient[Any, Any], redis: Redis, keys: Keys
 ) -> None:
     await redis.xgroup_destroy(keys.stream, GROUP)
-    body = await problem_of(await client.get("/readyz"), 503, "not-ready")
-    assert "consumer group" in body["detail"]
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert "data_lost_at" not in await ready.json()  # the data marker is still there
+    assert [g["name"] for g in await redis.xinfo_groups(keys.stream)] == [GROUP]
