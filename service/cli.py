@@ -27,6 +27,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from close_emulator import add_emulator_arguments, options_from_args, run_emulator
+from service import __version__
 from service.close.client import CloseClient
 from service.config.presets import bundled_presets
 from service.config.settings import Settings, load_settings
@@ -138,15 +139,23 @@ def cmd_dev(settings: Settings, sources: Sources, args: argparse.Namespace) -> i
     return 0
 
 
-def cmd_emulator(args: argparse.Namespace) -> int:
+async def _run_emulator(args: argparse.Namespace) -> None:
+    """The emulator until SIGTERM or SIGINT. As a container's PID 1 (no init) a SIGTERM would
+    otherwise be ignored and the container killed only when its stop timeout runs out."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_emulator(options_from_args(args), args.host, args.port, stop=stop)
 
-    options = options_from_args(args)
+
+def cmd_emulator(args: argparse.Namespace) -> int:
     print(
         f"Close emulator on http://{args.host}:{args.port}/ (API under /api/v1/)",
         file=sys.stderr,
         flush=True,
     )
-    asyncio.run(run_emulator(options, args.host, args.port))
+    asyncio.run(_run_emulator(args))
     return 0
 
 
@@ -313,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"lead-intake {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the receiver (HTTP) only")
     sub.add_parser("worker", help="run the worker pool only")

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from service import admin
+from service import __version__, admin
 from service.admin.context import AdminContext
 from service.close.pacing import delivery_state
 from service.close.status import refresh_metrics
@@ -205,7 +205,7 @@ async def _spam(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "version": __version__})
 
 
 @web.middleware
