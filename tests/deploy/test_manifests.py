@@ -59,6 +59,7 @@ def hadolint() -> str:
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
     """The Dockerfile's instructions as (KEYWORD, arguments), one list per build stage."""
     instructions: list[tuple[str, str]] = []
+    args: dict[str, str] = {}
     current = ""
     for raw in (ROOT / "Dockerfile").read_text().splitlines():
         line = raw.strip()
@@ -68,8 +69,14 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
             current += line[:-1] + " "
             continue
         keyword, _, rest = (current + line).partition(" ")
-        instructions.append((keyword.upper(), " ".join(rest.split())))
         current = ""
+        if keyword.upper() == "ARG" and not instructions:  # before the first FROM: global
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+            continue
+        if keyword.upper() == "FROM":  # a global ARG in FROM: its default
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest)
+        instructions.append((keyword.upper(), " ".join(rest.split())))
     stages: list[list[tuple[str, str]]] = []
     for keyword, rest in instructions:
         if keyword == "FROM":
@@ -117,8 +124,13 @@ def test_dockerfile_is_multi_stage_pinned_slim_and_non_root() -> None:
     assert len(stages) >= 2, "the wheel is built in a stage of its own"
     bases = [stage[0][1].split()[0] for stage in stages]
     for base in bases:
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base), f"{base}: pin x.y.z-slim"
+        assert re.fullmatch(r"(docker\.io/library/)?python:3\.11\.\d+-slim-[a-z]+", base), (
+            f"{base}: pin x.y.z-slim"
+        )
     assert len(set(bases)) == 1, f"the stages use different bases: {bases}"
+    labels = " ".join(rest for keyword, rest in stages[-1] if keyword == "LABEL")
+    for label in ("version", "source", "revision", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in labels, f"no {label} label"
 
     final = stages[-1]
     runs = " ".join(rest for keyword, rest in final if keyword == "RUN")
