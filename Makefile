@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck manifests alerts format system-deps test-deps install clean bench chaos \
-	image image-check
+	image image-check monitoring-files
 
 ## Debian packages the service and its tests need (installed only when missing).
 system-deps:
@@ -121,3 +121,7 @@ chaos: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## deploy/monitoring/prometheusrule.yaml from alerts.yaml (tests/deploy checks they agree).
+monitoring-files: $(STAMP)
+	$(BIN)/python -m tests.deploy.test_monitoring > deploy/monitoring/prometheusrule.yaml
