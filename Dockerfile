@@ -23,10 +23,13 @@ COPY service ./service
 COPY close_emulator ./close_emulator
 # The dependencies install from wheels, so no compiler is needed; should a new one ever need
 # one, install it in this stage only: the final image copies just /opt/venv. The virtualenv's
-# own pip builds the wheel, so the base needs no pip of its own.
+# own pip builds the wheel, so the base needs no pip of its own. EXTRAS: the optional parts
+# installed with it (otel: traces, off unless OTEL_* variables configure them).
+ARG EXTRAS=otel
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl \
+ && wheel="$(echo /wheels/*.whl)" \
+ && /opt/venv/bin/pip install --no-cache-dir "${wheel}${EXTRAS:+[$EXTRAS]}" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 # --- runtime: the slim base, the virtualenv, the example sources, a non-root user ---------------

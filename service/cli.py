@@ -27,7 +27,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from close_emulator import add_emulator_arguments, options_from_args, run_emulator
-from service import __version__
+from service import __version__, tracing
 from service.close.client import CloseClient
 from service.config.presets import bundled_presets
 from service.config.settings import Settings, load_settings
@@ -93,7 +93,6 @@ def _run(settings: Settings, main: Coroutine[Any, Any, _T]) -> _T:
 
 
 def cmd_serve(settings: Settings, sources: Sources, _args: argparse.Namespace) -> int:
-
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `serve`")])
     _run(settings, serve(settings, sources))
@@ -101,7 +100,6 @@ def cmd_serve(settings: Settings, sources: Sources, _args: argparse.Namespace) -
 
 
 async def _run_worker(settings: Settings, sources: Sources) -> None:
-
     metrics = Metrics()
     async with open_worker(settings, sources, metrics=metrics) as worker:
         loop = asyncio.get_running_loop()
@@ -134,7 +132,6 @@ def cmd_worker(settings: Settings, sources: Sources, _args: argparse.Namespace) 
 
 
 def cmd_dev(settings: Settings, sources: Sources, args: argparse.Namespace) -> int:
-
     _run(settings, run_dev(settings, sources, emulator_port=args.emulator_port))
     return 0
 
@@ -212,7 +209,6 @@ CONTENT_TYPE_SHORTHANDS = {
 
 
 def _preview_envelope(args: argparse.Namespace, source: str) -> Envelope:
-
     raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     content_type = CONTENT_TYPE_SHORTHANDS.get(args.content_type, args.content_type)
     media_type, params = media_type_of(content_type)
@@ -241,7 +237,6 @@ def _preview_envelope(args: argparse.Namespace, source: str) -> Envelope:
 
 
 def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
-
     presets = bundled_presets()
     spec: MappingSpec
     if args.source:
@@ -386,7 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(settings, args)
         sources = _load(settings)
         handlers = {"serve": cmd_serve, "worker": cmd_worker, "dev": cmd_dev}
-        return handlers[args.command](settings, sources, args)
+        tracing.setup({"serve": "receiver"}.get(args.command, args.command))
+        try:
+            return handlers[args.command](settings, sources, args)
+        finally:
+            tracing.shutdown()
     except ConfigError as exc:
         return _fail_config(exc)
     except KeyboardInterrupt:

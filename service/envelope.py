@@ -58,6 +58,9 @@ class Envelope:
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The W3C trace context (``traceparent``, ``tracestate``) of the receiver's span while
+    tracing is on (``service/tracing.py``), so the worker's spans join the same trace."""
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON. Built by hand: ``dataclasses.asdict`` would deep-copy the whole
@@ -71,6 +74,7 @@ class Envelope:
             "headers": dict(self.headers),
             "query": dict(self.query),
             "client_ip": self.client_ip,
+            "trace": dict(self.trace),
         }
         return jsoncodec.dumps(data)
 
@@ -88,4 +92,5 @@ class Envelope:
             headers=dict(data.get("headers") or {}),
             query=dict(data.get("query") or {}),
             client_ip=data.get("client_ip"),
+            trace={str(k): str(v) for k, v in (data.get("trace") or {}).items()},
         )

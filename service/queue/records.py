@@ -192,6 +192,8 @@ _KNOWN = frozenset(
         *_LEGACY_PROGRESS,
     }
 )
+ENVELOPE_FIELD = "envelope"
+"""The field holding the envelope as received (read alone by the worker's tracing)."""
 PROGRESS_FIELDS: tuple[str, ...] = ("progress", "lead_id", "dead_entry", *_LEGACY_PROGRESS)
 """The hash fields a replay deletes: the progress, the lead found or made, the dead letter."""
 
