@@ -74,8 +74,9 @@ image:
 
 ## The image built and run for real with podman (tests/image): Redis, the emulator, the receiver
 ## and the worker as locked-down containers, SIGTERM under load, then docker-compose.yml's
-## services. Installs podman, runc, catatonit and mmdebstrap when missing. About 2 minutes (4
-## the first time, when the stand-in base images are bootstrapped from Debian packages).
+## services. Installs podman, runc, catatonit and mmdebstrap when missing. About 2 minutes on a
+## 2-core machine, the first time included (bootstrapping the stand-in base images from Debian
+## packages, where the official ones cannot be pulled, takes under a minute of that).
 image-check: install
 	@missing=(); \
 	for tool in podman runc catatonit mmdebstrap; do \

@@ -86,6 +86,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
             "podman is not installed: the image was NOT built or run "
             "(`make image-check` installs podman, runc and mmdebstrap with apt)"
         )
+    started = time.monotonic()
     work = tmp_path_factory.mktemp("image-check")
     podman = Podman(work / "podman")
     run_id = uuid.uuid4().hex[:8]
@@ -113,6 +114,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         yield built
     finally:
         podman.run("rmi", "--force", image, check=False)
+        figures["whole check s"] = round(time.monotonic() - started, 1)
         say("figures: " + json.dumps(figures))
 
 
