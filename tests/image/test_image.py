@@ -95,6 +95,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     with timed("base image", figures):
         base = python_base(podman, wanted)
     image = f"localhost/lead-intake:check-{run_id}"
+    dangling_before = set(podman.out("images", "--quiet", "--filter=dangling=true").split())
     revision = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -114,6 +115,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         yield built
     finally:
         podman.run("rmi", "--force", image, check=False)
+        # The build stage's image is left untagged: remove those this build made.
+        left = set(podman.out("images", "--quiet", "--filter=dangling=true").split())
+        for leftover in sorted(left - dangling_before):
+            podman.run("rmi", "--force", leftover, check=False)
         figures["whole check s"] = round(time.monotonic() - started, 1)
         say("figures: " + json.dumps(figures))
 
