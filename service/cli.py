@@ -28,7 +28,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
-from close_emulator import OrgFileError, add_emulator_arguments, options_from_args, run_emulator
+from close_emulator import (
+    EmulatorOptions,
+    OrgFileError,
+    add_emulator_arguments,
+    options_from_args,
+    run_emulator,
+)
+from service import __version__, tracing
 from service.config.check import check_sources
 from service.config.presets import bundled_presets, preset_details, preset_summary
 from service.config.settings import Settings, load_settings
@@ -161,8 +168,18 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    asyncio.run(run_emulator(options, args.host, args.port))
+    asyncio.run(_run_emulator(options, args.host, args.port))
     return 0
+
+
+async def _run_emulator(options: EmulatorOptions, host: str, port: int) -> None:
+    """The emulator until SIGTERM or SIGINT. As a container's PID 1 (no init) a SIGTERM would
+    otherwise be ignored and the container killed only when its stop timeout runs out."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_emulator(options, host, port, stop=stop)
 
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -281,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"lead-intake {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the receiver (HTTP) only")
     sub.add_parser("worker", help="run the worker pool only")
@@ -351,7 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(settings, args)
         sources = _load(settings)
         handlers = {"serve": cmd_serve, "worker": cmd_worker, "dev": cmd_dev}
-        return handlers[args.command](settings, sources, args)
+        tracing.setup({"serve": "receiver"}.get(args.command, args.command))
+        try:
+            return handlers[args.command](settings, sources, args)
+        finally:
+            tracing.shutdown()
     except ConfigError as exc:
         return _fail_config(exc)
     except BadPayload as exc:

@@ -61,6 +61,9 @@ class Envelope:
     query: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None
     fetched: Any = None
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The W3C trace context (``traceparent``, ``tracestate``) of the receiver's span while
+    tracing is on (``service/tracing.py``), so the worker's spans join the same trace."""
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON. Built by hand: ``dataclasses.asdict`` would deep-copy the whole
@@ -74,6 +77,7 @@ class Envelope:
             "headers": dict(self.headers),
             "query": dict(self.query),
             "client_ip": self.client_ip,
+            "trace": dict(self.trace),
         }
         if self.fetched is not None:
             data["fetched"] = self.fetched
@@ -94,4 +98,5 @@ class Envelope:
             query=dict(data.get("query") or {}),
             client_ip=data.get("client_ip"),
             fetched=data.get("fetched"),
+            trace={str(k): str(v) for k, v in (data.get("trace") or {}).items()},
         )

@@ -7,11 +7,14 @@ state shared by all processes, so they are read from Redis when ``/metrics`` is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service import __version__
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -115,6 +118,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.oldest_entry_age = Gauge(
+            "intake_stream_oldest_entry_age_seconds",
+            "Age of the oldest entry in the work stream (waiting or in work); 0 when empty",
+            registry=r,
+        )
         self.redis_up = Gauge("intake_redis_up", "1 when the last scrape reached Redis", registry=r)
         self.redis_data_losses = Counter(
             "intake_redis_data_losses_total",
@@ -131,6 +139,27 @@ class Metrics:
             "1 while Redis has no persistence (AOF off, no snapshots)",
             registry=r,
         )
+        # NaN until a scrape reached Redis: unknown, so no alert compares it with 0.
+        self.redis_aof = Gauge(
+            "intake_redis_aof_enabled", "1 when AOF is on on every Redis node", registry=r
+        )
+        self.redis_noeviction = Gauge(
+            "intake_redis_noeviction",
+            "1 when every Redis node's maxmemory-policy is noeviction",
+            registry=r,
+        )
+        self.redis_aof.set(math.nan)
+        self.redis_noeviction.set(math.nan)
+        self.worker_heartbeat = Gauge(
+            "intake_worker_heartbeat_timestamp_seconds",
+            "Unix time of the worker's last completed maintenance round (workers only)",
+            ["consumer"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "intake_build_info", "Always 1: the version this process runs", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
 
     def observe_http(self, source: str, status: int, seconds: float) -> None:
         """One answered hook request (``source``: a configured source's name or "unknown")."""
@@ -151,11 +180,17 @@ class Metrics:
         pending: int,
         retry_scheduled: int,
         dead_letters: int,
+        oldest_entry_age: float,
         auth_paused: bool,
         rate_limited: Mapping[str, bool],
+        aof_enabled: bool,
+        noeviction: bool,
     ) -> None:
         """The shared queue state, as read from Redis when ``/metrics`` is scraped."""
         self.redis_up.set(1)
+        self.redis_aof.set(1 if aof_enabled else 0)
+        self.redis_noeviction.set(1 if noeviction else 0)
+        self.oldest_entry_age.set(oldest_entry_age)
         self.stream_length.set(stream_length)
         self.stream_pending.set(pending)
         self.retry_scheduled.set(retry_scheduled)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
 from aiohttp.test_utils import TestServer
 
 from provider_emulator.state import bundled_fixtures
-from service.dev.redis_server import RedisServer
+from service import __version__
+from service.dev.redis_server import RedisServer, free_port
 from service.envelope import Envelope, new_submission_id
 from service.queue import Queue, Selection, Transition
 from tests.conftest import API_KEY, ROOT
@@ -228,6 +232,53 @@ async def test_replay_command_requeues_dead_letters(
     code, out, _ = await run_cli("replay", "--id", dead_ids[0], "--id", "sub_gone", env=env_vars)
     assert code == 1
     assert f"{dead_ids[0]}: replayed" in out and "sub_gone: unknown" in out
+
+
+async def test_version_is_the_package_version_everywhere() -> None:
+    code, out, _ = await run_cli("--version")
+    assert code == 0
+    assert out.strip() == f"lead-intake {__version__}"
+    # The distribution's version is read from the same place (pyproject: hatch's version path).
+    assert importlib.metadata.version("lead-intake") == __version__
+
+
+async def test_emulator_stops_on_sigterm() -> None:
+    """As a container's PID 1 a process without a SIGTERM handler ignores the signal: the
+    emulator handles it and exits 0 at once, instead of dying of it."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/_emulator/leads") as resp:
+                        assert resp.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the emulator did not start")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 10)
+        assert code == 0, f"exit {code}: the signal was not handled"
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 SCHEMA_AND_MAPPING_ERRORS = """

@@ -151,23 +151,50 @@ def redis_from_url(url: str, options: RedisOptions) -> RedisClient:
     return client
 
 
-async def durability_warnings(redis: RedisClient) -> list[str]:
-    """What makes this Redis unsafe for accepted submissions: eviction, no AOF."""
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What Redis says of the two settings "accepted means kept" needs, on every node."""
+
+    eviction_policies: frozenset[str]
+    """The ``maxmemory-policy`` of each node other than ``noeviction``."""
+    aof_enabled: bool
+    """AOF is on on every node."""
+
+    @property
+    def noeviction(self) -> bool:
+        return not self.eviction_policies
+
+    def warnings(self) -> list[str]:
+        found = [
+            f"Redis maxmemory-policy is {policy}: it may evict accepted submissions "
+            "under memory pressure; set noeviction"
+            for policy in sorted(self.eviction_policies)
+        ]
+        if not self.aof_enabled:
+            found.append("Redis AOF is off: a Redis restart may lose accepted submissions")
+        return sorted(found)
+
+
+async def read_durability(redis: RedisClient) -> Durability:
+    """The eviction policy and AOF setting of every node (``INFO memory``, ``INFO persistence``:
+    managed Redis services that refuse ``CONFIG GET`` still answer these)."""
     memory: Any = await redis.info("memory")
     persistence: Any = await redis.info("persistence")
-    warnings = []
+    policies: set[str] = set()
+    aof = True
     for node_memory, node_persistence in zip(
         _per_node(memory), _per_node(persistence), strict=False
     ):
         policy = node_memory.get("maxmemory_policy", "noeviction")
         if policy != "noeviction":
-            warnings.append(
-                f"Redis maxmemory-policy is {policy}: it may evict accepted submissions "
-                "under memory pressure; set noeviction"
-            )
-        if str(node_persistence.get("aof_enabled", "1")) != "1":
-            warnings.append("Redis AOF is off: a Redis restart may lose accepted submissions")
-    return sorted(set(warnings))
+            policies.add(str(policy))
+        aof = aof and str(node_persistence.get("aof_enabled", "1")) == "1"
+    return Durability(frozenset(policies), aof)
+
+
+async def durability_warnings(redis: RedisClient) -> list[str]:
+    """What makes this Redis unsafe for accepted submissions: eviction, no AOF."""
+    return (await read_durability(redis)).warnings()
 
 
 async def without_persistence(redis: RedisClient) -> bool:

@@ -90,6 +90,8 @@ _KNOWN = frozenset(
         *LEGACY_PROGRESS,
     }
 )
+ENVELOPE_FIELD = "envelope"
+"""The field holding the envelope as received (read alone by the worker's tracing)."""
 REPLAY_CLEARS: tuple[str, ...] = ("dead_entry", *LEGACY_PROGRESS)
 """The hash fields a replay deletes (besides writing the progress it keeps)."""
 

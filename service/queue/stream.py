@@ -41,6 +41,9 @@ class QueueDepth:
     pending: int
     retry_scheduled: int
     dead_letters: int
+    oldest_entry_age: float = 0.0
+    """Seconds since the oldest entry still in the stream (waiting or in work) was added: 0
+    when the stream is empty. A retry's age starts again when it comes back into the stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +180,14 @@ class WorkStream:
         return int(moved)
 
     async def depth(self) -> QueueDepth:
-        """Stream length, pending, retry-scheduled and dead counts in one pipelined round trip
-        (plus one XPENDING when the stream holds entries)."""
+        """Stream length, pending, retry-scheduled and dead counts and the oldest entry in one
+        pipelined round trip (plus one XPENDING when the stream holds entries)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.xlen(self.keys.stream)
         pipe.zcard(self.keys.retry)
         pipe.xlen(self.keys.dead)
-        stream_length, retry, dead = await pipe.execute()
+        pipe.xrange(self.keys.stream, count=1)
+        stream_length, retry, dead, oldest = await pipe.execute()
         pending = 0
         if stream_length:
             try:
@@ -196,7 +200,14 @@ class WorkStream:
             pending=pending,
             retry_scheduled=int(retry),
             dead_letters=int(dead),
+            oldest_entry_age=_age(oldest[0][0]) if oldest else 0.0,
         )
+
+
+def _age(entry_id: str) -> float:
+    """Seconds since an entry id's time (``<milliseconds>-<sequence>``, Redis's clock)."""
+    millis = int(str(entry_id).partition("-")[0])
+    return max(0.0, time.time() - millis / 1000)
 
 
 def _entries(messages: Sequence[Any]) -> list[Entry]:

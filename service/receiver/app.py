@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from service import admin
+from service import __version__, admin, tracing
 from service.admin.context import AdminContext
 from service.admin.people import PersonFinder
 from service.close.pacing import delivery_state
@@ -151,6 +151,7 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
         headers={h: headers[h] for h in KEPT_HEADERS if h in headers},
         query={k: v for k, v in request.query.items() if k not in private} if request.query else {},
         client_ip=client,
+        trace=tracing.carried(),
     )
     if spam.honeypot_filled(body, source.honeypot):
         return await _spam(
@@ -176,6 +177,7 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
     except (RedisError, OSError) as exc:
         logger.error("cannot queue a submission for %s: %s", name, type(exc).__name__)
         raise _queue_down() from None
+    tracing.name_submission(sub_id, duplicate=not queued)
     return answers.accepted(
         request, source.redirect, sub_id, duplicate=not queued, requested=requested_page
     )
@@ -219,7 +221,7 @@ async def _spam(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "version": __version__})
 
 
 @web.middleware
@@ -231,6 +233,15 @@ async def door_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await problem_middleware(request, handler)
     name = request.match_info.get("source", "")
     label = name if request.app[SOURCES].get(name) is not None else "unknown"
+    if tracing.enabled():
+        with tracing.door(request.headers, request.method, label) as span:
+            response = await _observed(request, handler, label)
+            tracing.answered(span, response.status)
+            return response
+    return await _observed(request, handler, label)
+
+
+async def _observed(request: web.Request, handler: Handler, label: str) -> web.StreamResponse:
     started = time.monotonic()
     status = 500
     try:

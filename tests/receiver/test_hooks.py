@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service import __version__
 from service.config.sources import Sources
 from service.dev.redis_server import RedisServer
 from service.keys import GROUP, Keys
@@ -117,7 +118,9 @@ async def test_wrong_method_is_405_problem(client: TestClient[Any, Any]) -> None
 
 
 async def test_healthz_and_readyz(client: TestClient[Any, Any]) -> None:
-    assert (await client.get("/healthz")).status == 200
+    health = await client.get("/healthz")
+    assert health.status == 200
+    assert await health.json() == {"status": "ok", "version": __version__}
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
 
