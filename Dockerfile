@@ -21,6 +21,7 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY service ./service
 COPY close_emulator ./close_emulator
+COPY provider_emulator ./provider_emulator
 # The dependencies install from wheels, so no compiler is needed; should a new one ever need
 # one, install it in this stage only: the final image copies just /opt/venv. The virtualenv's
 # own pip builds the wheel, so the base needs no pip of its own. EXTRAS: the optional parts

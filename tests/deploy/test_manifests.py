@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -210,6 +211,15 @@ def test_dockerignore_sends_only_what_the_image_needs() -> None:
         kept = [p for p in files if not dockerignored(str(p.relative_to(ROOT)), patterns)]
         assert kept, f"COPY {source}: .dockerignore leaves it out of the build context"
     assert not dockerignored("service/config/presets/typeform.yaml", patterns)
+    # Every package the wheel is made of is copied into the build, or the image's commands fail
+    # on an import the tests (run from the checkout) never miss.
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    sources = {s.rstrip("/") for sources in copied for s in sources}
+    for package in wheel["targets"]["wheel"]["packages"]:
+        assert package in sources, f"the Dockerfile does not COPY the package {package}"
+        assert not dockerignored(f"{package}/__init__.py", patterns), (
+            f".dockerignore leaves the package {package} out of the build context"
+        )
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
