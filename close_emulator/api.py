@@ -8,7 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from close_emulator.fields import JSONObject, ValidationFailed, custom_fields_of
-from close_emulator.objects import create_contact, create_lead, create_note, update_lead
+from close_emulator.objects import (
+    create_contact,
+    create_lead,
+    create_note,
+    update_contact,
+    update_lead,
+)
 from close_emulator.options import CustomFieldSpec
 from close_emulator.search import run_search
 from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
@@ -144,6 +150,15 @@ async def get_contact(request: web.Request) -> web.Response:
     return web.json_response(_project(contact, _fields_param(request)))
 
 
+async def put_contact(request: web.Request) -> web.Response:
+    contact = _state(request).contacts.get(request.match_info["contact_id"])
+    if contact is None:
+        raise ObjectNotFound("Contact")
+    body = await read_body(request)
+    _note_object(request, contact["id"])
+    return web.json_response(update_contact(contact, body, _state(request)))
+
+
 async def post_note(request: web.Request) -> web.Response:
     note = create_note(await read_body(request), _state(request))
     _note_object(request, note["id"])
@@ -226,6 +241,7 @@ def add_api_routes(app: web.Application) -> None:
             web.put(f"{API}/lead/{{lead_id}}/", put_lead),
             web.post(f"{API}/contact/", post_contact),
             web.get(f"{API}/contact/{{contact_id}}/", get_contact),
+            web.put(f"{API}/contact/{{contact_id}}/", put_contact),
             web.post(f"{API}/activity/note/", post_note),
             web.get(f"{API}/activity/note/", list_notes),
             web.post(f"{API}/activity/form_submission/", post_form_submission),

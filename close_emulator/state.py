@@ -76,6 +76,13 @@ class EmulatorState:
         self.leads: dict[str, JSONObject] = {}
         self.contacts: dict[str, JSONObject] = {}
         self.notes: dict[str, JSONObject] = {}
+        # The follow-ups (sales.py, deals.py): by id, in creation order.
+        self.tasks: dict[str, JSONObject] = {}
+        self.subscriptions: dict[str, JSONObject] = {}
+        self.opportunities: dict[str, JSONObject] = {}
+        self.custom_activities: dict[str, JSONObject] = {}
+        self.unsubscribed: set[str] = set()
+        """Unsubscribed email addresses, lower-case (``/unsubscribe/email/``)."""
         self.requests: list[RequestRecord] = []
         self.faults: list[Fault] = []
         self.index = SearchIndex()
@@ -229,6 +236,9 @@ class EmulatorState:
         self.leads.clear()
         self.contacts.clear()
         self.notes.clear()
+        for table in (self.tasks, self.subscriptions, self.opportunities, self.custom_activities):
+            table.clear()
+        self.unsubscribed.clear()
         self.requests.clear()
         self._log_offset = 0
         self.faults.clear()
