@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from service import __version__, jsoncodec
 from service.backoff import retry_delay
+from service.close.objects import FollowupCalls
 from service.close.pacing import Pacer, endpoint_group
 from service.close.ratelimit import RateLimitInfo, parse_ratelimit, wait_after_429
 from service.close.search import leads_by_contact
@@ -111,8 +112,9 @@ def retry_rules(attempts: int, pacer: Pacer | None = None) -> dict[str, CloseRet
     }
 
 
-class CloseClient:
-    """Typed calls to the parts of the Close API Lead Intake uses."""
+class CloseClient(FollowupCalls):
+    """Typed calls to the parts of the Close API Lead Intake uses (the follow-ups' in
+    ``objects.py``)."""
 
     def __init__(
         self,

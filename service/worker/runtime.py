@@ -17,10 +17,12 @@ from service.errors import ConfigError, ConfigIssue
 from service.metrics import Metrics
 from service.queue import Queue
 from service.queue.connection import RedisClient, redis_from_url
+from service.worker.followups import FollowupPlans, Followups
 from service.worker.gate import DeliveryGate
 from service.worker.identity import IdentityLocks, LeadCache
 from service.worker.mappers import MapperSet
 from service.worker.outcomes import RetryPolicy
+from service.worker.owner import Owners
 from service.worker.pipeline import Pipeline
 from service.worker.pool import Worker
 
@@ -77,6 +79,21 @@ async def open_worker(
             names=FieldNames(redis, keys, ttl=settings.record_ttl_seconds),
         )
         gate = DeliveryGate(pacer, close, probe_seconds=settings.auth_probe_seconds)
+        plans = FollowupPlans(
+            sources, close, mappers, refresh_seconds=settings.schema_refresh_seconds
+        )
+        followups = Followups(
+            plans,
+            Owners(
+                redis,
+                keys,
+                pointer_ttl=settings.owner_turns_ttl_seconds,
+                memo_ttl=settings.record_ttl_seconds,
+                metrics=metrics,
+            ),
+            clock_skew=settings.close_clock_skew_seconds,
+            metrics=metrics,
+        )
         pipeline = Pipeline(
             queue,
             close,
@@ -98,6 +115,7 @@ async def open_worker(
             gate=gate,
             unknown_outcome_grace=settings.unknown_outcome_grace_seconds,
             metrics=metrics,
+            followups=followups if plans.configured else None,
         )
         yield Worker(
             queue,
@@ -108,6 +126,6 @@ async def open_worker(
             block_ms=settings.read_block_ms,
             maintenance_interval=maintenance_interval,
             grace_period=settings.shutdown_grace_seconds,
-            services=[mappers, gate],
+            services=[mappers, plans, gate],
             gate=gate,
         )

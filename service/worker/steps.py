@@ -54,6 +54,15 @@ class StepContext:
     """This submission created the lead (a follow-up may differ for a match)."""
     source: SourceConfig
     close: CloseClient
+    lead: dict[str, Any] | None = None
+    """The lead as Close last answered with it in this attempt (the create's answer, a read,
+    an update's answer); None until a step needs it."""
+
+    async def read_lead(self) -> dict[str, Any]:
+        """The lead, read from Close once per attempt (``lead`` when already known)."""
+        if self.lead is None:
+            self.lead = await self.close.get_lead(self.lead_id)
+        return self.lead
 
 
 @dataclass(frozen=True, slots=True)
