@@ -5,7 +5,7 @@ lead-intake serve          the receiver (HTTP) only
 lead-intake worker         the worker pool only
 lead-intake emulator       the built-in Close emulator
 lead-intake check-config   validate the sources file without starting
-lead-intake map            show what a payload maps to, without sending anything
+lead-intake map            show what a payload maps to (and its follow-ups), sending nothing
 lead-intake presets        the provider presets; `presets NAME` shows one
 lead-intake replay         queue finished submissions again
 
@@ -32,9 +32,10 @@ from close_emulator import OrgFileError, add_emulator_arguments, options_from_ar
 from service.config.check import check_sources
 from service.config.presets import bundled_presets, preset_details, preset_summary
 from service.config.settings import Settings, load_settings
-from service.config.sources import Sources, read_sources_file
+from service.config.sources import Sources, read_sources_file, validate_sources
+from service.dev.followups import check_followups, preview_followups
 from service.dev.ports import Port, PortInUse, check_free
-from service.dev.preview import BadPayload, preview_envelope
+from service.dev.preview import BadPayload, preview_envelope, read_lead_file
 from service.dev.schema import close_schema
 from service.dev.stack import run_dev
 from service.errors import ConfigError, ConfigIssue, MappingRejected
@@ -47,7 +48,9 @@ from service.queue.connection import redis_from_url
 from service.queue.records import as_state
 from service.receiver.server import serve
 from service.times import BadTime, parse_time
+from service.worker.followups import sources_need
 from service.worker.http import create_worker_app
+from service.worker.plan import needs_of, resolve
 from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2
@@ -166,14 +169,19 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     path = args.file or settings.sources_file
-    checked = asyncio.run(close_schema(settings))
-    sources, issues = check_sources(read_sources_file(path), file=str(path), schema=checked.schema)
+    data = read_sources_file(path)
+    needs = sources_need(validate_sources(data, file=str(path))[0])
+    checked = asyncio.run(close_schema(settings, needs))
+    sources, issues = check_sources(data, file=str(path), schema=checked.schema)
+    issues += check_followups(sources, checked.schema, checked.directory, str(path))
     if issues:
         raise ConfigError(issues)
     names = ", ".join(sources.names())
+    followed = [name for name, source in sources.items() if source.followup is not None]
+    also = f"; the follow-ups of {', '.join(followed)} resolved too" if followed else ""
     print(
         f"{path}: OK, {len(sources.names())} sources ({names}); custom fields and statuses "
-        f"checked against {checked.against}"
+        f"checked against {checked.against}{also}"
     )
     return 0
 
@@ -209,7 +217,10 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
         spec, name = found, args.source
     else:
         spec, name = MappingSpec(preset=args.preset), args.preset
-    schema = asyncio.run(close_schema(settings)).schema
+    followup = getattr(spec, "followup", None)
+    needs = needs_of(followup)
+    checked = asyncio.run(close_schema(settings, needs, lead_id=args.lead))
+    schema = checked.schema
     mapper = Mapper(spec, source=name, presets=presets, schema=schema)
     envelope = preview_envelope(args, name)
     try:
@@ -224,7 +235,18 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
         )
         print("rejected: the payload would not become a lead (see above)", file=sys.stderr)
         return EXIT_REJECTED
-    print(json.dumps(preview(mapped), indent=2, ensure_ascii=False))
+    shown = preview(mapped)
+    if followup is not None:
+        plan, issues = resolve(
+            name, followup, schema=schema, directory=checked.directory, mapper=mapper
+        )
+        if issues:
+            raise ConfigError(issues)
+        lead = checked.lead if args.lead else read_lead_file(args.lead_file)
+        shown["followups"] = preview_followups(
+            plan, mapped, checked.directory, lead=lead, received_at=envelope.received_at
+        )
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -308,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
     )
     mapping.add_argument("--client-ip", help="the client IP the request came from")
+    existing = mapping.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--lead", help="preview the follow-ups for a match to this Close lead (needs the API key)"
+    )
+    existing.add_argument(
+        "--lead-file", type=Path, help="... or to this lead, as GET /lead/{id}/ gives it (JSON)"
+    )
     mapping.add_argument("file", help="the payload file, or - for standard input")
     presets = sub.add_parser("presets", help="list the provider presets, or show one")
     presets.add_argument("name", nargs="?", help="a preset to show in full")

@@ -4,9 +4,11 @@ would read the request, into the :class:`~service.envelope.Envelope` a worker ma
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 from service.envelope import Envelope, new_submission_id
@@ -22,6 +24,21 @@ CONTENT_TYPE_SHORTHANDS = {
     "form": "application/x-www-form-urlencoded",
     "multipart": "multipart/form-data",
 }
+
+
+def read_lead_file(path: Path | None) -> dict[str, Any] | None:
+    """A lead as ``GET /lead/{id}/`` gives it, from a JSON file (``map --lead-file``)."""
+    if path is None:
+        return None
+    try:
+        lead = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadPayload(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise BadPayload(f"{path}: not JSON: {exc}") from None
+    if not isinstance(lead, dict) or not isinstance(lead.get("id"), str):
+        raise BadPayload(f"{path}: not a Close lead (a JSON object with an id)")
+    return lead
 
 
 def preview_envelope(args: argparse.Namespace, source: str) -> Envelope:

@@ -159,8 +159,13 @@ def needs_of(spec: FollowupSpec | None) -> Needs:
 
 
 def _named_user(ref: str, path: str, directory: Directory, problems: Problems) -> str | None:
-    """``owner`` (None) or a user's id; unknown users are problems."""
-    return None if ref == "owner" else user_id(ref, path, directory, problems)
+    """``owner`` (None) or an active user's id; unknown and deactivated users are problems."""
+    if ref == "owner":
+        return None
+    found = user_id(ref, path, directory, problems)
+    if found is not None and found not in directory.active:
+        problems.add(path, f"{ref!r} is deactivated in Close")
+    return found
 
 
 def _task(spec: TaskSpec, directory: Directory, problems: Problems) -> TaskPlan | None:
