@@ -87,9 +87,11 @@ class Settings(BaseSettings):
     # Follow-ups (a source's `followup:` section).
     owner_turns_ttl_seconds: int = Field(default=90 * 24 * 3600, ge=3600)
     """How long a round-robin pool's counter is kept after its last turn (then it starts over)."""
-    close_clock_skew_seconds: float = Field(default=30.0, ge=0)
-    """How far Close's clock may be from ours: a follow-up whose answer was lost is looked for
-    among the objects Close made since the attempt began, less this."""
+    close_clock_skew_seconds: float = Field(default=5.0, ge=0)
+    """How far Close's clock may be behind ours: a follow-up whose answer was lost is looked
+    for among the objects Close made since its step began, less this. The person's earlier
+    submissions made theirs before; one made within this window with the same values could be
+    taken for it."""
 
     # `lead-intake dev` (make run) only.
     emulator_port: int = Field(default=8081, ge=0, le=65535)

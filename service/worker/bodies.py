@@ -127,6 +127,21 @@ def lead_update(
     return Change(body, changes)
 
 
+def holds_body(lead: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether ``lead`` holds what a create ``body`` would have given it (its name, url,
+    description and custom fields): a create whose answer was lost may be the one that made it."""
+    for key, value in body.items():
+        if not _updatable(key) or key == "addresses" or is_empty(value):
+            continue
+        have = lead.get(key)
+        if isinstance(value, list) or isinstance(have, list):
+            if not set(map(str, _values(value))) <= set(map(str, _values(have))):
+                return False
+        elif have != value:
+            return False
+    return True
+
+
 def person_contact(lead: Mapping[str, Any], identity: Identity) -> Mapping[str, Any] | None:
     """The lead's contact that is the person: by email first, else by phone."""
     contacts = [c for c in lead.get("contacts") or [] if isinstance(c, Mapping)]

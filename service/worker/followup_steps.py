@@ -32,7 +32,7 @@ from service.worker.followups import (
     OWNER_STEP,
     Followups,
     FollowupStep,
-    created_at,
+    iso_utc,
     made_here,
     owner_of,
 )
@@ -186,7 +186,8 @@ class TaskStep(FollowupStep):
             body = await self._body(ctx)
         except Skip:
             return None
-        for task in await ctx.close.tasks_of(ctx.lead_id, since=self.since(ctx)):
+        found = await ctx.close.tasks_of(ctx.lead_id, since=iso_utc(self.since(ctx)))
+        for task in await self.made_since(ctx, found):
             if same_fields(body, task, ("text", "assigned_to", "_type")):
                 return self._made(ctx, task)
         return None
@@ -243,11 +244,9 @@ class SequenceStep(FollowupStep):
         contact = await self.contact(ctx)
         if plan is None or plan.sequence is None or contact is None:
             return None
-        mark = ctx.attempt.progress.steps.get(self.name)
-        since = (mark.at if mark is not None else time.time()) - self.fu.clock_skew
-        for made in await ctx.close.subscriptions_of(str(contact["id"]), plan.sequence.sequence_id):
-            if created_at(made) >= since:
-                return Done(close_id=str(made.get("id")), detail={"sequence": plan.sequence.name})
+        found = await ctx.close.subscriptions_of(str(contact["id"]), plan.sequence.sequence_id)
+        for made in await self.made_since(ctx, found):
+            return Done(close_id=str(made.get("id")), detail={"sequence": plan.sequence.name})
         return None
 
 
@@ -300,7 +299,8 @@ class OpportunityStep(FollowupStep):
             body, choice, _ = await self._body(ctx)
         except Skip:
             return None
-        for made in await ctx.close.opportunities_of(ctx.lead_id, since=self.since(ctx)):
+        found = await ctx.close.opportunities_of(ctx.lead_id, since=iso_utc(self.since(ctx)))
+        for made in await self.made_since(ctx, found):
             if same_fields(body, made, ("pipeline_id", "status_id", "value", "note", "user_id")):
                 return Done(close_id=str(made.get("id")), detail={"pipeline": choice.pipeline_name})
         return None
@@ -340,9 +340,9 @@ class ActivityStep(FollowupStep):
         body = await self._body(ctx)
         keys = [key for key in body if key.startswith("custom.")]
         found = await ctx.close.custom_activities_of(
-            ctx.lead_id, plan.activity.type_id, since=self.since(ctx)
+            ctx.lead_id, plan.activity.type_id, since=iso_utc(self.since(ctx))
         )
-        for made in found:
+        for made in await self.made_since(ctx, found):
             if same_fields(body, made, keys):
                 return Done(close_id=str(made.get("id")), detail={"type": plan.activity.type_name})
         return None

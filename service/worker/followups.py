@@ -28,8 +28,9 @@ from service.config.sources import Sources
 from service.errors import CloseError, ConfigError, ConfigIssue
 from service.mapping import CloseSchema, MappedLead, Mapper
 from service.metrics import Metrics
+from service.queue import Queue, Record
 from service.queue.progress import MarkState, StepMark
-from service.worker.bodies import person_contact
+from service.worker.bodies import holds_body, person_contact
 from service.worker.mappers import MapperSet
 from service.worker.outcomes import Attempt
 from service.worker.owner import Owners
@@ -39,6 +40,8 @@ from service.worker.steps import Step, StepContext
 logger = logging.getLogger(__name__)
 
 OWNER_STEP = "owner"
+LEAD_SUBMISSIONS = 200
+"""The most submissions of one lead a lookup after a lost answer reads."""
 
 
 def resolve_all(
@@ -144,17 +147,49 @@ class Followups:
         self,
         plans: FollowupPlans,
         owners: Owners,
+        queue: Queue,
         *,
         clock_skew: float,
         metrics: Metrics | None = None,
     ) -> None:
         self.plans = plans
         self.owners = owners
+        self.queue = queue
         self.clock_skew = clock_skew
         self.metrics = metrics
 
     def plan(self, source: str) -> Plan | None:
         return self.plans.get(source)
+
+    async def records_of(self, lead_id: str, but: str) -> list[Record]:
+        """The other submissions that found or made ``lead_id`` (the worker's lead index)."""
+        ids = await self.queue.index.submissions_of(lead_id=lead_id, limit=LEAD_SUBMISSIONS)
+        found = await asyncio.gather(*(self.queue.records.get(i) for i in ids if i != but))
+        return [record for record in found if record is not None]
+
+    async def claimed(self, ctx: StepContext, step: str) -> set[str]:
+        """What the lead's other submissions recorded making for ``step``: a lookup after a
+        lost answer does not take another submission's object for this one's."""
+        others = await self.records_of(ctx.lead_id, ctx.attempt.record.id)
+        marks = (r.progress.steps.get(step) for r in others)
+        return {m.close_id for m in marks if m is not None and m.close_id}
+
+    async def prepare(self, ctx: StepContext) -> None:
+        """Before the steps: did this submission make the lead it found? A create whose answer
+        was lost made it when the lead holds what its create sent (name, description, custom
+        fields) and no other submission of the person recorded making it; otherwise its create
+        never reached Close, and its owner, chosen for that create, is dropped: the lead keeps
+        the owner it has, as on any match."""
+        progress = ctx.attempt.progress
+        if ctx.created or progress.create_started_at is None:
+            return
+        others = await self.records_of(ctx.lead_id, ctx.attempt.record.id)
+        made = not any(r.progress.lead_created and r.lead_id == ctx.lead_id for r in others)
+        ctx.made = made and holds_body(await ctx.read_lead(), ctx.mapped.lead)
+        mark = progress.steps.get(OWNER_STEP)
+        if not ctx.made and mark is not None and mark.detail.get("when") == "create":
+            steps = {k: v for k, v in progress.steps.items() if k != OWNER_STEP}
+            ctx.attempt.progress = progress.changed(steps=steps)
 
     @property
     def directory(self) -> Directory:
@@ -174,7 +209,7 @@ class Followups:
         mark = attempt.progress.steps.get(OWNER_STEP)
         if mark is None or not mark.final:
             found = await self.owners.assign(plan.owner, mapped.record, attempt.record.id, source)
-            detail = {"how": found.how, "field": plan.owner.field_name}
+            detail = {"how": found.how, "field": plan.owner.field_name, "when": "create"}
             if found.pool is not None:
                 detail["pool"] = found.pool
             if found.turn is not None:
@@ -195,8 +230,9 @@ class Followups:
 
 
 def made_here(ctx: StepContext) -> bool:
-    """This submission made the lead (a create whose answer was lost counts)."""
-    return ctx.created or ctx.attempt.progress.create_started_at is not None
+    """This submission made the lead (a create whose answer was lost counts, once
+    :meth:`Followups.prepare` found no other submission made it)."""
+    return ctx.created if ctx.made is None else ctx.made
 
 
 def owner_of(ctx: StepContext) -> str | None:
@@ -205,7 +241,8 @@ def owner_of(ctx: StepContext) -> str | None:
 
 
 def iso_utc(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
+    """A lookup's ``date_created__gte``: whole seconds, rounded down."""
+    return datetime.fromtimestamp(int(moment), UTC).isoformat(timespec="seconds")
 
 
 def created_at(obj: Mapping[str, Any]) -> float:
@@ -226,11 +263,24 @@ class FollowupStep(Step):
     def plan(self, ctx: StepContext) -> Plan | None:
         return self.fu.plan(ctx.attempt.record.source)
 
-    def since(self, ctx: StepContext) -> str:
-        """Objects made by the lost attempt were made after this (Close's clock)."""
+    def since(self, ctx: StepContext) -> float:
+        """Objects made by the attempt whose answer was lost were made after this: when its
+        step was marked started, less the clock skew allowed between Close and us."""
         mark = ctx.attempt.progress.steps.get(self.name)
         started = mark.at if mark is not None else time.time()
-        return iso_utc(started - self.fu.clock_skew)
+        return started - self.fu.clock_skew
+
+    async def made_since(
+        self, ctx: StepContext, objects: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The objects Close made since :meth:`since` (the lookup's filter is whole seconds)
+        that no other submission of the lead recorded as its own."""
+        since = self.since(ctx)
+        recent = [obj for obj in objects if created_at(obj) >= since]
+        if not recent:
+            return []
+        claimed = await self.fu.claimed(ctx, self.name)
+        return [obj for obj in recent if obj.get("id") not in claimed]
 
     async def contact(self, ctx: StepContext) -> Mapping[str, Any] | None:
         """The lead's contact that is the submitting person."""

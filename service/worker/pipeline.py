@@ -199,6 +199,8 @@ class Pipeline:
                 lead_id, created = str(lead["id"]), True
         ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, lead)
         try:
+            if self.followups is not None:
+                await self.followups.prepare(ctx)
             await self.steps.run(ctx, self.step_list)
         except LeadGone as gone:
             if created:

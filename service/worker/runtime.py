@@ -91,6 +91,7 @@ async def open_worker(
                 memo_ttl=settings.record_ttl_seconds,
                 metrics=metrics,
             ),
+            queue,
             clock_skew=settings.close_clock_skew_seconds,
             metrics=metrics,
         )

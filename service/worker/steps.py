@@ -57,6 +57,9 @@ class StepContext:
     lead: dict[str, Any] | None = None
     """The lead as Close last answered with it in this attempt (the create's answer, a read,
     an update's answer); None until a step needs it."""
+    made: bool | None = None
+    """This submission made the lead, also when its create's answer was lost and this attempt
+    found the lead (the follow-ups decide it before the steps run); None: as ``created``."""
 
     async def read_lead(self) -> dict[str, Any]:
         """The lead, read from Close once per attempt (``lead`` when already known)."""
