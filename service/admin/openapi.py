@@ -18,6 +18,7 @@ from aiohttp import web
 
 from service import __version__
 from service.admin.params import INCLUDES, MAX_LIMIT, MAX_TEXT, MAX_TIME
+from service.close.pacing import GROUPS
 from service.queue.records import REPLAYABLE, STATES
 
 JSON = "application/json"
@@ -269,10 +270,8 @@ SCHEMAS: dict[str, Any] = {
                     "rate_limit_pauses": {
                         "type": "object",
                         "description": "Seconds each Close endpoint group stays paused.",
-                        "required": ["read", "write", "search"],
-                        "properties": {
-                            g: {"type": "number", "minimum": 0} for g in ("read", "write", "search")
-                        },
+                        "required": list(GROUPS),
+                        "properties": {g: {"type": "number", "minimum": 0} for g in GROUPS},
                         "additionalProperties": False,
                     },
                 },

@@ -43,7 +43,8 @@ from service.queue.connection import RedisClient
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("read", "write", "search")
+GROUPS = ("read", "write", "activity", "search")
+"""Our endpoint groups (``endpoint_group``), each with its own bucket and pause."""
 DEFAULT_429_WAIT = 2.0
 AUTH_PAUSE_TTL = 24 * 3600
 LEASE = 0.05
@@ -124,11 +125,18 @@ async def delivery_state(redis: RedisClient, keys: Keys) -> DeliveryState:
 
 
 def endpoint_group(method: str, path: str) -> str:
-    """Our endpoint groups: ``search`` (data/search/), ``read`` (GETs), ``write`` (the rest)."""
+    """Our endpoint groups: ``search`` (data/search/), ``read`` (GETs), ``activity`` (writes
+    of activities: notes, custom activities), ``write`` (the other writes: leads, contacts).
+
+    Close limits each of its endpoint groups separately and does not publish them; its docs
+    name lead reads and activity writes as separate groups, so a lead's create and its note
+    are paced apart (one shared bucket would halve the leads per second Close allows)."""
     path = path.strip("/")
     if "data/search" in path:
         return "search"
-    return "read" if method.upper() == "GET" else "write"
+    if method.upper() == "GET":
+        return "read"
+    return "activity" if "activity" in path.split("/") else "write"
 
 
 class Pacer:

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     close_rate_limit: float = Field(default=10.0, gt=0)
     """Requests per second per endpoint group, all workers together."""
     close_group_rate_limits: dict[str, float] = Field(default_factory=dict)
-    """Per-group ceilings overriding ``close_rate_limit``: read, write, search."""
+    """Per-group ceilings overriding ``close_rate_limit``: read, write, activity, search."""
     identity_lock_seconds: float = Field(default=30.0, ge=1)
     identity_lock_wait_seconds: float = Field(default=15.0, ge=0)
     lead_cache_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)

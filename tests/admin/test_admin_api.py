@@ -382,7 +382,7 @@ async def test_counts_show_states_queue_depth_and_delivery(
     assert body["delivery"] == {
         "status": "running",
         "paused_reason": None,
-        "rate_limit_pauses": {"read": 0.0, "write": 0.0, "search": 0.0},
+        "rate_limit_pauses": {"read": 0.0, "write": 0.0, "activity": 0.0, "search": 0.0},
     }
 
     await redis.set(keys.close("pause:search"), "429", px=5000)
