@@ -96,7 +96,8 @@ def test_the_person_query_returns_both_matches_with_their_contacts(state: Emulat
     }
     rows = search(state, body)["data"]
     names = [row["display_name"] for row in rows]
-    assert names == ["Lead 3", "Lead 4", "Lead 24", "Lead 44"]  # P3 by email; P4, P24, P44 share the phone
+    # 3 by email; 4, 24 and 44 share the phone
+    assert names == ["Lead 3", "Lead 4", "Lead 24", "Lead 44"]
     contact = rows[0]["contacts"][0]
     assert contact["emails"][0]["email"] == "P3@Example.com"
     assert contact["phones"][0]["phone"] == "+14155551003"
