@@ -44,9 +44,7 @@ async def door_wait(
 
 async def test_bucket_allows_capacity_then_asks_to_wait(queue: Queue) -> None:
     now = 1_000_000.0
-    waits = [
-        await door_wait(queue, "ip:web:1", rate=10, capacity=3, now=now) for _ in range(4)
-    ]
+    waits = [await door_wait(queue, "ip:web:1", rate=10, capacity=3, now=now) for _ in range(4)]
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert 0.09 <= waits[3] <= 0.11  # one token refills in 1/10 s
     assert await door_wait(queue, "ip:web:1", rate=10, capacity=3, now=now + 0.1) == 0.0
@@ -54,10 +52,7 @@ async def test_bucket_allows_capacity_then_asks_to_wait(queue: Queue) -> None:
 
 async def test_bucket_is_shared_by_concurrent_takers(queue: Queue) -> None:
     waits = await asyncio.gather(
-        *(
-            door_wait(queue, "source:web", rate=5, capacity=5, now=2_000_000.0)
-            for _ in range(12)
-        )
+        *(door_wait(queue, "source:web", rate=5, capacity=5, now=2_000_000.0) for _ in range(12))
     )
     assert sum(1 for w in waits if w == 0.0) == 5
 
