@@ -56,6 +56,12 @@ class Metrics:
             buckets=E2E_BUCKETS,
             registry=r,
         )
+        self.steps = Counter(
+            "intake_steps_total",
+            "Steps after the lead (note, contact, follow-ups) by outcome: done, skipped, failed",
+            ["source", "step", "outcome"],
+            registry=r,
+        )
         self.retries = Counter(
             "intake_retries_scheduled_total",
             "Attempts put back on the retry schedule",

@@ -116,7 +116,7 @@ SCHEMAS: dict[str, Any] = {
         "description": (
             "A submission's record: state, attempts, the Close lead, the last error, the "
             "payload as received (personal data) and every state change. Fields the worker "
-            "records along the way (`note_id`, `warnings`, `close_response`, `matched_via`, "
+            "records along the way (`steps`, `warnings`, `close_response`, `matched_via`, "
             "`previous_lead_id`, ...) are included as they are. An erased submission is a "
             "tombstone: id, source, times, `erased_from` and one history event."
         ),

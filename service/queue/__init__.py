@@ -20,7 +20,8 @@ from service.keys import Keys
 from service.queue.connection import RedisClient
 from service.queue.index import Selection, StateIndex
 from service.queue.intake import DeliveryKey, Intake, Throttle
-from service.queue.records import Progress, Record, State
+from service.queue.progress import Progress, StepMark
+from service.queue.records import Record, State
 from service.queue.store import RecordStore, ReplayOutcome
 from service.queue.stream import Entry, QueueDepth, WorkStream
 from service.queue.transitions import Claimed, PersonUpdate, Transition, Transitions
@@ -75,6 +76,7 @@ __all__ = [
     "Record",
     "Selection",
     "State",
+    "StepMark",
     "Throttle",
     "Transition",
 ]

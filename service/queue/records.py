@@ -4,19 +4,19 @@ The one module that knows the hash's fields. Python reads a record only as a typ
 :class:`Record` and writes it only through the scripts of ``queue/`` (built from typed values);
 the fields a Lua script writes by itself are named here too (``dead_entry``, ``replayed_at``...).
 
-What an attempt has done so far is one typed value, :class:`Progress`, stored as one JSON field
-(``progress``): a replay clears it with one ``HDEL``, so a progress field added here can never
-be forgotten by a script. Records written before ``progress`` existed kept each progress value
-in its own field; :meth:`Progress.from_hash` still reads those.
+What an attempt has done so far is one typed value, :class:`~service.queue.progress.Progress`
+(``progress.py``), stored as one JSON field (``progress``) that Python writes whole: a progress
+field added there can never be forgotten by a script.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from service.queue.progress import LEGACY_PROGRESS, Progress, parse_float
 from service.times import iso
 
 State = Literal[
@@ -63,108 +63,6 @@ def history_event_head(ts: float, state: str, detail_key: str) -> str:
     return f'{{"at":"{iso(ts)}","state":"{state}","detail":{{"{detail_key}":'
 
 
-# -- progress -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """What the attempts at a submission have done so far; a retry resumes from it and a
-    replay clears it (so the lookup runs again: a created lead is found, not made twice)."""
-
-    lead_created: bool = False
-    """This submission created ``lead_id`` (rather than finding it)."""
-    lead_url: str | None = None
-    """The lead's page in Close, as Close gave it."""
-    matched_via: str | None = None
-    """How the person's existing lead was found: ``cache``, ``search:email``, ``search:phone``."""
-    candidates: tuple[str, ...] = ()
-    """Every lead the search found for the person (the chosen one among them)."""
-    contact_done: bool = False
-    """The ``contact`` policy ran: the person is a contact of the matched lead."""
-    contact_added: bool | None = None
-    """Whether that needed a new contact."""
-    note_id: str | None = None
-    """The note posted on the lead."""
-    create_started_at: float | None = None
-    """A create was sent at this time and its outcome is not known yet."""
-    next_attempt_at: float | None = None
-    """When the retry schedule tries again."""
-
-    def changed(self, **changes: Any) -> Progress:
-        return replace(self, **changes)
-
-    def to_json(self) -> str:
-        """The fields that differ from the defaults, as compact JSON."""
-        data = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if getattr(self, f.name) != f.default
-        }
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[str, str]) -> Progress:
-        """The ``progress`` field of a record hash (or, for an older record, its loose fields)."""
-        text = raw.get("progress")
-        if text:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError("progress is not a JSON object")
-            return cls._from_values(data)
-        legacy = {name: raw[name] for name in _LEGACY_PROGRESS if raw.get(name)}
-        if not legacy:
-            return _NO_PROGRESS
-        candidates = legacy.get("candidates")
-        return cls(
-            lead_created=legacy.get("lead_created") == "1",
-            lead_url=legacy.get("lead_url"),
-            matched_via=legacy.get("matched_via"),
-            candidates=tuple(json.loads(candidates)) if candidates else (),
-            contact_done=bool(legacy.get("contact_done")),
-            contact_added=(
-                legacy["contact_added"] == "True" if "contact_added" in legacy else None
-            ),
-            note_id=legacy.get("note_id"),
-            create_started_at=_float(legacy.get("create_started_at")),
-            next_attempt_at=_float(legacy.get("next_attempt_at")),
-        )
-
-    @classmethod
-    def _from_values(cls, data: Mapping[str, Any]) -> Progress:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "candidates" in values:
-            values["candidates"] = tuple(str(c) for c in values["candidates"] or ())
-        for name in ("create_started_at", "next_attempt_at"):
-            if name in values:
-                values[name] = _float(values[name])
-        return cls(**values)
-
-    def to_public(self) -> dict[str, Any]:
-        """The set fields, as the admin API shows them (times in ISO-8601)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value == f.default:
-                continue
-            if f.name in ("create_started_at", "next_attempt_at"):
-                value = iso(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
-
-
-_NO_PROGRESS = Progress()
-_LEGACY_PROGRESS = tuple(f.name for f in fields(Progress))
-
-
-def _float(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    return float(value)
-
-
 # -- the record ---------------------------------------------------------------------------------
 
 # Fields holding JSON rather than plain strings.
@@ -189,11 +87,11 @@ _KNOWN = frozenset(
         "erased_from",
         "dead_entry",
         *_JSON_FIELDS,
-        *_LEGACY_PROGRESS,
+        *LEGACY_PROGRESS,
     }
 )
-PROGRESS_FIELDS: tuple[str, ...] = ("progress", "lead_id", "dead_entry", *_LEGACY_PROGRESS)
-"""The hash fields a replay deletes: the progress, the lead found or made, the dead letter."""
+REPLAY_CLEARS: tuple[str, ...] = ("dead_entry", *LEGACY_PROGRESS)
+"""The hash fields a replay deletes (besides writing the progress it keeps)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +108,7 @@ class Record:
     envelope: str | None = None
     """The :class:`~service.envelope.Envelope` as JSON (None once erased)."""
     history: tuple[dict[str, Any], ...] = ()
-    progress: Progress = _NO_PROGRESS
+    progress: Progress = field(default_factory=Progress)
     last_error: Any = None
     """What the last failed attempt met (an object, or text)."""
     close_response: Any = None
@@ -263,7 +161,7 @@ class Record:
             warnings=tuple(str(w) for w in warnings) if isinstance(warnings, list) else (),
             delivery_key=raw.get("delivery_key") or None,
             reason=raw.get("reason") or None,
-            replayed_at=_float(raw.get("replayed_at")),
+            replayed_at=parse_float(raw.get("replayed_at")),
             previous_lead_id=raw.get("previous_lead_id") or None,
             erased_from=as_state(erased_from) if erased_from else None,
             dead_entry=raw.get("dead_entry") or None,

@@ -1,8 +1,9 @@
 """Reading records, and the two changes an operator makes to one: replay and erase.
 
-Replay puts a finished submission back in the stream with a fresh attempt budget and its
-progress cleared (``records.PROGRESS_FIELDS``), so the lookup runs again: a lead it created is
-found, not made twice. Erase removes a submission's personal data and keeps a tombstone.
+Replay puts a finished submission back in the stream with a fresh attempt budget. It keeps what
+reached Close (the lead, the steps done or skipped: ``Progress.for_replay``) and drops the rest,
+so the next attempt re-runs only what did not happen: no second lead, no second note. Erase
+removes a submission's personal data and keeps a tombstone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from service.keys import Keys
 from service.queue.connection import RedisClient
 from service.queue.index import INDEX_LUA, index_keys
 from service.queue.lua import Script
-from service.queue.records import FINAL_STATES, PROGRESS_FIELDS, Record, history_event
+from service.queue.records import FINAL_STATES, REPLAY_CLEARS, Record, history_event
 
 ReplayOutcome = Literal["replayed", "in-progress", "erased", "unknown"]
 EraseOutcome = Literal["erased", "already-erased", "unknown"]
@@ -35,12 +36,18 @@ class _ReplayArgs:
     now: float
     event: str
     ttl: int
+    seen_update: str
+    """The record's ``updated_at`` when its progress was read: the replay applies only if
+    nothing changed it since."""
+    progress: str
+    """The progress the replay keeps (JSON)."""
 
 
 _FINAL_LUA = "local FINAL = {" + ", ".join(f"{s} = true" for s in FINAL_STATES) + "}\n"
 
-# The hash fields to delete follow the named arguments (``PROGRESS_FIELDS``). Returns 1 when
-# replayed, 0 when the submission is not finished (in progress), 2 when erased, -1 when unknown.
+# The hash fields to delete follow the named arguments (``REPLAY_CLEARS``). Returns 1 when
+# replayed, 0 when the submission is not finished (in progress), 2 when erased, -1 when unknown,
+# 3 when the record changed since its progress was read.
 _REPLAY = Script(
     _RecordKeys,
     _ReplayArgs,
@@ -49,13 +56,14 @@ if redis.call('EXISTS', K.record) == 0 then return -1 end
 local state = redis.call('HGET', K.record, 'state')
 if state == 'erased' then return 2 end
 if not FINAL[state] then return 0 end
+if redis.call('HGET', K.record, 'updated_at') ~= A.seen_update then return 3 end
 local lead = redis.call('HGET', K.record, 'lead_id')
 if lead and lead ~= '' then redis.call('HSET', K.record, 'previous_lead_id', lead) end
 local dead = redis.call('HGET', K.record, 'dead_entry')
 if dead then redis.call('XDEL', K.dead, dead) end
 redis.call('HDEL', K.record, unpack(ARGV, NA + 1))
 redis.call('HSET', K.record, 'state', 'queued', 'attempts', '0', 'replayed_at', A.now,
-  'updated_at', A.now)
+  'updated_at', A.now, 'progress', A.progress)
 local history = redis.call('HGET', K.record, 'history') or ''
 redis.call('HSET', K.record, 'history', history .. '\\n' .. A.event)
 redis.call('EXPIRE', K.record, tonumber(A.ttl))
@@ -127,16 +135,34 @@ class RecordStore:
 
     async def replay(self, sub_id: str, now: float | None = None) -> ReplayOutcome:
         """Queue a finished submission again."""
-        now = time.time() if now is None else now
-        result = await self._replay(
-            self._keys(sub_id),
-            _ReplayArgs(
-                sub_id, now, history_event(now, "queued", {"replayed": True}), self.record_ttl
-            ),
-            self._index,
-            PROGRESS_FIELDS,
-        )
-        return _REPLAYED.get(int(result), "unknown")
+        for _ in range(3):  # the record changed between the read and the script: read again
+            raw: dict[str, str] = await self.redis.hgetall(self.keys.sub(sub_id))  # type: ignore[assignment]
+            if not raw:
+                return "unknown"
+            record = Record.from_hash(raw)
+            if record.state == "erased":
+                return "erased"
+            if record.state not in FINAL_STATES:
+                return "in-progress"
+            at = time.time() if now is None else now
+            result = int(
+                await self._replay(
+                    self._keys(sub_id),
+                    _ReplayArgs(
+                        sub_id=sub_id,
+                        now=at,
+                        event=history_event(at, "queued", {"replayed": True}),
+                        ttl=self.record_ttl,
+                        seen_update=raw.get("updated_at", ""),
+                        progress=record.progress.for_replay().to_json(),
+                    ),
+                    self._index,
+                    REPLAY_CLEARS,
+                )
+            )
+            if result != 3:
+                return _REPLAYED.get(result, "unknown")
+        return "in-progress"
 
     async def replay_all(self, sub_ids: Sequence[str]) -> list[tuple[str, ReplayOutcome]]:
         """Replay each of ``sub_ids`` in turn: ``[(id, outcome)]``."""

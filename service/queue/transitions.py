@@ -20,9 +20,9 @@ from service.keys import GROUP, Keys
 from service.queue.connection import RedisClient
 from service.queue.index import INDEX_LUA, index_keys
 from service.queue.lua import Script
+from service.queue.progress import Progress
 from service.queue.records import (
     TERMINAL_STATES,
-    Progress,
     Record,
     State,
     history_event,
@@ -60,6 +60,9 @@ class Transition:
     source: str = ""
     detail: Mapping[str, Any] | None = None
     """The history event's detail."""
+    earlier: Sequence[tuple[float, Mapping[str, Any]]] = ()
+    """``(time, detail)`` of ``processing`` events that happened before this one in the same
+    attempt and are recorded with it (steps whose record could wait for the next change)."""
     lead_id: str | None = None
     """The lead found or made (``""`` forgets it; None leaves it)."""
     progress: Progress | None = None
@@ -313,7 +316,12 @@ class Transitions:
         ack = change.ack
         args = _TransitionArgs(
             state=change.state,
-            event=history_event(now, change.state, change.detail),
+            event="\n".join(
+                [
+                    *(history_event(at, "processing", detail) for at, detail in change.earlier),
+                    history_event(now, change.state, change.detail),
+                ]
+            ),
             ttl=self._ttl,
             group=self._group if ack else b"",
             entry_id=ack.entry_id if ack else "",

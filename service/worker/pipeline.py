@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.close.client import CloseClient
-from service.config.sources import DedupSpec, Sources
+from service.config.sources import SourceConfig, Sources
 from service.envelope import Envelope
 from service.errors import (
     CloseAuthFailed,
@@ -44,11 +44,12 @@ from service.errors import (
 )
 from service.mapping import MappedLead, Mapper
 from service.metrics import Metrics
-from service.queue import Entry, PersonUpdate, Queue, State, Transition
+from service.queue import Entry, PersonUpdate, Queue, State
 from service.worker.gate import DeliveryGate
 from service.worker.identity import Held, IdentityLocks, LeadCache, identity_keys
-from service.worker.lookup import about_missing_lead, find_lead, has_person
+from service.worker.lookup import find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
+from service.worker.steps import STEPS, LeadGone, StepContext, StepRunner
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Pipeline:
         self.cache = cache
         self.unknown_outcome_grace = unknown_outcome_grace
         self.outcomes = Outcomes(queue, retry, gate=gate, metrics=metrics)
+        self.steps = StepRunner(self._step, metrics)
 
     async def give_up(self, entry: Entry, reason: str) -> str:
         """Dead-letter an entry that cannot be processed at all (never retried again)."""
@@ -108,16 +110,15 @@ class Pipeline:
             return await self.outcomes.give_up(
                 entry, f"the stored record could not be read ({exc})"
             )
-        return await self._process(entry, Attempt(record, record.progress))
+        return await self._process(entry, Attempt.of(record))
 
     async def _process(self, entry: Entry, attempt: Attempt) -> str:
         record = attempt.record
         try:
             envelope = Envelope.from_json(record.envelope or "")
         except (ValueError, KeyError, TypeError):
-            return await self.outcomes.end(
-                entry, attempt, "rejected", {"reason": "corrupt envelope"}
-            )
+            detail = {"reason": "corrupt envelope"}
+            return await self.outcomes.end(entry, attempt, "rejected", detail)
         mapper = self.mappers.get(record.source)
         source = self.sources.get(record.source)
         if mapper is None or source is None:
@@ -131,16 +132,26 @@ class Pipeline:
         identities = identity_keys(mapped.identity)
         try:
             async with self.locks.hold(identities) as held:
-                return await self._deliver(entry, attempt, mapped, held, source.dedup)
-        except CloseRefused as exc:
-            detail = close_error_detail(exc)
-            body = exc.response.body if exc.response else None
-            return await self.outcomes.end(
-                entry, attempt, "dead", detail, last_error=detail, close_response=body
-            )
-        except CloseAuthFailed as exc:
-            return await self.outcomes.pause_for_auth(entry, attempt, exc)
-        except TransientError as exc:
+                # Every outcome is recorded while the person's locks are held, and releases them.
+                try:
+                    return await self._deliver(entry, attempt, mapped, held, source)
+                except CloseRefused as exc:
+                    detail = close_error_detail(exc)
+                    body = exc.response.body if exc.response else None
+                    return await self.outcomes.end(
+                        entry,
+                        attempt,
+                        "dead",
+                        detail,
+                        held=held,
+                        last_error=detail,
+                        close_response=body,
+                    )
+                except CloseAuthFailed as exc:
+                    return await self.outcomes.pause_for_auth(entry, attempt, exc, held)
+                except TransientError as exc:
+                    return await self.outcomes.schedule_retry(entry, attempt, exc, held)
+        except TransientError as exc:  # the person's locks were not free in time
             return await self.outcomes.schedule_retry(entry, attempt, exc)
 
     # -- the lead ---------------------------------------------------------------------------
@@ -151,13 +162,12 @@ class Pipeline:
         attempt: Attempt,
         mapped: MappedLead,
         held: Held,
-        dedup: DedupSpec,
+        source: SourceConfig,
     ) -> str:
-        identities = held.identities
-        record = attempt.record
-        lead_id = record.lead_id
+        dedup = source.dedup
         created = attempt.progress.lead_created
         via = attempt.progress.matched_via or ""
+        lead_id = attempt.lead_id
         if lead_id is None:
             match = None
             if dedup.on_match != "create":
@@ -168,46 +178,37 @@ class Pipeline:
                 attempt.progress = attempt.progress.changed(
                     matched_via=via, candidates=match.candidates
                 )
-                await self._step(
-                    attempt,
+                attempt.defer(
                     {"step": "matched", "lead_id": lead_id, "via": via},
                     person=self._person(held, cache_lead=lead_id if via != "cache" else ""),
                     lead_id=lead_id,
                 )
                 if dedup.on_match == "skip":
                     skipped = {"lead_id": lead_id, "via": via, "candidates": list(match.candidates)}
-                    return await self.outcomes.end(
-                        entry, attempt, "skipped", skipped, lead_id=lead_id, held=held
-                    )
+                    return await self.outcomes.end(entry, attempt, "skipped", skipped, held=held)
             else:
                 lead_id = await self._create(attempt, mapped, held)
                 created = True
+        ctx = StepContext(attempt, mapped, lead_id, created, source, self.close)
         try:
-            if not created and dedup.on_match == "contact" and not attempt.progress.contact_done:
-                await self._ensure_contact(attempt, lead_id, mapped)
-            if mapped.note and not attempt.progress.note_id:
-                note = await self.close.create_note(lead_id, mapped.note)
-                attempt.progress = attempt.progress.changed(note_id=note.get("id"))
-        except CloseRefused as exc:
-            if created or not about_missing_lead(exc):
-                raise
+            await self.steps.run(ctx, STEPS)
+        except LeadGone as gone:
+            if created:
+                raise gone.refusal from None  # the lead it made is gone: Close's answer says why
             # The lead we matched is gone (deleted or merged): look the person up afresh.
-            await self.cache.forget(list(identities))
-            attempt.progress = attempt.progress.changed(matched_via=None)
-            await self._step(attempt, {"step": "matched lead gone", "lead_id": lead_id}, lead_id="")
+            await self.cache.forget(list(held.identities))
+            attempt.progress = attempt.progress.changed(matched_via=None, steps={})
+            attempt.defer({"step": "matched lead gone", "lead_id": lead_id}, lead_id="")
             raise StaleCachedLead(f"lead {lead_id} no longer exists in Close") from None
         state: State = "created" if created else "attached"
         detail: dict[str, Any] = {"lead_id": lead_id}
         if via:
             detail["via"] = via
+        failed = [name for name, mark in attempt.progress.steps.items() if mark.state == "failed"]
+        if failed:
+            detail["failed_steps"] = failed
         return await self.outcomes.end(
-            entry,
-            attempt,
-            state,
-            detail,
-            lead_id=lead_id,
-            held=held,
-            warnings=mapped.warnings,
+            entry, attempt, state, detail, held=held, warnings=mapped.warnings
         )
 
     def _person(self, held: Held, **changes: Any) -> PersonUpdate:
@@ -255,10 +256,8 @@ class Pipeline:
                 raise
             # Nothing reached Close (429, or no connection): no unknown outcome to wait out.
             attempt.progress = attempt.progress.changed(create_started_at=None)
-            await self._step(
-                attempt,
-                {"step": "create not sent"},
-                person=self._person(held, clear_creating=True),
+            attempt.defer(
+                {"step": "create not sent"}, person=self._person(held, clear_creating=True)
             )
             raise
         except (CloseRefused, CloseAuthFailed):
@@ -266,47 +265,20 @@ class Pipeline:
             raise
         lead_id = str(lead["id"])
         # The lead cached (the person's next submission finds it even while Close's search
-        # lags), the marks cleared and the progress recorded, in one step.
+        # lags) and the marks cleared with the next change, still under the person's locks.
         attempt.progress = attempt.progress.changed(
-            lead_created=True, lead_url=lead.get("html_url")
+            lead_created=True, lead_url=lead.get("html_url"), create_started_at=None
         )
-        await self._step(
-            attempt,
+        attempt.defer(
             {"step": "lead created", "lead_id": lead_id},
             person=self._person(held, cache_lead=lead_id, clear_creating=True),
             lead_id=lead_id,
         )
         return lead_id
 
-    async def _ensure_contact(self, attempt: Attempt, lead_id: str, mapped: MappedLead) -> None:
-        """Add the person to the matched lead unless a contact already has their email/phone."""
-        added = False
-        if mapped.contact:
-            lead = await self.close.get_lead(lead_id)
-            if not has_person(lead, mapped.identity):
-                await self.close.create_contact(lead_id, mapped.contact)
-                added = True
-        attempt.progress = attempt.progress.changed(contact_done=True, contact_added=added)
-        await self._step(attempt, {"step": "contact", "added": added})
-
     async def _step(
-        self,
-        attempt: Attempt,
-        detail: dict[str, Any],
-        *,
-        person: PersonUpdate | None = None,
-        lead_id: str | None = None,
+        self, attempt: Attempt, detail: dict[str, Any], *, person: PersonUpdate | None = None
     ) -> None:
-        """Record the attempt's progress so far (still ``processing``)."""
-        record = attempt.record
-        await self.queue.steps.apply(
-            Transition(
-                record.id,
-                "processing",
-                source=record.source,
-                detail=detail,
-                lead_id=lead_id,
-                progress=attempt.progress,
-                person=person,
-            )
-        )
+        """Record the attempt's progress so far (still ``processing``), with what it kept
+        pending."""
+        await self.queue.steps.apply(attempt.transition("processing", detail, person=person))

@@ -1,5 +1,6 @@
-"""The typed record: every progress field survives the trip through Redis, a replay clears all
-of it, and a record written before progress had its own field still reads right."""
+"""The typed record: every progress field survives the trip through Redis, a replay keeps what
+reached Close and drops the rest, and a record written before progress had its own field still
+reads right."""
 
 from __future__ import annotations
 
@@ -10,19 +11,22 @@ from redis.asyncio import Redis
 
 from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
-from service.queue import Progress, Queue, Record, Transition
-from service.queue.records import PROGRESS_FIELDS
+from service.queue import Progress, Queue, Record, StepMark, Transition
+from service.queue.records import REPLAY_CLEARS
 
 FULL = Progress(
     lead_created=True,
     lead_url="https://app.close.com/lead/lead_1/",
     matched_via="search:email",
     candidates=("lead_1", "lead_2"),
-    contact_done=True,
-    contact_added=False,
-    note_id="acti_1",
     create_started_at=1_700_000_000.25,
     next_attempt_at=1_700_000_060.5,
+    steps={
+        "note": StepMark("done", 1_700_000_001.0, close_id="acti_1", detail={"k": [1]}),
+        "contact": StepMark("skipped", 1_700_000_002.0, reason="already a contact"),
+        "task": StepMark("failed", 1_700_000_003.0, reason="400", error={"status": 400}),
+        "sequence": StepMark("started", 1_700_000_004.0),
+    },
 )
 
 
@@ -49,7 +53,7 @@ async def test_every_progress_field_is_written_and_read_back(queue: Queue) -> No
     assert public["create_started_at"].endswith("Z")  # times as ISO-8601, like received_at
 
 
-async def test_replay_clears_the_progress_and_keeps_the_lead_it_had(
+async def test_replay_keeps_what_reached_close_and_drops_the_rest(
     queue: Queue, redis: Redis, keys: Keys
 ) -> None:
     sub_id = await add(queue)
@@ -59,9 +63,14 @@ async def test_replay_clears_the_progress_and_keeps_the_lead_it_had(
     )
     assert await queue.records.replay(sub_id) == "replayed"
     raw = await redis.hgetall(keys.sub(sub_id))
-    assert not set(PROGRESS_FIELDS) & set(raw)
+    assert not set(REPLAY_CLEARS) & set(raw)
     record = Record.from_hash(raw)
-    assert record.progress == Progress() and record.lead_id is None
+    assert record.state == "queued" and record.attempts == 0
+    # The lead and the steps done or skipped stay: they are not made again.
+    assert record.lead_id == "lead_1" and record.progress.lead_created
+    assert set(record.progress.steps) == {"note", "contact"}
+    # The failed and the unfinished steps, and the attempt's timing, go: they run again.
+    assert record.progress.create_started_at is None and record.progress.next_attempt_at is None
     assert record.previous_lead_id == "lead_1" and record.replayed_at is not None
 
 
@@ -85,16 +94,15 @@ def test_a_record_from_before_the_progress_field_reads_its_loose_fields() -> Non
         "next_attempt_at": "1700000100.0",
     }
     record = Record.from_hash(raw)
+    at = 1_700_000_001.0  # the record's last change: when those steps were at the latest
     assert record.progress == Progress(
         lead_created=True,
         lead_url="https://app.close.com/lead/lead_1/",
         matched_via="search:phone",
         candidates=("lead_1",),
-        contact_done=True,
-        contact_added=True,
-        note_id="acti_9",
         create_started_at=1_700_000_000.5,
         next_attempt_at=1_700_000_100.0,
+        steps={"contact": StepMark("done", at), "note": StepMark("done", at, close_id="acti_9")},
     )
     assert record.unknown == {}  # the loose fields are known, not shown twice
 

@@ -135,12 +135,14 @@ async def test_pipeline_end_to_end_on_a_cluster(
             record = await wait_for_record(queue, sub_id)
             assert record.state == "created"
             assert await queue.records.replay(sub_id) == "replayed"
-            again_record = await wait_for_record(queue, sub_id, ("attached",))
+            again_record = await wait_for_record(queue, sub_id, ("created",))
+            assert again_record.replayed_at is not None and again_record.attempts == 1
         ready = await (await client.get("/readyz")).json()
     assert again_record.lead_id == record.lead_id
     assert len(emulator_state(emulator).leads_with_email("cy@example.com")) == 1
+    assert record.lead_id and len(emulator_state(emulator).notes_for(record.lead_id)) == 1
     counts = await queue.index.counts()
-    assert counts["attached"] == 1 and counts["queued"] == 0
+    assert counts["created"] == 1 and counts["queued"] == 0
     assert ready["status"] == "ready"
 
 

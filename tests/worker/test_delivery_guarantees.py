@@ -247,13 +247,17 @@ async def test_replay_of_a_dead_submission_and_of_a_created_one(
             assert response.status == 202
             created = await wait_for_record(queue, sub_id, ("created",))
             assert await redis.xrange(keys.dead) == []  # no longer a dead letter
-            # Replaying a created submission finds its lead: no second one.
+            # Replaying a created submission re-runs only what did not happen: its lead and
+            # its note are there, so nothing is made twice.
             assert (
                 await client.post(f"/v1/submissions/{sub_id}/replay", headers=ADMIN)
             ).status == 202
-            again = await wait_for_record(queue, sub_id, ("attached",))
+            again = await wait_for_record(queue, sub_id, ("created",))
+            assert again.replayed_at is not None and again.attempts == 1
             assert again.lead_id == created.lead_id
             assert again.previous_lead_id == created.lead_id
+            assert created.lead_id is not None
+            assert len(state.notes_for(created.lead_id)) == 1
         missing = await client.post("/v1/submissions/sub_nope/replay", headers=ADMIN)
         assert missing.status == 404
         unauthorised = await client.post(f"/v1/submissions/{sub_id}/replay")
