@@ -5,18 +5,41 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint typecheck manifests format system-deps install clean bench chaos
+.PHONY: run test lint typecheck manifests format system-deps test-deps install install-run \
+	clean bench chaos
 
-## Debian packages the service and its tests need (installed only when missing).
-system-deps:
+## Debian packages, installed only when missing (.ci/run uses the same targets): what running
+## needs (system-deps), and what the tests need besides (test-deps: Chromium for tests/browser).
+define apt_missing
 	@missing=(); \
-	command -v redis-server >/dev/null || missing+=(redis-server); \
+	for pair in $(1); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing+=("$${pair#*:}"); \
+	done; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 	  echo "installing: $${missing[*]}"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq "$${missing[@]}"; \
+	  $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}"; \
 	fi
+endef
+RUN_PACKAGES := redis-server:redis-server
+TEST_PACKAGES := $(RUN_PACKAGES) chromium:chromium
+
+system-deps:
+	$(call apt_missing,$(RUN_PACKAGES))
+
+test-deps:
+	$(call apt_missing,$(TEST_PACKAGES))
+
+## The virtualenv: what running needs (fast the second time: nothing to do), and the
+## development tools on top for `make test`.
+$(RUN_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then :; \
+	else echo "installing the service into $(VENV)"; $(BIN)/pip install --quiet -e .; fi
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,14 +47,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+install-run: system-deps $(RUN_STAMP)
 install: system-deps $(STAMP)
 
 ## Start the service on local defaults: private Redis, Close emulator when no API key is set.
-run: install
-	$(BIN)/lead-intake dev
+## Ports: INTAKE_PORT (8080) and INTAKE_EMULATOR_PORT (8081), from the environment or as
+## make variables (make run INTAKE_PORT=9080); a taken port stops it with one line (exit 5).
+run: install-run
+	@$(if $(INTAKE_PORT),INTAKE_PORT=$(INTAKE_PORT)) \
+	  $(if $(INTAKE_EMULATOR_PORT),INTAKE_EMULATOR_PORT=$(INTAKE_EMULATOR_PORT)) \
+	  $(BIN)/lead-intake dev
 
-## Lint, type checks and the whole test suite.
-test: install lint typecheck manifests
+## Lint, type checks and the whole test suite (tests/deploy included, once).
+test: test-deps install lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -42,7 +70,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Deployment checks, all in tests/deploy: hadolint on the Dockerfile, docker-compose.yml, and
+## Deployment checks alone (make test runs them too), all in tests/deploy: hadolint on the Dockerfile, docker-compose.yml, and
 ## every deploy/ overlay rendered with `kubectl kustomize` and validated offline (skipped, with
 ## the reason, where kubectl is absent).
 manifests: $(STAMP)

@@ -15,8 +15,8 @@ from close_emulator.options import (
     Fault,
     LeadStatus,
     add_emulator_arguments,
-    options_from_args,
 )
+from close_emulator.org import OrgFileError, load_org, options_from_args, options_with_org
 from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
 
 __all__ = [
@@ -29,9 +29,12 @@ __all__ = [
     "EmulatorState",
     "Fault",
     "LeadStatus",
+    "OrgFileError",
     "RequestRecord",
     "add_emulator_arguments",
     "create_emulator_app",
+    "load_org",
     "options_from_args",
+    "options_with_org",
     "run_emulator",
 ]

@@ -8,7 +8,8 @@ applying a write, hangs, scripted faults) so callers can rehearse failure.
 
 Layout: options and CLI flags (``options``), state (``state``), field rules
 (``fields``), objects (``objects``), search (``search``), limits
-(``limits``), API routes (``api``), control routes (``control``).
+(``limits``), API routes (``api``, ``users``), control routes and pages (``control``), the
+organisation file (``org``).
 
 Request pipeline for ``/api/`` paths: latency → auth (401) → rate limit (429) → fault before
 applying (scripted first, then dice) → handler → fault after applying → headers and log.
@@ -46,6 +47,7 @@ from close_emulator.options import (
     Fault,
 )
 from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
+from close_emulator.users import add_user_routes
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +188,7 @@ def create_emulator_app(options: EmulatorOptions | None = None) -> web.Applicati
     app = web.Application(middlewares=[api_middleware])
     app[EMULATOR_STATE] = EmulatorState(options if options is not None else EmulatorOptions())
     add_api_routes(app)
+    add_user_routes(app)
     add_control_routes(app)
     app.on_shutdown.append(_wake_hangs)
     return app

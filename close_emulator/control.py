@@ -1,4 +1,6 @@
-"""Control and inspection of the Close emulator over HTTP: ``/_emulator/…`` and ``GET /``.
+"""Control and inspection of the Close emulator over HTTP: ``/_emulator/…``, ``GET /`` (every
+lead) and ``GET /lead/{id}/`` (one lead, where its ``html_url`` points when ``app_url`` is the
+emulator's own address).
 
 No authentication: these routes exist for local runs, benchmarks and chaos tests only.
 """
@@ -13,7 +15,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from close_emulator.fields import JSONObject, custom_fields_of
-from close_emulator.options import Fault
+from close_emulator.options import CustomFieldSpec, Fault
 from close_emulator.state import EMULATOR_STATE, EmulatorState
 
 CONTROL = "/_emulator"
@@ -118,51 +120,140 @@ async def post_reset(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _contact_html(contact: JSONObject) -> str:
+_STYLE = (
+    "<style>body{font-family:sans-serif;margin:1rem 1.5rem}td,th{vertical-align:top;"
+    "padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}"
+    "pre{white-space:pre-wrap;background:#f6f7f9;padding:.5rem}</style>"
+)
+
+
+def _page(title: str, body: str, *, refresh: bool = False) -> web.Response:
+    meta = "<meta http-equiv='refresh' content='5'>" if refresh else ""
+    text = (
+        f"<!doctype html><html><head><meta charset='utf-8'>{meta}"
+        f"<title>{html.escape(title)}</title>{_STYLE}</head><body>{body}</body></html>"
+    )
+    return web.Response(text=text, content_type="text/html")
+
+
+def _contact_text(contact: JSONObject) -> str:
     emails = ", ".join(str(item["email"]) for item in contact["emails"])
     phones = ", ".join(str(item["phone_formatted"]) for item in contact["phones"])
     details = " · ".join(part for part in (emails, phones) if part)
-    return f"<li>{html.escape(contact['display_name'] or '(no name)')} {html.escape(details)}</li>"
+    return f"{html.escape(contact['display_name'] or '(no name)')} {html.escape(details)}"
 
 
-def _lead_html(lead: JSONObject, note_count: int) -> str:
-    custom = ", ".join(
-        f"{html.escape(key)}={html.escape(json.dumps(value))}"
-        for key, value in custom_fields_of(lead).items()
+def _contact_html(contact: JSONObject) -> str:
+    return f"<li>{_contact_text(contact)}</li>"
+
+
+def _custom_named(obj: JSONObject, specs: list[CustomFieldSpec]) -> list[tuple[str, Any]]:
+    """The custom field values of a lead or contact, by field name (the id when unknown)."""
+    names = {f"custom.{spec.id}": spec.name for spec in specs}
+    return [(names.get(key, key), value) for key, value in custom_fields_of(obj).items()]
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return html.escape(", ".join(str(item) for item in value))
+    return html.escape(str(value))
+
+
+def _lead_html(lead: JSONObject, note_count: int, specs: list[CustomFieldSpec]) -> str:
+    custom = "<br>".join(
+        f"{html.escape(name)}: {_value(value)}" for name, value in _custom_named(lead, specs)
     )
     contacts = "".join(_contact_html(contact) for contact in lead["contacts"])
+    lead_id = html.escape(lead["id"])
     return (
-        f"<tr><td><b>{html.escape(lead['display_name'] or '(no name)')}</b><br>"
-        f"<code>{html.escape(lead['id'])}</code></td>"
+        f"<tr data-lead='{lead_id}'><td><a href='/lead/{lead_id}/'>"
+        f"<b>{html.escape(lead['display_name'] or '(no name)')}</b></a><br>"
+        f"<code>{lead_id}</code></td>"
         f"<td>{html.escape(lead['status_label'])}</td>"
         f"<td><ul>{contacts}</ul></td><td>{custom}</td><td>{note_count}</td>"
         f"<td>{html.escape(lead['date_created'])}</td></tr>"
     )
 
 
+def _org_html(state: EmulatorState) -> str:
+    options = state.options
+    fields = ", ".join(f"{spec.name} ({spec.type})" for spec in options.lead_custom_fields)
+    statuses = ", ".join(status.label for status in options.lead_statuses)
+    users = ", ".join(user.name + ("" if user.active else " (inactive)") for user in options.users)
+    return (
+        f"<p>Organisation <b>{html.escape(options.organization_name)}</b>. "
+        f"Lead statuses: {html.escape(statuses)}. Lead custom fields: "
+        f"{html.escape(fields or 'none')}. Users: {html.escape(users)}.</p>"
+    )
+
+
 async def index_page(request: web.Request) -> web.Response:
     state = _state(request)
+    specs = state.options.lead_custom_fields
     leads = sorted(state.leads.values(), key=lambda lead: lead["date_created"], reverse=True)
-    rows = "".join(_lead_html(lead, len(state.notes_for(lead["id"]))) for lead in leads)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        "<meta http-equiv='refresh' content='5'><title>Close emulator</title>"
-        "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px 8px;"
-        "border-bottom:1px solid #ddd}</style></head><body>"
+    rows = "".join(_lead_html(lead, len(state.notes_for(lead["id"])), specs) for lead in leads)
+    body = (
         f"<h1>Close emulator: {len(leads)} lead(s)</h1>"
         "<p>A local stand-in for the Close API; nothing here reaches Close. "
         f"JSON: <a href='{CONTROL}/leads'>leads</a>, <a href='{CONTROL}/notes'>notes</a>, "
-        f"<a href='{CONTROL}/requests'>requests</a>.</p>"
+        f"<a href='{CONTROL}/requests'>requests</a>, <a href='{CONTROL}/config'>options</a>."
+        f"</p>{_org_html(state)}"
         "<table><tr><th>Lead</th><th>Status</th><th>Contacts</th><th>Custom fields</th>"
-        f"<th>Notes</th><th>Created</th></tr>{rows}</table></body></html>"
+        f"<th>Notes</th><th>Created</th></tr>{rows}</table>"
     )
-    return web.Response(text=page, content_type="text/html")
+    return _page("Close emulator", body, refresh=True)
+
+
+async def lead_page(request: web.Request) -> web.Response:
+    """``GET /lead/{id}/``: one lead as the emulator holds it (what ``html_url`` points at)."""
+    state = _state(request)
+    lead = state.leads.get(request.match_info["lead_id"])
+    if lead is None:
+        body = "<h1>No such lead</h1><p>The emulator keeps leads only while it runs.</p>"
+        response = _page("No such lead", body + "<p><a href='/'>All leads</a></p>")
+        response.set_status(404)
+        return response
+    options = state.options
+    rows = [
+        ("Id", f"<code>{html.escape(lead['id'])}</code>"),
+        ("Status", html.escape(lead["status_label"])),
+        ("Description", html.escape(lead.get("description") or "")),
+        ("URL", html.escape(lead.get("url") or "")),
+        ("Created", html.escape(lead["date_created"])),
+        *(
+            (html.escape(name), _value(value))
+            for name, value in _custom_named(lead, options.lead_custom_fields)
+        ),
+    ]
+    contacts = "".join(
+        "<li>"
+        + _contact_text(contact)
+        + "".join(
+            f"<br>{html.escape(name)}: {_value(value)}"
+            for name, value in _custom_named(contact, options.contact_custom_fields)
+        )
+        + "</li>"
+        for contact in lead["contacts"]
+    )
+    notes = "".join(
+        f"<h3>{html.escape(note['date_created'])}</h3><pre>{html.escape(note['note'])}</pre>"
+        for note in state.notes_for(lead["id"])
+    )
+    body = (
+        f"<p><a href='/'>All leads</a></p><h1>{html.escape(lead['display_name'] or '(no name)')}"
+        "</h1><table>"
+        + "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in rows)
+        + f"</table><h2>Contacts</h2><ul>{contacts}</ul><h2>Notes</h2>"
+        + (notes or "<p>None.</p>")
+    )
+    return _page(f"Lead {lead['id']}", body)
 
 
 def add_control_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
             web.get("/", index_page),
+            web.get("/lead/{lead_id}/", lead_page),
             web.get(f"{CONTROL}/leads", get_leads),
             web.get(f"{CONTROL}/notes", get_notes),
             web.get(f"{CONTROL}/requests", get_requests),

@@ -161,7 +161,7 @@ def _new_lead(fields: JSONObject, contacts: list[JSONObject], state: EmulatorSta
         "addresses": [],
         "opportunities": [],
         "tasks": [],
-        "html_url": f"https://app.close.com/lead/{lead_id}/",
+        "html_url": f"{state.options.app_url}/lead/{lead_id}/",
         **_creator(state),
         "date_created": stamp,
         "date_updated": stamp,

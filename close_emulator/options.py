@@ -13,10 +13,18 @@ import argparse
 import hashlib
 import json
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOST = "127.0.0.1"
@@ -39,6 +47,15 @@ def derived_id(prefix: str, text: str) -> str:
     return prefix + "".join(chars)
 
 
+def with_derived_id(value: Any, prefix: str, source: str) -> Any:
+    """A model's raw input with ``id`` derived from its ``source`` key when no id is given
+    (ids stay the same from one run to the next; emails compared in any case)."""
+    if isinstance(value, dict) and not value.get("id") and isinstance(value.get(source), str):
+        text = value[source].casefold() if source == "email" else value[source]
+        value = {**value, "id": derived_id(prefix, text)}
+    return value
+
+
 class LeadStatus(BaseModel):
     """One lead status of the emulated organisation; a bare string is read as the label."""
 
@@ -52,9 +69,7 @@ class LeadStatus(BaseModel):
     def _from_label(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = {"label": value}
-        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("label"), str):
-            value = {**value, "id": derived_id("stat_", value["label"])}
-        return value
+        return with_derived_id(value, "stat_", "label")
 
 
 class CustomFieldSpec(BaseModel):
@@ -72,9 +87,7 @@ class CustomFieldSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_id(cls, value: Any) -> Any:
-        if isinstance(value, dict) and not value.get("id") and isinstance(value.get("name"), str):
-            value = {**value, "id": derived_id("cf_", value["name"])}
-        return value
+        return with_derived_id(value, "cf_", "name")
 
     @model_validator(mode="after")
     def _check(self) -> CustomFieldSpec:
@@ -107,6 +120,35 @@ class CustomFieldSpec(BaseModel):
         except (TypeError, ValueError):
             return f"Not a valid {self.type}."
         return None
+
+
+class User(BaseModel):
+    """A user of the emulated organisation (``GET /user/``); the first active one owns the API
+    key (``GET /me/``) and is the creator of everything the emulator makes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = ""
+    email: str = Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: str = Field(min_length=1)
+    active: bool = True
+    """An inactive user is still listed (Close lists users who left) but owns nothing."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_id(cls, value: Any) -> Any:
+        return with_derived_id(value, "user_", "email")
+
+    @model_validator(mode="after")
+    def _check(self) -> User:
+        if not self.id.startswith("user_"):
+            raise ValueError("user ids start with user_")
+        return self
+
+
+DEFAULT_USER = User(
+    id=derived_id("user_", "emulator"), email="emulator@example.com", name="Emulator User"
+)
 
 
 def _default_statuses() -> list[LeadStatus]:
@@ -149,8 +191,14 @@ class EmulatorOptions(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_API_KEY])
     """Accepted API keys (Basic ``<key>:`` or Bearer). An empty list accepts any non-empty key."""
     organization_id: str = derived_id("orga_", "emulator")
-    user_id: str = derived_id("user_", "emulator")
-    user_name: str = "Emulator User"
+    organization_name: str = "Emulated organisation"
+    users: list[User] = Field(default_factory=lambda: [DEFAULT_USER], min_length=1)
+    user_id: str = DEFAULT_USER.id
+    """The API key's user (``GET /me/``, ``created_by``): by default the first active user."""
+    user_name: str = DEFAULT_USER.name
+    app_url: str = "https://app.close.com"
+    """Where the leads' ``html_url`` points: ``<app_url>/lead/<id>/``. Close's app by default;
+    the local stack points it at the emulator's own lead page."""
     lead_statuses: list[LeadStatus] = Field(default_factory=_default_statuses, min_length=1)
     lead_custom_fields: list[CustomFieldSpec] = Field(default_factory=_default_lead_fields)
     contact_custom_fields: list[CustomFieldSpec] = Field(default_factory=list)
@@ -199,6 +247,26 @@ class EmulatorOptions(BaseSettings):
 
     request_log_limit: int = Field(100_000, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _key_owner(cls, data: Any) -> Any:
+        """Users given without ``user_id``: the API key belongs to the first active one."""
+        if not isinstance(data, dict) or "user_id" in data or not data.get("users"):
+            return data
+        try:
+            users = [User.model_validate(user) for user in data["users"]]
+        except (ValidationError, TypeError):
+            return data  # the field's own validation names the problem
+        owner = next((user for user in users if user.active), None)
+        if owner is None:
+            raise ValueError("users: at least one user must be active (the API key's owner)")
+        return {**data, "user_id": owner.id, "user_name": owner.name}
+
+    @field_validator("app_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
     @field_validator("api_keys", "error_statuses", mode="before")
     @classmethod
     def _env_list(cls, value: Any) -> Any:
@@ -232,6 +300,7 @@ class EmulatorOptions(BaseSettings):
             ("lead_statuses", [status.id for status in self.lead_statuses]),
             ("lead_custom_fields", [field.id for field in self.lead_custom_fields]),
             ("contact_custom_fields", [field.id for field in self.contact_custom_fields]),
+            ("users", [user.id for user in self.users]),
         ):
             if len(set(ids)) != len(ids):
                 raise ValueError(f"{name} has duplicate ids")
@@ -239,7 +308,10 @@ class EmulatorOptions(BaseSettings):
 
     def patched(self, patch: dict[str, Any]) -> EmulatorOptions:
         """A validated copy with ``patch`` applied (the environment is not read again)."""
-        return EmulatorOptions.model_validate({**self.model_dump(), **patch})
+        base = self.model_dump()
+        if "users" in patch and "user_id" not in patch:
+            del base["user_id"], base["user_name"]  # the new users' first active one owns the key
+        return EmulatorOptions.model_validate({**base, **patch})
 
 
 class Fault(BaseModel):
@@ -292,12 +364,26 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
 )
 
 
+FLAG_DESTS: tuple[str, ...] = (*(dest for _, dest, _, _ in _FLAGS), "api_keys")
+"""The options the command-line flags set."""
+
+
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the emulator's flags; unset flags fall back to ``EMULATOR_*`` env, then defaults."""
+    """Add the emulator's flags; unset flags fall back to ``EMULATOR_*`` env, then defaults
+    (``org.options_from_args`` reads them back)."""
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     for flag, dest, kind, text in _FLAGS:
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--org",
+        dest="org_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the organisation file (users, statuses, custom fields; close_emulator/org.py); "
+        "default: the built-in organisation",
+    )
     parser.add_argument(
         "--api-key",
         dest="api_keys",
@@ -305,10 +391,3 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"accepted API key (repeatable; default {DEFAULT_API_KEY})",
     )
-
-
-def options_from_args(ns: argparse.Namespace) -> EmulatorOptions:
-    """Build options from parsed flags; raises ``pydantic.ValidationError`` on bad values."""
-    names = [dest for _, dest, _, _ in _FLAGS] + ["api_keys"]
-    given = {name: getattr(ns, name) for name in names if getattr(ns, name, None) is not None}
-    return EmulatorOptions(**given)

@@ -6,6 +6,11 @@ lead-intake worker         the worker pool only
 lead-intake emulator       the built-in Close emulator
 lead-intake check-config   validate the sources file without starting
 lead-intake map            show what a payload maps to, without sending anything
+lead-intake presets        the provider presets; `presets NAME` shows one
+lead-intake replay         queue finished submissions again
+
+Exit codes: 0 done, 1 some replays failed, 2 bad configuration, 3 payload rejected by the
+mapping (map), 4 payload unreadable (map), 5 a port in use.
 """
 
 from __future__ import annotations
@@ -16,46 +21,39 @@ import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
-import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from close_emulator import add_emulator_arguments, options_from_args, run_emulator
-from service.close.client import CloseClient
-from service.config.presets import bundled_presets
+from close_emulator import OrgFileError, add_emulator_arguments, options_from_args, run_emulator
+from service.config.check import check_sources
+from service.config.presets import bundled_presets, preset_details, preset_summary
 from service.config.settings import Settings, load_settings
-from service.config.sources import (
-    Sources,
-    build_mappers_issues,
-    load_sources,
-    read_sources_file,
-    validate_sources,
-)
+from service.config.sources import Sources, read_sources_file
+from service.dev.ports import Port, PortInUse, check_free
+from service.dev.preview import BadPayload, preview_envelope
+from service.dev.schema import close_schema
 from service.dev.stack import run_dev
-from service.envelope import Envelope, new_submission_id
-from service.errors import CloseError, ConfigError, ConfigIssue, MappingRejected
+from service.errors import ConfigError, ConfigIssue, MappingRejected
 from service.logs import configure_logging
 from service.loops import event_loop_factory, freeze_startup_heap
-from service.mapping import CloseSchema, Mapper, MappingSpec, preview
+from service.mapping import Mapper, MappingSpec, preview
 from service.metrics import Metrics
 from service.queue import Queue, Selection
 from service.queue.connection import redis_from_url
 from service.queue.records import as_state
-from service.receiver.bodies import BodyError, media_type_of, parse_body
 from service.receiver.server import serve
 from service.times import BadTime, parse_time
 from service.worker.http import create_worker_app
-from service.worker.mappers import fetch_schema
 from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2
 EXIT_REJECTED = 3
+EXIT_BAD_PAYLOAD = 4
+EXIT_PORT_IN_USE = 5
 REPLAY_BATCH = 10_000
 """At most this many submissions per `replay --state` run (run it again for more)."""
 
@@ -81,8 +79,14 @@ def _settings() -> Settings:
 _T = TypeVar("_T")
 
 
-def _load(settings: Settings, path: Path | None = None) -> Sources:
-    return load_sources(path or settings.sources_file)
+def _load(settings: Settings) -> Sources:
+    """The sources file, every problem of every source listed when it is bad."""
+    path = settings.sources_file
+    sources, issues = check_sources(read_sources_file(path), file=str(path), schema=None)
+    if issues:
+        raise ConfigError(issues)
+    sources.path = path
+    return sources
 
 
 def _run(settings: Settings, main: Coroutine[Any, Any, _T]) -> _T:
@@ -92,15 +96,14 @@ def _run(settings: Settings, main: Coroutine[Any, Any, _T]) -> _T:
 
 
 def cmd_serve(settings: Settings, sources: Sources, _args: argparse.Namespace) -> int:
-
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `serve`")])
+    check_free([Port(settings.host, settings.port, "receiver", "INTAKE_PORT")])
     _run(settings, serve(settings, sources))
     return 0
 
 
 async def _run_worker(settings: Settings, sources: Sources) -> None:
-
     metrics = Metrics()
     async with open_worker(settings, sources, metrics=metrics) as worker:
         loop = asyncio.get_running_loop()
@@ -128,19 +131,30 @@ def cmd_worker(settings: Settings, sources: Sources, _args: argparse.Namespace) 
     ]
     if missing:
         raise ConfigError(missing)
+    port = Port(settings.host, settings.worker_http_port, "worker HTTP", "INTAKE_WORKER_HTTP_PORT")
+    check_free([port])
     _run(settings, _run_worker(settings, sources))
     return 0
 
 
 def cmd_dev(settings: Settings, sources: Sources, args: argparse.Namespace) -> int:
-
-    _run(settings, run_dev(settings, sources, emulator_port=args.emulator_port))
+    if args.emulator_port is not None:
+        settings = settings.model_copy(update={"emulator_port": args.emulator_port})
+    _run(settings, run_dev(settings, sources))
     return 0
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except OrgFileError as exc:
+        issues = [ConfigIssue(where, text, exc.file) for where, text in exc.problems]
+        raise ConfigError(issues) from None
+    if args.port:
+        check_free([Port(args.host, args.port, "Close emulator", "--port")])
+    if "app_url" not in options.model_fields_set:  # EMULATOR_APP_URL: behind another address
+        host = "localhost" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+        options = options.patched({"app_url": f"http://{host}:{args.port}"})
     print(
         f"Close emulator on http://{args.host}:{args.port}/ (API under /api/v1/)",
         file=sys.stderr,
@@ -150,93 +164,40 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _close_schema(settings: Settings) -> CloseSchema | None:
-    """Close's schema when an API key is configured, else None (names stay unresolved)."""
-    if settings.close_api_key is None:
-        return None
-    async with aiohttp.ClientSession() as session:
-        close = CloseClient(
-            session,
-            base_url=settings.close_base_url,
-            api_key=settings.close_api_key,
-            timeout=settings.close_timeout_seconds,
-            connect_timeout=settings.close_connect_timeout_seconds,
-            attempts=2,
-        )
-        try:
-            return await fetch_schema(close)
-        except CloseError as exc:
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        "INTAKE_CLOSE_API_KEY",
-                        f"could not read Close's custom fields and statuses: {exc}",
-                    )
-                ]
-            ) from None
-
-
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     path = args.file or settings.sources_file
-    sources, issues = validate_sources(read_sources_file(path), file=str(path))
-    schema = asyncio.run(_close_schema(settings))
-    issues += [
-        ConfigIssue(i.path, i.message, i.file or str(path))
-        for i in build_mappers_issues(sources, schema)
-    ]
+    checked = asyncio.run(close_schema(settings))
+    sources, issues = check_sources(read_sources_file(path), file=str(path), schema=checked.schema)
     if issues:
         raise ConfigError(issues)
-    checked = (
-        "custom fields and statuses checked against Close"
-        if schema
-        else ("custom field names and status labels not checked: no INTAKE_CLOSE_API_KEY")
+    names = ", ".join(sources.names())
+    print(
+        f"{path}: OK, {len(sources.names())} sources ({names}); custom fields and statuses "
+        f"checked against {checked.against}"
     )
-    print(f"{path}: OK, {len(sources.names())} sources ({', '.join(sources.names())}); {checked}")
     return 0
 
 
-CONTENT_TYPE_SHORTHANDS = {
-    "json": "application/json",
-    "form": "application/x-www-form-urlencoded",
-    "multipart": "multipart/form-data",
-}
-
-
-def _preview_envelope(args: argparse.Namespace, source: str) -> Envelope:
-
-    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    content_type = CONTENT_TYPE_SHORTHANDS.get(args.content_type, args.content_type)
-    media_type, params = media_type_of(content_type)
-    if media_type == "multipart/form-data" and "boundary" not in params:
-        first = raw.lstrip().split(b"\r\n", 1)[0].split(b"\n", 1)[0]
-        content_type = f"{content_type}; boundary={first.decode('latin-1')[2:]}"
-    try:
-        parsed = parse_body(content_type, raw)
-    except BodyError as exc:
-        raise ConfigError([ConfigIssue(str(args.file), exc.detail)]) from None
-    headers = {}
-    for header in args.header:
-        name, _, value = header.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    now = time.time()
-    return Envelope(
-        id=new_submission_id(now),
-        source=source,
-        received_at=now,
-        content_type=parsed.media_type,
-        body=parsed.body,
-        headers=headers,
-        query=dict(parse_qsl(args.query or "", keep_blank_values=True)),
-        client_ip=args.client_ip,
-    )
+def cmd_presets(args: argparse.Namespace) -> int:
+    presets = bundled_presets()
+    if args.name is None:
+        width = max(len(name) for name in presets.names())
+        for preset in presets:
+            print(f"{preset.name:<{width}}  {preset_summary(preset)}")
+        print("\n`lead-intake presets NAME` shows one: its fields, auth scheme, what it needs.")
+        return 0
+    if args.name not in presets:
+        known = ", ".join(presets.names())
+        raise ConfigError([ConfigIssue("preset", f"unknown preset {args.name!r}; known: {known}")])
+    print("\n".join(preset_details(presets.get(args.name))))
+    return 0
 
 
 def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
-
     presets = bundled_presets()
     spec: MappingSpec
     if args.source:
-        found = load_sources(settings.sources_file).get(args.source)
+        found = _load(settings).get(args.source)
         if found is None:
             raise ConfigError(
                 [
@@ -248,10 +209,11 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
         spec, name = found, args.source
     else:
         spec, name = MappingSpec(preset=args.preset), args.preset
-    schema = asyncio.run(_close_schema(settings))
+    schema = asyncio.run(close_schema(settings)).schema
     mapper = Mapper(spec, source=name, presets=presets, schema=schema)
+    envelope = preview_envelope(args, name)
     try:
-        mapped = mapper.map(_preview_envelope(args, name))
+        mapped = mapper.map(envelope)
     except MappingRejected as exc:
         print(
             json.dumps(
@@ -260,6 +222,7 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
                 ensure_ascii=False,
             )
         )
+        print("rejected: the payload would not become a lead (see above)", file=sys.stderr)
         return EXIT_REJECTED
     print(json.dumps(preview(mapped), indent=2, ensure_ascii=False))
     return 0
@@ -320,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--emulator-port",
         type=int,
-        default=8081,
-        help="port of the Close emulator when no API key is set (0: any free port)",
+        default=None,
+        help="port of the Close emulator when no API key is set (0: any free port; "
+        "default INTAKE_EMULATOR_PORT, 8081)",
     )
     emu = sub.add_parser("emulator", help="run the built-in Close emulator")
 
@@ -345,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mapping.add_argument("--client-ip", help="the client IP the request came from")
     mapping.add_argument("file", help="the payload file, or - for standard input")
+    presets = sub.add_parser("presets", help="list the provider presets, or show one")
+    presets.add_argument("name", nargs="?", help="a preset to show in full")
     replay = sub.add_parser(
         "replay", help="queue finished submissions again (the lookup runs again: no second lead)"
     )
@@ -362,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "emulator":
             configure_logging("dev")
             return cmd_emulator(args)
+        if args.command == "presets":
+            return cmd_presets(args)
         settings = _settings()
         configure_logging(
             settings.env if args.command != "dev" else "dev",
@@ -379,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](settings, sources, args)
     except ConfigError as exc:
         return _fail_config(exc)
+    except BadPayload as exc:
+        print(f"payload error: {exc}", file=sys.stderr)
+        return EXIT_BAD_PAYLOAD
+    except PortInUse as exc:
+        print(f"lead-intake {args.command}: {exc}", file=sys.stderr)
+        return EXIT_PORT_IN_USE
     except KeyboardInterrupt:
         logging.getLogger(__name__).info("interrupted")
         return 130

@@ -7,10 +7,27 @@ stream, is trimmed by age).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 GROUP = "workers"
 """The consumer group every worker reads the work stream through."""
+
+
+def identity_key(kind: Literal["email", "phone"], normalised: str) -> str:
+    """A person in key names: ``e:`` or ``p:`` and 32 hex characters of a SHA-256 of the
+    normalised (lower-case) email or E.164 phone, never the email or phone itself."""
+    digest = hashlib.sha256(f"{kind}:{normalised}".encode()).hexdigest()[:32]
+    return f"{kind[0]}:{digest}"
+
+
+def identity_keys(email: str | None, phone: str | None) -> list[str]:
+    """A person's identity keys, sorted: of the normalised email and E.164 phone they have."""
+    keys = [identity_key("email", email)] if email else []
+    if phone:
+        keys.append(identity_key("phone", phone))
+    return sorted(keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +73,24 @@ class Keys:
     def lead(self, identity: str) -> str:
         return f"{self.tag}:lead:{identity}"
 
+    def person(self, identity: str) -> str:
+        """Sorted set of the ids of a person's submissions (the dashboard's search), scored by
+        receipt time; written by the worker's transitions, kept as long as the records."""
+        return f"{self.tag}:person:{identity}"
+
+    def lead_submissions(self, lead_id: str) -> str:
+        """Sorted set of the ids of the submissions that found or made ``lead_id``, scored by
+        receipt time; written by the worker's transitions, kept as long as the records."""
+        return f"{self.tag}:leadsubs:{lead_id}"
+
     def creating(self, identity: str) -> str:
         """Set while a create for this person may have reached Close unseen (its answer was
         lost); expires after the unknown-outcome grace period."""
         return f"{self.tag}:creating:{identity}"
 
     def close(self, name: str) -> str:
-        """Close delivery state shared by all workers: ``bucket:<group>``, ``pause``, ``auth``."""
+        """Close delivery state shared by all workers: ``bucket:<group>``, ``pause``, ``auth``, and
+        ``fields`` (custom field id → name, for the admin plane; as long as a record)."""
         return f"{self.tag}:close:{name}"
 
     def throttle(self, scope: str) -> str:

@@ -205,3 +205,93 @@ async def test_replay_command_requeues_dead_letters(
     code, out, _ = await run_cli("replay", "--id", dead_ids[0], "--id", "sub_gone", env=env_vars)
     assert code == 1
     assert f"{dead_ids[0]}: replayed" in out and "sub_gone: unknown" in out
+
+
+SCHEMA_AND_MAPPING_ERRORS = """
+sources:
+  website:
+    kind: from
+    preset: generic-form
+    extract:
+      email: "body.email["
+    lead:
+      status: "'Potentia'"
+      custom:
+        No Such Field: "'x'"
+      contact:
+        phone_type: cell
+  tf:
+    kind: webhook
+    preset: typefrom
+    auth:
+      secrets: [env:HOME]
+"""
+
+
+async def test_check_config_reports_a_sources_mapping_after_its_schema_errors(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "sources.yaml"
+    bad.write_text(SCHEMA_AND_MAPPING_ERRORS)
+    code, _, err = await run_cli("check-config", str(bad))
+    assert code == 2
+    reported = [line.split(": ", 2)[1] for line in err.splitlines() if line.startswith("  - ")]
+    assert sorted(reported) == sorted(
+        [
+            # the schema errors of the source...
+            "sources.website.kind",
+            "sources.website.lead.contact.phone_type",
+            # ...and, in the same run, what its mapping gets wrong (names checked too)
+            "sources.website.extract.email",
+            "sources.website.lead.status",
+            "sources.website.lead.custom.No Such Field",
+            # a misspelled preset next to an auth block is named, there and at `preset`
+            "sources.tf.auth",
+            "sources.tf.preset",
+            "sources.tf.required[0]",
+        ]
+    ), err
+    assert reported.index("sources.website.kind") < reported.index("sources.tf.auth")
+    assert "the preset 'typefrom' is unknown" in err
+    assert "unknown lead status 'Potentia'" in err
+
+
+async def test_presets_lists_them_and_shows_one() -> None:
+    code, out, _ = await run_cli("presets")
+    assert code == 0
+    lines = out.splitlines()
+    assert any(line.startswith("typeform ") and "[auth: typeform]" in line for line in lines)
+    assert any(line.startswith("generic-form ") for line in lines)
+    code, out, _ = await run_cli("presets", "typeform")
+    assert code == 0
+    assert "auth:          typeform (header Typeform-Signature" in out
+    assert "secrets: [env:TYPEFORM_SECRET]" in out  # what a source must add
+    assert "  email: " in out and "kind:          webhook" in out
+    code, out, _ = await run_cli("presets", "generic-form")
+    assert "kind:          form" in out and "auth:          none" in out
+    code, _, err = await run_cli("presets", "typefrom")
+    assert code == 2 and "unknown preset 'typefrom'" in err
+
+
+async def test_map_tells_a_bad_payload_from_a_rejected_one_and_a_bad_configuration(
+    tmp_path: Path,
+) -> None:
+    not_json = tmp_path / "p.json"
+    not_json.write_text("name=Ann")
+    code, out, err = await run_cli("map", "--preset", "generic-json", str(not_json))
+    assert (code, out) == (4, "")
+    assert err.startswith("payload error: ") and "configuration" not in err
+    code, _, err = await run_cli("map", "--preset", "generic-json", str(tmp_path / "none.json"))
+    assert code == 4 and "cannot read" in err
+    code, out, err = await run_cli("map", "--preset", "generic-json", "-", stdin=b"{}")
+    assert code == 3 and "rejected" in json.loads(out) and "would not become a lead" in err
+    code, _, err = await run_cli("map", "--source", "no-such", "-", stdin=b"{}")
+    assert code == 2 and "configuration error" in err and "no such source" in err
+
+
+async def test_emulator_refuses_a_bad_organisation_file(tmp_path: Path) -> None:
+    org = tmp_path / "org.yaml"
+    org.write_text("lead_statuses: []\nsequences: []\n")
+    code, _, err = await run_cli("emulator", "--org", str(org), "--port", "0")
+    assert code == 2
+    assert f"{org}: lead_statuses:" in err and f"{org}: sequences: Extra inputs" in err

@@ -9,23 +9,32 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from service.admin.people import PersonFinder
+from service.admin.views import Shown
 from service.clientip import Network
+from service.close.fieldnames import FieldNames
 from service.problems import ProblemError
 from service.queue import Queue
-
-CLOSE_LEAD_URL = "https://app.close.com/lead/{}/"
 
 
 @dataclass(slots=True)
 class AdminContext:
     tokens: tuple[str, ...]
     """Accepted admin bearer tokens (several while rotating)."""
-    trusted_proxies: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...]
     """Proxies believed about ``X-Forwarded-Proto`` (the session cookie's Secure flag)."""
-    lead_url: str = CLOSE_LEAD_URL
+    lead_url: str
     """A lead's page, with ``{}`` for its id, when Close gave no URL."""
+    people: PersonFinder
+    """The dashboard's search (the receiver's mappers read the payloads)."""
     queue: Queue | None = None
     """Set by the receiver when its Redis client opens (:func:`service.admin.attach`)."""
+
+    async def shown(self) -> Shown:
+        """What showing records needs now: the lead URL, Close's field names (from Redis)."""
+        queue = self.the_queue()
+        names = await FieldNames(queue.redis, queue.keys, ttl=queue.record_ttl).read()
+        return Shown(self.lead_url, names)
 
     def the_queue(self) -> Queue:
         if self.queue is None:

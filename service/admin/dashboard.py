@@ -1,9 +1,11 @@
 """The admin dashboard at ``/admin``: server-rendered pages behind the admin token.
 
-Pages: ``/admin`` (counts per state, queue depth, delivery status, recent submissions),
-``/admin/dead`` (dead letters, a replay button each and one for all), and
-``/admin/submissions/{id}`` (one record with its payload and history; replay and erase). Only
-that last page shows personal data.
+Pages: ``/admin`` (counts per state, queue depth, delivery status, the last 24 hours per hour
+by state and source, recent submissions), ``/admin/dead`` (dead letters, a replay button each
+and one for all), ``/admin/search?q=`` (a person's submissions, by email, phone, submission id
+or lead id: ``people.py``), and ``/admin/submissions/{id}`` (one record with its payload and
+history; replay and erase). Only that last page shows personal data; the search page shows the
+searched email or phone back, and rows without payloads.
 
 Sessions. ``POST /admin/login`` with one of the admin tokens sets the cookie
 ``intake_admin=<issued>.<HMAC-SHA256(token, issued)>``: never the token, and nothing stored on
@@ -19,6 +21,7 @@ Content-Security-Policy without any script source, ``no-store`` and ``no-referre
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -35,8 +38,10 @@ from multidict import MultiDict, MultiDictProxy
 from redis.exceptions import RedisError
 
 from service.admin import dashboard_html as html
+from service.admin.activity import hourly_activity
 from service.admin.context import ADMIN, AdminContext, context, matching_token
 from service.admin.params import MAX_LIMIT
+from service.admin.people import BadQuery
 from service.admin.views import queue_overview
 from service.queue import Selection
 from service.queue.records import STATES, as_state
@@ -244,12 +249,29 @@ async def overview(request: web.Request, session: Session) -> web.Response:
     states = tuple(
         dict.fromkeys(as_state(s) for s in request.query.getall("state", []) if s in STATES)
     )
-    figures = await queue_overview(queue)
+    figures, activity, view = await asyncio.gather(
+        queue_overview(queue), hourly_activity(queue), admin.shown()
+    )
     records, more = await queue.index.page(Selection(states=states, limit=RECENT))
     text = html.overview_page(
-        figures, records, admin.lead_url, states=states, more=more, csrf=session.csrf
+        figures, activity, records, view, states=states, more=more, csrf=session.csrf
     )
     return _page(text)
+
+
+@_pages
+async def search(request: web.Request, session: Session) -> web.Response:
+    """A person's submissions, by email, phone, submission id or lead id."""
+    admin = context(request)
+    text = request.query.get("q", "").strip()[:200]
+    try:
+        query = admin.people.parse(text)
+    except BadQuery as exc:
+        page = html.search_page(text, None, str(exc), await admin.shown(), csrf=session.csrf)
+        return _page(page, 400)
+    found = await admin.people.find(admin.the_queue(), query)
+    page = html.search_page(text, found, None, await admin.shown(), csrf=session.csrf)
+    return _page(page)
 
 
 @_pages
@@ -258,7 +280,7 @@ async def dead_letters(request: web.Request, session: Session) -> web.Response:
     selection = Selection(states=("dead",), limit=MAX_LIMIT)
     records, more = await admin.the_queue().index.page(selection)
     text = html.dead_page(
-        records, admin.lead_url, more=more, csrf=session.csrf, message=_message(request)
+        records, await admin.shown(), more=more, csrf=session.csrf, message=_message(request)
     )
     return _page(text)
 
@@ -271,7 +293,7 @@ async def submission(request: web.Request, session: Session) -> web.Response:
         text = html.message_page("Not found", MESSAGES["unknown"], csrf=session.csrf)
         return _page(text, 404)
     page = html.submission_page(
-        record, admin.lead_url, csrf=session.csrf, message=_message(request)
+        record, await admin.shown(), csrf=session.csrf, message=_message(request)
     )
     return _page(page)
 
@@ -320,6 +342,7 @@ def create_dashboard_app(admin: AdminContext) -> web.Application:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/dead", dead_letters)
+    app.router.add_get("/search", search)
     app.router.add_post("/dead/replay", replay_dead)
     app.router.add_get("/submissions/{id}", submission)
     app.router.add_post("/submissions/{id}/replay", replay)

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
-from service.admin.views import error_reason, lead_url
+from service.admin.activity import Activity
+from service.admin.chart_html import hourly_chart
+from service.admin.people import Found
+from service.admin.views import Shown, error_code, error_reason, lead_url
 from service.queue.records import FINAL_STATES, STATES, Record
 from service.times import iso
 
@@ -41,6 +44,14 @@ pre{background:#fff;border:1px solid #e2e5ea;padding:.5rem;overflow:auto;max-hei
 form.inline{display:inline}button{cursor:pointer}
 .actions{display:flex;gap:2rem;align-items:center;margin:.8rem 0}form.all{margin:.6rem 0}
 .muted{color:#6b7280}
+header form{display:flex;gap:.3rem}header input{width:18rem}
+.code{font:12px ui-monospace,monospace;background:#eef0f3;border-radius:3px;padding:0 .3rem;
+  margin-right:.3rem}
+.charts{display:flex;flex-wrap:wrap;gap:1.5rem}figure{margin:0}
+figcaption{font-weight:600;margin-bottom:.3rem}.chart{background:#fff;border:1px solid #e2e5ea}
+.legend{display:flex;flex-wrap:wrap;gap:.8rem;margin:.3rem 0}
+.swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.25rem;
+  vertical-align:-1px}
 """
 
 
@@ -59,6 +70,9 @@ def page(title: str, body: str, *, csrf: str | None = None) -> str:
     if csrf is not None:
         nav = (
             '<a href="/admin">Overview</a><a href="/admin/dead">Dead letters</a>'
+            '<form method="get" action="/admin/search" role="search">'
+            '<input type="search" name="q" placeholder="email, phone, sub_... or lead_..." '
+            'aria-label="Find a person\'s submissions"><button type="submit">Find</button></form>'
             '<span class="grow"></span>'
             f'<form class="inline" method="post" action="/admin/logout">{hidden(csrf)}'
             '<button type="submit">Log out</button></form>'
@@ -106,8 +120,8 @@ def state_badge(state: str) -> str:
     return f'<span class="state s-{esc(state)}">{esc(state)}</span>'
 
 
-def lead_link(record: Record, template: str) -> str:
-    url = lead_url(record, template)
+def lead_link(record: Record, view: Shown) -> str:
+    url = lead_url(record, view.lead_url)
     if not url:
         return '<span class="muted">—</span>'
     return (
@@ -154,8 +168,16 @@ def overview_cards(overview: Mapping[str, Any]) -> str:
     )
 
 
+def error_cell(record: Record, view: Shown) -> str:
+    """The reason code (when the failure carries one) and why, custom fields by name."""
+    code = error_code(record)
+    reason = view.named(error_reason(record) or "")
+    badge = f'<span class="code">{esc(code)}</span>' if code else ""
+    return badge + esc(reason) if badge or reason else ""
+
+
 def submissions_table(
-    records: Sequence[Record], template: str, *, csrf: str | None = None, back: str = "/admin"
+    records: Sequence[Record], view: Shown, *, csrf: str | None = None, back: str = "/admin"
 ) -> str:
     """Recent submissions; with ``csrf``, a replay button on each row (the dead letters)."""
     if not records:
@@ -181,8 +203,8 @@ def submissions_table(
             f'<td class="nowrap">{esc(when(record.received_at))}</td>'
             f"<td class='nowrap'>{submission_link(record)}</td><td>{esc(record.source)}</td>"
             f"<td>{state_badge(record.state)}</td><td>{esc(record.attempts)}</td>"
-            f"<td class='wrap'>{esc(error_reason(record) or '')}</td>"
-            f"<td class='wrap'>{lead_link(record, template)}</td>"
+            f"<td class='wrap'>{error_cell(record, view)}</td>"
+            f"<td class='wrap'>{lead_link(record, view)}</td>"
             f"{button}</tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
@@ -190,8 +212,9 @@ def submissions_table(
 
 def overview_page(
     overview: Mapping[str, Any],
+    activity: Activity,
     records: Sequence[Record],
-    template: str,
+    view: Shown,
     *,
     states: Sequence[str],
     more: bool,
@@ -202,16 +225,18 @@ def overview_page(
     body = (
         "<h1>Overview</h1>"
         + overview_cards(overview)
+        + "<h2>Received in the last 24 hours (per hour, UTC)</h2>"
+        + hourly_chart(activity)
         + f"<h2>Recent submissions{which}</h2>"
         + (' <p><a href="/admin">show every state</a></p>' if states else "")
-        + submissions_table(records, template)
+        + submissions_table(records, view)
         + more_note
     )
     return page("Overview", body, csrf=csrf)
 
 
 def dead_page(
-    records: Sequence[Record], template: str, *, more: bool, csrf: str, message: str | None
+    records: Sequence[Record], view: Shown, *, more: bool, csrf: str, message: str | None
 ) -> str:
     replay_all = ""
     if records:
@@ -226,7 +251,7 @@ def dead_page(
         "(the last error says what Close answered), then replay: the person is looked up "
         "again first, so a replay never makes a second lead.</p>"
         + replay_all
-        + submissions_table(records, template, csrf=csrf, back="/admin/dead")
+        + submissions_table(records, view, csrf=csrf, back="/admin/dead")
         + ('<p class="muted">Showing the newest 500.</p>' if more else "")
     )
     return page("Dead letters", body, csrf=csrf)
@@ -240,7 +265,7 @@ def _rows(items: Iterable[tuple[str, str]]) -> str:
     return "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in items)
 
 
-def submission_page(record: Record, template: str, *, csrf: str, message: str | None) -> str:
+def submission_page(record: Record, view: Shown, *, csrf: str, message: str | None) -> str:
     public = record.to_public()
     known = {"id", "source", "state", "received_at", "updated_at", "attempts", "lead_id"}
     known |= {"history", "payload", "lead_url", "envelope"}
@@ -250,8 +275,8 @@ def submission_page(record: Record, template: str, *, csrf: str, message: str | 
         ("Received (UTC)", esc(when(record.received_at))),
         ("Updated (UTC)", esc(when(record.updated_at))),
         ("Attempts", esc(record.attempts)),
-        ("Close lead", lead_link(record, template)),
-        ("Last error", esc(error_reason(record) or "—")),
+        ("Close lead", lead_link(record, view)),
+        ("Last error", error_cell(record, view) or "—"),
     ]
     extra = {k: v for k, v in public.items() if k not in known}
     actions = []
@@ -287,3 +312,28 @@ def submission_page(record: Record, template: str, *, csrf: str, message: str | 
         + f"{history}</table>"
     )
     return page(f"Submission {record.id}", body, csrf=csrf)
+
+
+def search_page(
+    text: str, found: Found | None, problem: str | None, view: Shown, *, csrf: str
+) -> str:
+    """A person's submissions (or why the search text cannot be searched)."""
+    if problem is not None or found is None:
+        body = f"<h1>Find a person</h1><p class='error' role='alert'>{esc(problem)}</p>"
+        return page("Find", body, csrf=csrf)
+    query = found.query
+    count = len(found.records)
+    scan = ""
+    if found.scan_truncated:
+        scan = (
+            f'<p class="muted">Submissions no worker has read yet are searched among the newest '
+            f"{found.scanned} waiting, retrying or rejected ones; an older one may be missed."
+            "</p>"
+        )
+    body = (
+        f"<h1>Submissions of {esc(query.kind)} <code>{esc(query.value)}</code></h1>"
+        f'<p id="found">{count} submission{"" if count == 1 else "s"} found.</p>'
+        + submissions_table(found.records, view, back="/admin")
+        + scan
+    )
+    return page(f"Find {text}", body, csrf=csrf)

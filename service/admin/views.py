@@ -5,11 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from service.close.fieldnames import with_field_names
 from service.close.status import read_status
 from service.queue import Queue, Record
 from service.times import iso
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """What showing a record needs besides the record: the lead page's URL template and
+    Close's custom field names (id → name), so errors name fields as people know them."""
+
+    lead_url: str
+    field_names: Mapping[str, str] = field(default_factory=dict)
+
+    def named(self, text: str) -> str:
+        return with_field_names(text, self.field_names)
 
 
 def lead_url(record: Record, template: str) -> str | None:
@@ -50,11 +64,25 @@ def summary(record: Record, template: str, include: Sequence[str] = ()) -> dict[
     return out
 
 
-def error_reason(record: Record) -> str | None:
-    """One line saying why the last attempt failed (or why the submission was rejected)."""
+def _last_error(record: Record) -> Any:
     error = record.last_error
     if error is None and record.state == "rejected" and record.history:
         error = record.history[-1].get("detail")
+    return error
+
+
+def error_code(record: Record) -> str | None:
+    """The stable reason code of the failure or rejection (``code``), when it carries one."""
+    error = _last_error(record)
+    code = error.get("code") if isinstance(error, Mapping) else None
+    if not code and record.state == "rejected" and record.reason:
+        code = record.reason  # refused at the door (``spam``)
+    return str(code) if code else None
+
+
+def error_reason(record: Record) -> str | None:
+    """One line saying why the last attempt failed (or why the submission was rejected)."""
+    error = _last_error(record)
     if isinstance(error, Mapping):
         parts = [str(error.get(k)) for k in ("reason", "error") if error.get(k)]
         if error.get("status"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -37,6 +37,8 @@ class Preset(MappingPreset):
     """One provider's mapping (the fields of :class:`MappingPreset`) and delivery facts."""
 
     description: str = ""
+    kind: Literal["form", "webhook"] = "webhook"
+    """Who posts it: the visitor's browser (``form``) or the provider's server."""
     content_types: tuple[str, ...] = ("application/json",)
     auth: Mapping[str, Any] | None = None
     """The provider's signature scheme and headers (never secrets)."""
@@ -49,6 +51,7 @@ class _PresetFile(BaseModel):
     name: str
     description: str
     docs: str | None = None
+    kind: Literal["form", "webhook"] = "webhook"
     content_types: list[str] = Field(default_factory=lambda: ["application/json"])
     event_id: str | None = None
     auth: dict[str, Any] | None = None
@@ -146,6 +149,7 @@ def parse_preset(text: str, where: str, expected_name: str | None = None) -> Pre
     return Preset(
         name=data.name,
         description=data.description,
+        kind=data.kind,
         extract=MappingProxyType(dict(data.extract)),
         content_types=tuple(data.content_types),
         event_id=data.event_id,
@@ -190,3 +194,52 @@ def load_presets(directories: Iterable[Path] = ()) -> PresetRegistry:
     if issues:
         raise ConfigError(issues)
     return PresetRegistry(MappingProxyType(found))
+
+
+# -- what `lead-intake presets` shows ------------------------------------------------------------
+
+
+def preset_summary(preset: Preset) -> str:
+    """One line: the description, and the auth scheme when the provider signs."""
+    scheme = preset.auth.get("scheme") if preset.auth else None
+    return preset.description + (f" [auth: {scheme}]" if scheme else "")
+
+
+def _auth_line(auth: Mapping[str, Any]) -> str:
+    details = ", ".join(f"{key} {value}" for key, value in auth.items() if key != "scheme")
+    return f"{auth['scheme']}" + (f" ({details})" if details else "")
+
+
+def preset_details(preset: Preset) -> list[str]:
+    """Everything about one preset: facts, what a source must add, the fields, an example."""
+    lines = [f"{preset.name}: {preset.description}", ""]
+    facts = [
+        ("docs", preset.docs or "-"),
+        ("kind", preset.kind),
+        ("content types", ", ".join(preset.content_types)),
+        ("auth", _auth_line(preset.auth) if preset.auth else "none (the provider does not sign)"),
+        ("event id", preset.event_id or "none (repeats are recognised by the body's hash)"),
+        ("note title", preset.note_title or "Web form submission"),
+    ]
+    lines += [f"{label + ':':<15}{value}" for label, value in facts]
+    lines += ["", "needs:"]
+    if preset.auth:
+        lines.append(
+            "  the provider's secret (signing secret or key) in the source: auth: {secrets: "
+            "[env:NAME]} "
+            "(the preset gives the scheme and headers)"
+        )
+    else:
+        lines.append(
+            "  nothing but the source's name and kind (anyone may post: see docs/"
+            "sources-and-auth.md for a token, CORS and rate limits)"
+        )
+    lines += ["", "fields (canonical field: expression over the request):"]
+    lines += [f"  {path}: {expr}" for path, expr in preset.extract.items()]
+    name = preset.name.replace("generic-", "my-")
+    example = ["sources:", f"  {name}:", f"    kind: {preset.kind}", f"    preset: {preset.name}"]
+    if preset.auth:
+        secret = name.upper().replace("-", "_") + "_SECRET"
+        example += ["    auth:", f"      secrets: [env:{secret}]"]
+    lines += ["", "a source using it (config/sources.yaml):", *("  " + e for e in example)]
+    return lines

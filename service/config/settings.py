@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CLOSE_BASE_URL = "https://api.close.com/api/v1"
+DEFAULT_CLOSE_APP_URL = "https://app.close.com"
 
 
 class Settings(BaseSettings):
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     close_timeout_seconds: float = Field(default=20.0, gt=0)
     close_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     close_inrequest_attempts: int = Field(default=4, ge=1, le=10)
+    close_app_url: str = DEFAULT_CLOSE_APP_URL
+    """Close's web app: a lead's page is ``<close_app_url>/lead/<id>/`` (the dashboard's and the
+    admin API's lead links when Close gave no URL). `lead-intake dev` points it at the emulator."""
 
     sources_file: Path = Path("config/sources.yaml")
     admin_token: SecretStr | None = None
@@ -79,10 +83,22 @@ class Settings(BaseSettings):
     """After a create whose outcome is unknown, how long to wait for Close's search index."""
     auth_probe_seconds: float = Field(default=15.0, gt=0)
 
-    @field_validator("close_base_url")
+    # `lead-intake dev` (make run) only.
+    emulator_port: int = Field(default=8081, ge=0, le=65535)
+    """The built-in Close emulator's port while no API key is set (0: any free port)."""
+    emulator_org_file: Path = Path("config/emulator-org.yaml")
+    """The emulated organisation (users, lead statuses, custom fields): see
+    docs/operations.md. ``check-config`` without an API key checks sources against it."""
+
+    @field_validator("close_base_url", "close_app_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def lead_url_template(self) -> str:
+        """A lead's page in Close, ``{}`` standing for the lead id."""
+        return self.close_app_url + "/lead/{}/"
 
     @property
     def admin_tokens(self) -> tuple[str, ...]:

@@ -99,8 +99,20 @@ class SourceConfig(MappingSpec):
 
     @field_validator("auth", mode="wrap")
     @classmethod
-    def _auth(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return validate_source_auth(value, handler)
+    def _auth(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        try:
+            return validate_source_auth(value, handler)
+        except ValidationError as exc:
+            preset = info.data.get("preset")
+            presets = (info.context or {}).get("presets") or bundled_presets()
+            no_scheme = any(err["type"] == "auth_scheme" for err in exc.errors())
+            if no_scheme and isinstance(preset, str) and preset not in presets:
+                raise ValueError(
+                    f"auth has no scheme: the preset {preset!r} is unknown, so it gives none "
+                    f"(known presets: {', '.join(presets.names())}); correct the preset's "
+                    "name, or give auth.scheme"
+                ) from None
+            raise
 
 
 def inherit_preset_auth(data: Any, presets: PresetRegistry) -> Any:
@@ -140,7 +152,7 @@ class Sources:
         return sorted(self._by_name.items())
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def loc_path(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
@@ -183,8 +195,8 @@ def validate_sources(
             valid[name] = SourceConfig.model_validate(entry, context={"presets": presets})
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
-                path = _loc(("sources", name, *err["loc"]))
-                issues.append(ConfigIssue(path, err["msg"], file))
+                path = loc_path(("sources", name, *err["loc"]))
+                issues.append(ConfigIssue(path, err["msg"].removeprefix("Value error, "), file))
     return Sources(valid, presets=presets), issues
 
 

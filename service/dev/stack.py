@@ -2,12 +2,17 @@
 
 With no ``INTAKE_REDIS_URL`` a private ``redis-server`` is started (temporary folder, free port)
 and stopped on exit. With no ``INTAKE_CLOSE_API_KEY`` leads go to the built-in Close emulator,
-and the start-up banner says so loudly.
+which emulates the organisation of ``INTAKE_EMULATOR_ORG_FILE`` on ``INTAKE_EMULATOR_PORT``,
+and the start-up banner says so loudly; lead links then point at the emulator's own lead pages.
+Browser redirects to pages that are not on this machine land on the service's own thank-you
+page (``thanks.py``). The ports are checked before anything starts: a taken one stops the start
+with one line naming the port and the setting that changes it (``ports.PortInUse``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
 import signal
@@ -17,10 +22,13 @@ from contextlib import AsyncExitStack, suppress
 from aiohttp import web
 from pydantic import SecretStr
 
-from close_emulator import EmulatorOptions, create_emulator_app
+from close_emulator import create_emulator_app
 from service.config.settings import Settings
 from service.config.sources import Sources
+from service.dev.ports import Port, PortInUse, check_free
 from service.dev.redis_server import RedisServer, free_port
+from service.dev.schema import emulator_options, organisation_name
+from service.dev.thanks import add_thanks_routes, local_redirects
 from service.logs import AccessLogger
 from service.queue.connection import redis_from_url
 from service.receiver.app import create_app
@@ -29,20 +37,43 @@ from service.worker.runtime import open_worker
 logger = logging.getLogger(__name__)
 
 EMULATOR_KEY = "dev-emulator-key"
+RECEIVER_ACCESS = logging.getLogger("lead_intake.access")
+EMULATOR_ACCESS = logging.getLogger("close_emulator.access")
 
 
-async def _serve(app: web.Application, host: str, port: int, stack: AsyncExitStack) -> None:
-    runner = web.AppRunner(app, access_log_class=AccessLogger)
+async def _serve(
+    app: web.Application, port: Port, stack: AsyncExitStack, access: logging.Logger
+) -> None:
+    runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=access)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, port.host, port.port).start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:  # taken between the check and now
+            raise PortInUse([port]) from None
+        raise
 
 
-async def run_dev(settings: Settings, sources: Sources, *, emulator_port: int = 8081) -> None:
+def _ports(settings: Settings) -> tuple[Port, Port | None]:
+    """The receiver's port and, without an API key, the emulator's (0 chosen now: the banner
+    and the redirect pages need the number before anything listens)."""
+    receiver = Port(settings.host, settings.port or free_port(), "receiver", "INTAKE_PORT")
+    emulator = None
+    if settings.close_api_key is None:
+        number = settings.emulator_port or free_port()
+        emulator = Port("127.0.0.1", number, "Close emulator", "INTAKE_EMULATOR_PORT")
+    return receiver, emulator
+
+
+async def run_dev(settings: Settings, sources: Sources) -> None:
+    receiver_port, emulator_port = _ports(settings)
+    check_free([receiver_port, *([emulator_port] if emulator_port else [])])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     lines: list[str] = []
     async with AsyncExitStack() as stack:
         updates: dict[str, object] = {}
@@ -56,39 +87,54 @@ async def run_dev(settings: Settings, sources: Sources, *, emulator_port: int = 
             )
         else:
             lines.append("Redis:    INTAKE_REDIS_URL")
-        if settings.close_api_key is None:
-            port = emulator_port or free_port()
-            emulator = create_emulator_app(EmulatorOptions(api_keys=[EMULATOR_KEY]))
-            await _serve(emulator, "127.0.0.1", port, stack)
-            base = f"http://127.0.0.1:{port}"
+        if emulator_port is not None:
+            base = f"http://127.0.0.1:{emulator_port.port}"
+            options = emulator_options(settings, api_keys=[EMULATOR_KEY], app_url=base)
+            await _serve(create_emulator_app(options), emulator_port, stack, EMULATOR_ACCESS)
             updates["close_base_url"] = f"{base}/api/v1"
             updates["close_api_key"] = SecretStr(EMULATOR_KEY)
+            updates["close_app_url"] = base
             lines.append(
                 "Close:    NO INTAKE_CLOSE_API_KEY SET - leads go to the built-in Close "
                 "EMULATOR, not to Close"
             )
-            lines.append(f"          see them at {base}/ (JSON: {base}/_emulator/leads)")
+            lines.append(
+                f"          see them at {base}/ (JSON: {base}/_emulator/leads); organisation "
+                f"from {organisation_name(settings)}"
+            )
         else:
             lines.append(f"Close:    {settings.close_base_url}")
-        if not settings.admin_tokens:
+        generated = not settings.admin_tokens
+        if generated:
             updates["admin_token"] = SecretStr(secrets.token_urlsafe(18))
+        updates["port"] = receiver_port.port
         settings = settings.model_copy(update=updates)
+        receiver_base = f"http://{host}:{receiver_port.port}"
+        sources, redirected = local_redirects(sources, receiver_base)
+        if redirected:
+            lines.append(
+                f"Redirects: browser posts to {', '.join(redirected)} land on "
+                f"{receiver_base}/thanks (dev only; the sources file's pages are not local)"
+            )
         redis = redis_from_url(settings.redis_url or "")
         stack.push_async_callback(redis.aclose)
-        await _serve(
-            create_app(settings, sources, redis=redis), settings.host, settings.port, stack
-        )
-        # A token made up for this run is shown so it can be used; one the user set is not.
-        token = settings.admin_tokens[0] if "admin_token" in updates else "$INTAKE_ADMIN_TOKEN"
-        host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+        app = create_app(settings, sources, redis=redis)
+        add_thanks_routes(app)
+        await _serve(app, receiver_port, stack, RECEIVER_ACCESS)
         lines[:0] = [
-            f"Lead Intake (dev) listening on http://{host}:{settings.port}",
+            f"Lead Intake (dev) listening on {receiver_base}",
             f"Sources:  {', '.join(sources.names())}  ->  POST /hooks/<source>",
         ]
-        lines.append(
-            f'Records:  curl -H "Authorization: Bearer {token}" '
-            f"http://{host}:{settings.port}/v1/submissions/<id>"
-        )
+        if generated:
+            # A token made up for this run is shown so it can be used; one the user set is not.
+            token = settings.admin_tokens[0]
+            lines.append(f"Admin:    {receiver_base}/admin (token for this run: {token})")
+            lines.append(
+                f'Records:  curl -H "Authorization: Bearer {token}" '
+                f"{receiver_base}/v1/submissions/<id>"
+            )
+        else:
+            lines.append(f"Admin:    {receiver_base}/admin (log in with INTAKE_ADMIN_TOKEN)")
         print("\n".join(lines), file=sys.stderr, flush=True)
         worker_cm = open_worker(settings, sources, redis=redis)
         worker = await stack.enter_async_context(worker_cm)

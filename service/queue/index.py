@@ -7,6 +7,7 @@ Members whose record expired are pruned by the workers' maintenance loop (:meth:
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -106,6 +107,58 @@ class StateIndex:
         """:meth:`select`, and whether more records matched than ``selection.limit``."""
         found = await self.select(replace(selection, limit=selection.limit + 1))
         return found[: selection.limit], len(found) > selection.limit
+
+    async def submissions_of(
+        self, identities: Sequence[str] = (), lead_id: str | None = None, *, limit: int
+    ) -> list[str]:
+        """Ids of a person's submissions (any of ``identities``) or of a lead's, newest first:
+        the indexes the worker's transitions write (``Keys.person``, ``Keys.lead_submissions``).
+        """
+        names = [self.keys.person(identity) for identity in identities]
+        if lead_id:
+            names.append(self.keys.lead_submissions(lead_id))
+        if not names:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zrevrange(name, 0, limit - 1, withscores=True)
+        rows = sorted(
+            (item for page in await pipe.execute() for item in page),
+            key=lambda item: item[1],
+            reverse=True,
+        )
+        return list(dict.fromkeys(str(sub_id) for sub_id, _ in rows))[:limit]
+
+    async def counts_between(self, edges: Sequence[float]) -> dict[State, list[int]]:
+        """Per state, how many submissions were received in each [edges[i], edges[i+1])."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self._keys:
+            for low, high in itertools.pairwise(edges):
+                pipe.zcount(key, low, f"({high!r}")
+        counts = [int(n) for n in await pipe.execute()]
+        width = len(edges) - 1
+        return {state: counts[i * width : (i + 1) * width] for i, state in enumerate(STATES)}
+
+    async def newest_between(
+        self, since: float, until: float, *, limit: int
+    ) -> list[tuple[str, float]]:
+        """The newest ``limit`` submissions of any state received in [since, until): ids and
+        receipt times, newest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self._keys:
+            pipe.zrevrangebyscore(key, f"({until!r}", since, start=0, num=limit, withscores=True)
+        rows = [
+            (str(sub_id), float(score)) for page in await pipe.execute() for sub_id, score in page
+        ]
+        rows.sort(key=lambda item: item[1], reverse=True)
+        return rows[:limit]
+
+    async def sources_of(self, sub_ids: Sequence[str]) -> list[str | None]:
+        """The source of each of ``sub_ids`` (None where the record is gone), one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sub_id in sub_ids:
+            pipe.hget(self.keys.sub(sub_id), "source")
+        return [None if value is None else str(value) for value in await pipe.execute()]
 
     async def records(self, sub_ids: Sequence[str]) -> list[Record | None]:
         """The records of ``sub_ids`` in one round trip (None where there is none)."""

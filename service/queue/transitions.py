@@ -3,7 +3,8 @@
 A state change is a value, :class:`Transition`: the new state and history event, the record
 fields it writes (typed: the lead, :class:`~service.queue.records.Progress`, the last error...),
 and what goes with it in the same script: acknowledging the entry, scheduling a retry, a dead
-letter, and the person's keys (:class:`PersonUpdate`: lead cache, create marks, locks). So one
+letter, and the person's keys (:class:`PersonUpdate`: lead cache, create marks, locks, and the
+person's submissions index the dashboard searches). So one
 step of the worker is one round trip, and this module is the one place a transition becomes a
 script call.
 """
@@ -104,6 +105,8 @@ class _TransitionKeys:
     stream: bytes
     retry: bytes
     dead: bytes
+    lead_submissions: str
+    """The lead's submissions index (``Keys.lead_submissions``), written when ``index_lead``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +127,29 @@ class _TransitionArgs:
     nfields: int
     """Field/value pairs follow the named arguments."""
     people: int
-    """Identities whose keys follow the state index keys, three each: lock, lead, mark."""
+    """Identities whose keys follow the state index keys, four each: lock, lead, mark, and the
+    person's submissions index."""
     cache_lead: str
     cache_ttl: int
     mark_creating: str
     mark_ttl_ms: int
     clear_creating: bool
     release_token: str
+    index_lead: bool
+    """Add the submission to the lead's submissions index (the transition names a lead)."""
+    index_since: float
+    """Index members received before this (their records have expired) are pruned."""
 
+
+# A person's or a lead's submissions (the dashboard's search): the id scored by its receipt
+# time, members older than the records' retention pruned, the key kept as long as a record.
+_ADD_TO_INDEX_LUA = """
+local function add_to_index(key, received)
+  redis.call('ZADD', key, received, A.sub_id)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. A.index_since)
+  redis.call('EXPIRE', key, tonumber(A.ttl))
+end
+"""
 
 # Returns the record's attempt count, or -1 when it had expired or been erased (nothing is
 # recreated then; the entry is still acknowledged and the person's keys are still written).
@@ -141,6 +159,7 @@ _TRANSITION = Script(
     """
 local old = redis.call('HGET', K.record, 'state')
 local attempts = -1
+local score = nil
 if old and old ~= 'erased' then
   local args = {'state', A.state}
   for i = 1, tonumber(A.nfields) * 2 do args[#args + 1] = ARGV[NA + i] end
@@ -153,8 +172,9 @@ if old and old ~= 'erased' then
   if history and history ~= '' then history = history .. '\\n' .. A.event else history = A.event end
   redis.call('HSET', K.record, 'history', history)
   redis.call('EXPIRE', K.record, tonumber(A.ttl))
-  local score = tonumber(redis.call('HGET', K.record, 'received_at')) or 0
+  score = tonumber(redis.call('HGET', K.record, 'received_at')) or 0
   move_in_index(redis.call('HGET', K.record, 'id'), old, A.state, score, tonumber(A.ttl))
+  if A.index_lead == '1' then add_to_index(K.lead_submissions, score) end
   if A.retry_at ~= '' then
     redis.call('ZADD', K.retry, tonumber(A.retry_at), A.retry_member)
   end
@@ -170,8 +190,9 @@ if A.group ~= '' then
 end
 local people = tonumber(A.people)
 for i = 0, people - 1 do
-  local at = NK + NSTATES + i * 3
+  local at = NK + NSTATES + i * 4
   local lock, lead, mark = KEYS[at + 1], KEYS[at + 2], KEYS[at + 3]
+  if score then add_to_index(KEYS[at + 4], score) end
   if A.cache_lead ~= '' then redis.call('SET', lead, A.cache_lead, 'EX', tonumber(A.cache_ttl)) end
   if A.mark_creating ~= '' then
     redis.call('SET', mark, A.mark_creating, 'PX', tonumber(A.mark_ttl_ms))
@@ -184,7 +205,7 @@ for i = 0, people - 1 do
 end
 return attempts
 """,
-    helpers=[INDEX_LUA],
+    helpers=[INDEX_LUA, _ADD_TO_INDEX_LUA],
 )
 
 
@@ -312,6 +333,7 @@ class Transitions:
                 self.keys.lock(identity),
                 self.keys.lead(identity),
                 self.keys.creating(identity),
+                self.keys.person(identity),
             )
         ack = change.ack
         args = _TransitionArgs(
@@ -339,9 +361,17 @@ class Transitions:
             mark_ttl_ms=max(1, int(person.mark_ttl * 1000)) if person else 1,
             clear_creating=bool(person and person.clear_creating),
             release_token=person.release_token if person else "",
+            index_lead=bool(change.lead_id),
+            index_since=now - self.record_ttl,
         )
         result = await self._transition(
-            _TransitionKeys(self.keys.sub(change.sub_id), self._stream, self._retry, self._dead),
+            _TransitionKeys(
+                self.keys.sub(change.sub_id),
+                self._stream,
+                self._retry,
+                self._dead,
+                self.keys.lead_submissions(change.lead_id or ""),
+            ),
             args,
             more_keys,
             pairs,

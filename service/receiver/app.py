@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from service import admin
 from service.admin.context import AdminContext
+from service.admin.people import PersonFinder
 from service.close.pacing import delivery_state
 from service.close.status import refresh_metrics
 from service.config.settings import Settings
@@ -356,7 +357,8 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[SOURCES] = sources
-    app[MAPPERS] = build_mappers(sources, None)  # event ids at the door; no Close schema needed
+    # Event ids at the door and the dashboard's search: no Close schema needed.
+    app[MAPPERS] = mappers = build_mappers(sources, None)
     app[VERIFIERS] = build_verifiers(sources)
     app[PARSE_LIMITS] = build_parse_limits(sources)
     app[METRICS] = metrics or Metrics()
@@ -370,7 +372,11 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
-    app[ADMIN_PLANE] = admin.mount(
-        app, AdminContext(settings.admin_tokens, settings.trusted_networks)
+    admin_context = AdminContext(
+        settings.admin_tokens,
+        settings.trusted_networks,
+        lead_url=settings.lead_url_template,
+        people=PersonFinder(mappers),
     )
+    app[ADMIN_PLANE] = admin.mount(app, admin_context)
     return app

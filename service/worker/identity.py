@@ -13,7 +13,6 @@ locks; they are released in one script, usually the one that records the outcome
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from service.errors import TransientError
 from service.keys import Keys
+from service.keys import identity_keys as person_keys
 from service.mapping import Identity
 from service.queue.connection import RedisClient
 from service.queue.lua import Script
@@ -125,12 +125,7 @@ class IdentityBusy(TransientError):
 
 def identity_keys(identity: Identity) -> list[str]:
     """Stable, sorted keys for a person: ``e:<hash of email>``, ``p:<hash of phone>``."""
-    keys = []
-    if identity.email:
-        keys.append("e:" + hashlib.sha256(b"email:" + identity.email.encode()).hexdigest()[:32])
-    if identity.phone:
-        keys.append("p:" + hashlib.sha256(b"phone:" + identity.phone.encode()).hexdigest()[:32])
-    return sorted(keys)
+    return person_keys(identity.email, identity.phone)
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from contextlib import suppress
 from redis.exceptions import RedisError
 
 from service.close.client import CloseClient
+from service.close.fieldnames import FieldNames
 from service.config.sources import Sources, build_mappers, build_mappers_issues
 from service.errors import CloseError, ConfigError
 from service.mapping import CloseSchema, Mapper
@@ -34,10 +35,19 @@ async def fetch_schema(close: CloseClient) -> CloseSchema:
 class MapperSet(Mapping[str, Mapper]):
     """``mappers[source]``, rebuilt when Close's schema changes. Also a worker service."""
 
-    def __init__(self, sources: Sources, close: CloseClient, *, refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        sources: Sources,
+        close: CloseClient,
+        *,
+        refresh_seconds: float,
+        names: FieldNames | None = None,
+    ) -> None:
         self.sources = sources
         self.close = close
         self.refresh_seconds = refresh_seconds
+        self.names = names
+        """Where the fields' names are remembered for the admin plane (None: nowhere)."""
         self.schema: CloseSchema | None = None
         # Compiled without a schema first: catches every error that does not need Close.
         self._mappers = build_mappers(sources, None)
@@ -68,12 +78,18 @@ class MapperSet(Mapping[str, Mapper]):
         self.schema = schema
         return True
 
+    async def _fetch(self) -> CloseSchema:
+        schema = await fetch_schema(self.close)
+        if self.names is not None:
+            await self.names.remember(schema)
+        return schema
+
     async def start(self, stopping: asyncio.Event) -> None:
         """Wait until Close's schema has been read (or stopping is asked)."""
         delay = 1.0
         while not stopping.is_set():
             try:
-                schema = await fetch_schema(self.close)
+                schema = await self._fetch()
             except (CloseError, RedisError, OSError) as exc:
                 # The Close client paces itself through Redis: a Redis outage lands here too.
                 logger.warning(
@@ -98,6 +114,6 @@ class MapperSet(Mapping[str, Mapper]):
             if stopping.is_set():
                 return
             try:
-                self.apply(await fetch_schema(self.close))
+                self.apply(await self._fetch())
             except (CloseError, RedisError, OSError) as exc:
                 logger.warning("refreshing Close's schema failed (%s); keeping the last one", exc)

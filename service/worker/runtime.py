@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import aiohttp
 
 from service.close.client import CloseClient
+from service.close.fieldnames import FieldNames
 from service.close.pacing import Pacer
 from service.config.settings import Settings
 from service.config.sources import Sources
@@ -69,7 +70,12 @@ async def open_worker(
             pacer=pacer,
             metrics=metrics,
         )
-        mappers = MapperSet(sources, close, refresh_seconds=settings.schema_refresh_seconds)
+        mappers = MapperSet(
+            sources,
+            close,
+            refresh_seconds=settings.schema_refresh_seconds,
+            names=FieldNames(redis, keys, ttl=settings.record_ttl_seconds),
+        )
         gate = DeliveryGate(pacer, close, probe_seconds=settings.auth_probe_seconds)
         pipeline = Pipeline(
             queue,

@@ -8,6 +8,7 @@ session and ended by its process group id when the block exits.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import os
@@ -32,6 +33,11 @@ FLAGS = (
     "--disable-sync",
     "--remote-debugging-port=0",
 )
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 class CDPError(RuntimeError):
@@ -118,6 +124,18 @@ class Page:
         with contextlib.suppress(CDPError):
             where = await self.evaluate("location.href + ' ' + document.body.innerText")
         raise AssertionError(f"{expression!r} never became true ({last!r}); page: {where!r}")
+
+    async def screenshot(self, path: Path, width: int = 1280, height: int = 900) -> None:
+        """Save the page as a PNG of ``width`` x ``height`` CSS pixels."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        shot = await self.send("Page.captureScreenshot", format="png")
+        await asyncio.to_thread(_write, path, base64.b64decode(shot["data"]))
 
     async def goto(self, url: str) -> None:
         await self.send("Page.navigate", url=url)

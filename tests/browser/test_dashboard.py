@@ -1,5 +1,5 @@
-"""The admin dashboard in a real browser: log in, see a submission and its Close lead, replay a
-dead one.
+"""The admin dashboard in a real browser: log in, see a submission and its Close lead, find a
+person by email, replay a dead one; screenshots of the overview and the search are saved.
 
 The receiver (with the admin token), a worker and the Close emulator run in-process; headless
 Chromium drives the pages. A dead submission is made the way it happens in production: the
@@ -33,6 +33,9 @@ from tests.conftest import (
     tagged_sources,
     wait_for_record,
 )
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+"""Where every run saves the pictures docs/admin-api.md shows (copied to docs/images/)."""
 
 pytestmark = [
     pytest.mark.browser,
@@ -114,6 +117,21 @@ async def test_log_in_see_a_submission_and_replay_a_dead_one(stack: Stack, queue
     assert await page.evaluate("document.querySelector('[data-state=dead]').innerText") == "1"
     overview = await text_of(page)
     assert "ann@example.com" not in overview  # personal data only on a submission's own page
+
+    # "Did ann@example.com's request reach Close?": the search box finds her submission.
+    await page.evaluate(
+        "document.querySelector('input[name=q]').value = 'Ann@Example.com';"
+        "document.querySelector('form[role=search] button').click()"
+    )
+    await page.wait_until("location.pathname === '/admin/search'")
+    await page.wait_until(f"document.querySelector('tr[data-id=\"{created_id}\"]') !== null")
+    found = await text_of(page)
+    assert "1 submission found." in found and "created" in found
+    assert dead_id not in found  # bo's submission is another person's
+    await page.screenshot(SCREENSHOTS / "dashboard-search.png")
+    await page.goto(f"{stack.base}/admin")
+    await page.wait_until("document.querySelector('#chart-states svg') !== null")
+    await page.screenshot(SCREENSHOTS / "dashboard.png")
 
     # The submission's own page shows what was submitted.
     await page.evaluate(f"{row}.querySelector('a.sub').click()")
