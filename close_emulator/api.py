@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -168,7 +169,7 @@ async def post_note(request: web.Request) -> web.Response:
 async def list_notes(request: web.Request) -> web.Response:
     state = _state(request)
     lead_id = request.query.get("lead_id")
-    notes = [n for n in state.notes.values() if lead_id is None or n["lead_id"] == lead_id]
+    notes = list(state.notes.values()) if lead_id is None else state.notes_for(lead_id)
     limit = _int_param(request, "_limit", 100, state.options.max_list_limit)
     skip = _int_param(request, "_skip", 0, None)
     page = notes[skip : skip + limit]
@@ -227,7 +228,7 @@ async def list_custom_fields(request: web.Request) -> web.Response:
 async def search(request: web.Request) -> web.Response:
     state = _state(request)
     answer: Any = run_search(
-        await read_body(request), state.searchable_leads(), state.options, state.live_object
+        await read_body(request), state.index, time.monotonic(), state.options, state.live_object
     )
     return web.json_response(answer)
 

@@ -364,5 +364,5 @@ def create_note(body: JSONObject, state: EmulatorState) -> JSONObject:
         "date_created": stamp,
         "date_updated": stamp,
     }
-    state.notes[note["id"]] = note
+    state.store_note(note)
     return note

@@ -25,7 +25,7 @@ from service.backoff import retry_delay
 from service.close.objects import FollowupCalls
 from service.close.pacing import Pacer, endpoint_group
 from service.close.ratelimit import RateLimitInfo, parse_ratelimit, wait_after_429
-from service.close.search import leads_by_contact
+from service.close.search import leads_of_person
 from service.errors import (
     CloseAuthFailed,
     CloseRateLimited,
@@ -236,9 +236,10 @@ class CloseClient(FollowupCalls):
         )
         return result
 
-    async def find_leads(self, kind: str, value: str) -> list[dict[str, Any]]:
-        """Leads having a contact with this email or E.164 phone (id, name, dates)."""
-        result = await self.request("POST", "data/search/", body=leads_by_contact(kind, value))
+    async def find_leads(self, email: str | None, phone: str | None) -> list[dict[str, Any]]:
+        """Leads having a contact with this email or this E.164 phone, in one search (id,
+        name, dates, and the contacts with their emails and phones)."""
+        result = await self.request("POST", "data/search/", body=leads_of_person(email, phone))
         data = result.get("data") if isinstance(result, dict) else None
         return [row for row in data or [] if isinstance(row, dict) and row.get("id")]
 

@@ -33,13 +33,14 @@ from service.close.status import refresh_metrics
 from service.config.settings import Settings
 from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
-from service.errors import MappingRejected
+from service.errors import MappingRejected, OverLimit
 from service.logs import SUBMISSION
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import ProblemError, problem, problem_middleware
-from service.queue import Queue
+from service.queue import Queue, Throttle
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
+from service.queue.intake import Intake
 from service.receiver import answers, cors, spam
 from service.receiver.bodies import (
     BodyError,
@@ -101,20 +102,61 @@ async def receive(request: web.Request) -> web.Response:
         response = await _accept(request, name, source)
     except ProblemError as exc:
         response = answers.refused(request, source.redirect, exc)
-        if exc.status == 408:
+        if _closes(exc):
             response.force_close()
     cors.decorate(request, response, source.cors)
     return response
 
 
+class _Tokens:
+    """A request's rate-limit tokens, taken exactly once: by the script that stores the
+    submission, or on their own when the request is refused before it gets there (then a
+    request over a limit is answered 429, as if the limits had been checked first)."""
+
+    def __init__(self, intake: Intake, throttles: tuple[Throttle, ...]) -> None:
+        self.intake = intake
+        self._unpaid = throttles
+
+    def hand_over(self) -> tuple[Throttle, ...]:
+        """The tokens still to take, for the script that stores the submission."""
+        throttles, self._unpaid = self._unpaid, ()
+        return throttles
+
+    async def take(self, refused: ProblemError | None = None) -> None:
+        """Take the tokens still to take now; 429 when over a limit (closing the connection
+        when ``refused`` did: a body that was not read)."""
+        throttles = self.hand_over()
+        if not throttles:
+            return
+        try:
+            await self.intake.take_tokens(throttles)
+        except OverLimit as exc:
+            closing = refused is not None and _closes(refused)
+            raise spam.limited(exc, {"Connection": "close"} if closing else None) from None
+        except (RedisError, OSError):
+            raise _queue_down() from None
+
+
+def _closes(exc: ProblemError) -> bool:
+    """Whether the answer must close the connection (the body was not read to its end)."""
+    return exc.status == 408 or (exc.headers or {}).get("Connection") == "close"
+
+
 async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.Response:
+    client = request_client(request)
+    tokens = _Tokens(request.app[QUEUE].intake, spam.throttles(name, client, source.rate_limit))
+    try:
+        return await _admit(request, name, source, client, tokens)
+    except ProblemError as exc:
+        await tokens.take(exc)  # a refused request takes its tokens too
+        raise
+
+
+async def _admit(
+    request: web.Request, name: str, source: SourceConfig, client: str | None, tokens: _Tokens
+) -> web.Response:
     app = request.app
     settings, queue = app[SETTINGS], app[QUEUE]
-    client = request_client(request)
-    try:
-        await spam.check_rates(queue.intake, name, client, source.rate_limit)
-    except (RedisError, OSError):
-        raise _queue_down() from None
     content_type = request.headers.get("Content-Type")
     media_type, _ = media_type_of(content_type)
     if not supported(media_type):
@@ -149,16 +191,19 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
     )
     if spam.honeypot_filled(body, source.honeypot):
         return await _spam(
-            request, dataclasses.replace(envelope, body=body), source, requested_page
+            request, dataclasses.replace(envelope, body=body), source, requested_page, tokens
         )
     mapper = app[MAPPERS].get(name)
     if source.kind == "form" and mapper is not None:
         _check_mappable(mapper, envelope)
     if source.captcha is not None:
+        await tokens.take()  # a flood stops here, before it costs a call to the CAPTCHA service
         await app[CAPTCHA].check(source.captcha, name, token, client)
     delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
-        sub_id, queued = await queue.intake.enqueue(envelope, delivery)
+        sub_id, queued = await queue.intake.enqueue(envelope, delivery, tokens.hand_over())
+    except OverLimit as exc:
+        raise spam.limited(exc) from None
     except (RedisError, OSError) as exc:
         logger.error("cannot queue a submission for %s: %s", name, type(exc).__name__)
         raise _queue_down() from None
@@ -192,11 +237,18 @@ def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:
 
 
 async def _spam(
-    request: web.Request, envelope: Envelope, source: SourceConfig, requested_page: Any
+    request: web.Request,
+    envelope: Envelope,
+    source: SourceConfig,
+    requested_page: Any,
+    tokens: _Tokens,
 ) -> web.Response:
     """A filled honeypot: stored as rejected spam, answered exactly like a success."""
+    intake = request.app[QUEUE].intake
     try:
-        sub_id, _ = await request.app[QUEUE].intake.store_rejected(envelope, "spam")
+        sub_id, _ = await intake.store_rejected(envelope, "spam", throttles=tokens.hand_over())
+    except OverLimit as exc:
+        raise spam.limited(exc) from None
     except (RedisError, OSError):
         raise _queue_down() from None
     logger.info("submission %s rejected as spam (source %s)", sub_id, envelope.source)

@@ -10,10 +10,10 @@ window, so a double click on a form's submit button makes one submission.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from service import jsoncodec
 from service.config.sources import SourceConfig
 from service.envelope import Envelope
 from service.mapping import Mapper
@@ -66,11 +66,9 @@ def delivery_key(
     if event_id:
         return DeliveryKey("event-id", _digest("event-id", event_id), dedup.event_ttl_seconds)
     if dedup.body_window_seconds > 0:
-        canonical = json.dumps(
-            normalised_body(envelope.body, frozenset(dedup.hash_ignored_fields)),
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
+        canonical = jsoncodec.dumps(
+            normalised_body(envelope.body, frozenset(dedup.hash_ignored_fields)), sort_keys=True
         )
-        return DeliveryKey("body-hash", _digest("body", canonical), dedup.body_window_seconds)
+        digest = hashlib.sha256(b"body\x1f" + canonical).hexdigest()[:40]  # as _digest
+        return DeliveryKey("body-hash", digest, dedup.body_window_seconds)
     return None

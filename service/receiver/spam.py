@@ -3,18 +3,20 @@
 A filled honeypot is answered exactly like a success (a bot learns nothing) and stored as a
 ``rejected`` record with reason ``spam``; it is never queued. Rate limits are token buckets
 shared by every receiver process (``service/queue/buckets.py``), per client address and per
-source; over the limit is 429 with ``Retry-After`` in whole seconds.
+source, taken in the same script that stores the submission (``service/queue/intake.py``);
+over the limit is 429 with ``Retry-After`` in whole seconds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from service.config.policy import HoneypotSpec, Rate, RateLimitSpec
+from service.config.policy import HoneypotSpec, RateLimitSpec
+from service.errors import OverLimit
 from service.problems import ProblemError
-from service.queue.intake import Intake
+from service.queue import Throttle
 
 
 def honeypot_filled(body: Any, spec: HoneypotSpec | None) -> bool:
@@ -36,31 +38,30 @@ def without_fields(body: Any, names: Iterable[str | None]) -> Any:
     return {key: value for key, value in body.items() if key not in drop}
 
 
-async def _take(intake: Intake, scope: str, rate: Rate) -> float:
-    return await intake.take_token(scope, rate=rate.per_second, capacity=rate.count)
+def throttles(source: str, client: str | None, spec: RateLimitSpec | None) -> tuple[Throttle, ...]:
+    """The buckets a request to ``source`` from ``client`` takes a token from, client first."""
+    if spec is None:
+        return ()
+    found = []
+    if spec.per_client is not None and client:
+        rate = spec.per_client
+        found.append(Throttle("client", f"ip:{source}:{client}", rate.per_second, rate.count))
+    if spec.per_source is not None:
+        rate = spec.per_source
+        found.append(Throttle("source", f"source:{source}", rate.per_second, rate.count))
+    return tuple(found)
 
 
-def _limited(wait: float, detail: str) -> ProblemError:
-    seconds = max(1, math.ceil(wait))
+def limited(exc: OverLimit, headers: Mapping[str, str] | None = None) -> ProblemError:
+    """The 429 for a request over a limit, with ``Retry-After`` in whole seconds."""
+    seconds = max(1, math.ceil(exc.wait))
+    detail = {
+        "client": "too many submissions from your address",
+        "source": "this endpoint is receiving too many submissions",
+    }.get(exc.kind, "too many submissions")
     return ProblemError(
         429,
         "rate-limited",
         f"{detail}; try again in {seconds} s",
-        headers={"Retry-After": str(seconds)},
+        headers={**(headers or {}), "Retry-After": str(seconds)},
     )
-
-
-async def check_rates(
-    intake: Intake, source: str, client: str | None, spec: RateLimitSpec | None
-) -> None:
-    """Raise 429 when the client, or the source as a whole, is over its limit."""
-    if spec is None:
-        return
-    if spec.per_client is not None and client:
-        wait = await _take(intake, f"ip:{source}:{client}", spec.per_client)
-        if wait > 0:
-            raise _limited(wait, "too many submissions from your address")
-    if spec.per_source is not None:
-        wait = await _take(intake, f"source:{source}", spec.per_source)
-        if wait > 0:
-            raise _limited(wait, "this endpoint is receiving too many submissions")

@@ -8,8 +8,8 @@ it after the visibility timeout: nothing is lost.
 Effectively-once leads, although Close has no idempotency key:
 
 - one person's submissions are processed one at a time (identity locks, all workers);
-- before creating, the person is looked up: the local cache, then Close's search by email,
-  then by phone; the cache is written right after a create, so search-index lag cannot hide a
+- before creating, the person is looked up: the local cache, then one Close search (email or
+  phone); the cache is written right after a create, so search-index lag cannot hide a
   lead this service made;
 - the record is marked before the create POST; a later attempt that finds the mark but no lead
   id (a crash, a timeout, a 5xx: outcome unknown) looks the person up again, and while nothing
