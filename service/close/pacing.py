@@ -144,7 +144,8 @@ def endpoint_group(method: str, path: str) -> str:
         return "search"
     if method.upper() == "GET":
         return "read"
-    return _WRITES.get(path.split("/", 1)[0], "write")
+    segments = path.split("/")
+    return next((group for name, group in _WRITES.items() if name in segments), "write")
 
 
 class Pacer:

@@ -150,6 +150,12 @@ async def test_a_pause_stops_this_process_at_once_and_others_within_the_lease(
         ("POST", "/api/v1/activity/custom/", "activity"),
         ("GET", "activity/note/", "read"),
         ("GET", "lead/lead_1/", "read"),
+        ("POST", "task/", "task"),
+        ("PUT", "/api/v1/task/task_1/", "task"),
+        ("POST", "opportunity/", "opportunity"),
+        ("POST", "sequence_subscription/", "sequence"),
+        ("PUT", "contact/cont_1/", "write"),
+        ("GET", "task/", "read"),
     ],
 )
 def test_a_leads_create_and_its_note_are_paced_in_separate_groups(
