@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import followups
 from bench.targets import NOTES, targets
 
 
@@ -286,6 +287,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]]], ...] = 
     ("orgsize", "2b. An organisation of many leads", _orgsize),
     ("ratelimit", "3. Close's rate limit", _ratelimit),
     ("e2e", "4. End-to-end latency", _e2e),
+    ("followup", "7. Follow-ups: speed to lead, Close calls per lead", followups.report_lines),
     ("memory", "5. Memory", _memory),
     ("scaleout", "6. Scale-out on this 2-core box", _scaleout),
 )

@@ -33,12 +33,21 @@ from typing import Any
 
 import psutil
 
-from bench import drain, endtoend, intake, profiling, ratelimit, report
+from bench import drain, endtoend, followups, intake, profiling, ratelimit, report
 from bench.procs import LOAD_CORE
 from bench.stack import Stack
 
 BENCH = Path(__file__).resolve().parent
-SECTIONS = ("intake", "drain", "orgsize", "ratelimit", "e2e", "scaleout", "memory")
+SECTIONS = (
+    "intake",
+    "drain",
+    "orgsize",
+    "ratelimit",
+    "e2e",
+    "followup",
+    "scaleout",
+    "memory",
+)
 
 
 def _version(command: list[str], pattern: str) -> str:
@@ -189,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=4 if quick else 15,
             latencies=(0, 50),
         ),
+        "followup": lambda: followups.followups(stack, workdir, quick=quick),
         "scaleout": lambda: {
             "intake": intake.intake_scaleout(
                 stack, workdir, seconds=3 if quick else 6, warmup=1 if quick else 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import followups
+
 Row = tuple[str, str, bool | None, str]
 """(target, measured, met?, note key)."""
 
@@ -53,6 +55,17 @@ NOTES = {
         "429s and `RateLimit: remaining=0` pauses alone overshoot and then stall. Set "
         "INTAKE_CLOSE_RATE_LIMIT (per endpoint group, all workers together) to the "
         "organisation's Close limit."
+    ),
+    "speed_to_lead": (
+        "The task waits for the person's search, the create and the task itself (the owner is "
+        "chosen in Redis and goes into the create body); beyond those calls the time is the "
+        "worker's queueing for its CPU and the stream read. More worker processes, or fewer "
+        "tasks per process, shorten the queue."
+    ),
+    "followup_bound": (
+        "Close's limit per endpoint group bounds the leads per second whatever the workers do; "
+        "above the bound the workers were held back only by Close's 429s. Set "
+        "INTAKE_CLOSE_RATE_LIMIT to the organisation's limit."
     ),
     "memory": (
         "RSS kept growing after the warm-up: look at what the process keeps per submission "
@@ -211,6 +224,7 @@ def targets(data: dict[str, Any]) -> list[Row]:
         ("drain", _drain),
         ("orgsize", _orgsize),
         ("ratelimit", _ratelimit),
+        ("followup", followups.target_rows),
         ("memory", _memory),
     ):
         section = s.get(key) or {}
