@@ -39,6 +39,11 @@ _RECORD_PROPERTIES: dict[str, Any] = {
     "attempts": {"type": "integer", "minimum": 0},
     "lead_id": {"type": ["string", "null"]},
     "lead_url": {"type": ["string", "null"]},
+    "owner": {
+        "type": ["string", "null"],
+        "description": "The lead's owner (a Close user id) as the source's follow-ups chose or "
+        "kept it; null without an owner step, or when nobody was available.",
+    },
 }
 
 
@@ -111,6 +116,28 @@ SCHEMAS: dict[str, Any] = {
             "detail": {"type": "object"},
         },
     },
+    "StepMark": {
+        "type": "object",
+        "description": (
+            "How far one step after the lead got. `started`: its request may have reached Close "
+            "(the next attempt looks for its effect before sending again); `done` (`close_id`: "
+            "what it made or found: a contact, note, task, subscription, opportunity, custom "
+            "activity, the owner's user id, the updated lead), `skipped` (`reason`: why "
+            "nothing was needed, e.g. the email is unsubscribed) and `failed` (Close refused "
+            "it for good: `error` holds Close's answer) are final. `detail` is the step's own: "
+            "the owner's `how`, `pool` and `turn`; an update's `changes` (field: before and "
+            "after); a task's `assigned_to` and `date`; `how: found after a lost answer`."
+        ),
+        "required": ["state", "at"],
+        "properties": {
+            "state": {"type": "string", "enum": ["started", "done", "skipped", "failed"]},
+            "at": {"type": "string", "format": "date-time"},
+            "close_id": {"type": "string"},
+            "reason": {"type": "string"},
+            "error": {"description": "Close's answer to a refused step (status, field errors)."},
+            "detail": {"type": "object"},
+        },
+    },
     "Submission": {
         "type": "object",
         "description": (
@@ -129,6 +156,13 @@ SCHEMAS: dict[str, Any] = {
             "last_error": {"description": "What the last failed attempt met (object or text)."},
             "payload": {"description": "The body as received: personal data."},
             "erased_from": {"type": "string", "description": "The state before erasure."},
+            "steps": {
+                "type": "object",
+                "description": "The steps after the lead by name, in the order they ran: "
+                "`owner`, `update`, `contact_details`, `contact`, `task`, `note`, `activity`, "
+                "`opportunity`, `sequence` (those the source has).",
+                "additionalProperties": _ref("StepMark"),
+            },
             "history": {"type": "array", "items": _ref("HistoryEvent")},
         },
         "additionalProperties": True,

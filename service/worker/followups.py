@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from service.close.client import CloseClient
 from service.close.directory import Directory, Needs, fetch_directory
+from service.close.fieldnames import FieldNames
 from service.config.sources import Sources
 from service.errors import CloseError, ConfigError, ConfigIssue
 from service.mapping import CloseSchema, MappedLead, Mapper
@@ -76,8 +77,16 @@ class FollowupPlans:
     """``plans[source]``, kept in step with the organisation. Also a worker service."""
 
     def __init__(
-        self, sources: Sources, close: CloseClient, mappers: MapperSet, *, refresh_seconds: float
+        self,
+        sources: Sources,
+        close: CloseClient,
+        mappers: MapperSet,
+        *,
+        refresh_seconds: float,
+        names: FieldNames | None = None,
     ) -> None:
+        self.names = names
+        """Where the users' names are remembered for the admin plane (None: nowhere)."""
         self.sources = sources
         self.close = close
         self.mappers = mappers
@@ -95,6 +104,8 @@ class FollowupPlans:
         plans, issues = resolve_all(self.sources, self.mappers, directory, self.mappers.schema)
         if not issues:
             self.directory = directory
+            if self.names is not None:
+                await self.names.remember_names({u.id: u.name for u in directory.users})
         return plans, issues
 
     async def start(self, stopping: asyncio.Event) -> None:

@@ -72,15 +72,13 @@ async def open_worker(
             pacer=pacer,
             metrics=metrics,
         )
+        names = FieldNames(redis, keys, ttl=settings.record_ttl_seconds)
         mappers = MapperSet(
-            sources,
-            close,
-            refresh_seconds=settings.schema_refresh_seconds,
-            names=FieldNames(redis, keys, ttl=settings.record_ttl_seconds),
+            sources, close, refresh_seconds=settings.schema_refresh_seconds, names=names
         )
         gate = DeliveryGate(pacer, close, probe_seconds=settings.auth_probe_seconds)
         plans = FollowupPlans(
-            sources, close, mappers, refresh_seconds=settings.schema_refresh_seconds
+            sources, close, mappers, refresh_seconds=settings.schema_refresh_seconds, names=names
         )
         followups = Followups(
             plans,
