@@ -37,7 +37,7 @@ from service.worker.followups import (
     owner_of,
 )
 from service.worker.plan import Plan
-from service.worker.steps import ContactStep, Done, NoteStep, Step, StepContext
+from service.worker.steps import STEPS, ContactStep, Done, NoteStep, Step, StepContext
 
 
 class OwnerStep(FollowupStep):
@@ -351,7 +351,7 @@ class ActivityStep(FollowupStep):
 def all_steps(followups: Followups | None) -> tuple[Step, ...]:
     """The steps after the lead, in the order they run (without follow-ups: contact, note)."""
     if followups is None:
-        return (ContactStep(), NoteStep())
+        return STEPS
     fu = followups
     return (
         OwnerStep(fu),

@@ -212,4 +212,5 @@ class StepRunner:
 
 
 STEPS: tuple[Step, ...] = (ContactStep(), NoteStep())
-"""The steps after the lead, in the order they run."""
+"""The steps after the lead of a source without follow-ups, in the order they run (with them:
+``followup_steps.all_steps``)."""
