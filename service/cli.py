@@ -28,14 +28,21 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
-from close_emulator import OrgFileError, add_emulator_arguments, options_from_args, run_emulator
+from close_emulator import (
+    EmulatorOptions,
+    OrgFileError,
+    add_emulator_arguments,
+    options_from_args,
+    run_emulator,
+)
+from service import __version__, tracing
 from service.config.check import check_sources
 from service.config.presets import bundled_presets, preset_details, preset_summary
 from service.config.settings import Settings, load_settings
 from service.config.sources import Sources, read_sources_file, validate_sources
 from service.dev.followups import check_followups, preview_followups
 from service.dev.ports import Port, PortInUse, check_free
-from service.dev.preview import BadPayload, preview_envelope, read_lead_file
+from service.dev.preview import BadPayload, add_map_arguments, preview_envelope, read_lead_file
 from service.dev.schema import close_schema
 from service.dev.stack import run_dev
 from service.errors import ConfigError, ConfigIssue, MappingRejected
@@ -51,6 +58,7 @@ from service.times import BadTime, parse_time
 from service.worker.followups import sources_need
 from service.worker.http import create_worker_app
 from service.worker.plan import needs_of, resolve
+from service.worker.preview import hydration_preview
 from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2
@@ -163,8 +171,18 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    asyncio.run(run_emulator(options, args.host, args.port))
+    asyncio.run(_run_emulator(options, args.host, args.port))
     return 0
+
+
+async def _run_emulator(options: EmulatorOptions, host: str, port: int) -> None:
+    """The emulator until SIGTERM or SIGINT. As a container's PID 1 (no init) a SIGTERM would
+    otherwise be ignored and the container killed only when its stop timeout runs out."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_emulator(options, host, port, stop=stop)
 
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -223,6 +241,10 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
     schema = checked.schema
     mapper = Mapper(spec, source=name, presets=presets, schema=schema)
     envelope = preview_envelope(args, name)
+    envelope, fetch = hydration_preview(settings, spec, mapper, envelope, args.item, args.fetched)
+    if fetch is not None:  # a thin payload: what the worker would fetch before mapping
+        print(json.dumps(fetch, indent=2, ensure_ascii=False))
+        return 0
     try:
         mapped = mapper.map(envelope)
     except MappingRejected as exc:
@@ -254,7 +276,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `replay`")])
     since = _parse_since(args.since) if args.since else None
-    redis = redis_from_url(settings.redis_url)
+    redis = redis_from_url(settings.redis_url, settings.redis_options)
     queue = Queue.from_settings(redis, settings)
     try:
         if args.id:
@@ -298,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"lead-intake {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the receiver (HTTP) only")
     sub.add_parser("worker", help="run the worker pool only")
@@ -317,27 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapping = sub.add_parser(
         "map", help="show the Close body, note and identity a payload maps to (sends nothing)"
     )
-    which = mapping.add_mutually_exclusive_group(required=True)
-    which.add_argument("--source", help="a source of the sources file")
-    which.add_argument("--preset", help="a provider preset, without a source")
-    mapping.add_argument(
-        "--content-type",
-        default="application/json",
-        help="media type of FILE, or json | form | multipart (default json)",
-    )
-    mapping.add_argument("--query", help="query string of the request, e.g. 'utm_source=ads'")
-    mapping.add_argument(
-        "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
-    )
-    mapping.add_argument("--client-ip", help="the client IP the request came from")
-    existing = mapping.add_mutually_exclusive_group()
-    existing.add_argument(
-        "--lead", help="preview the follow-ups for a match to this Close lead (needs the API key)"
-    )
-    existing.add_argument(
-        "--lead-file", type=Path, help="... or to this lead, as GET /lead/{id}/ gives it (JSON)"
-    )
-    mapping.add_argument("file", help="the payload file, or - for standard input")
+    add_map_arguments(mapping)
     presets = sub.add_parser("presets", help="list the provider presets, or show one")
     presets.add_argument("name", nargs="?", help="a preset to show in full")
     replay = sub.add_parser(
@@ -373,7 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(settings, args)
         sources = _load(settings)
         handlers = {"serve": cmd_serve, "worker": cmd_worker, "dev": cmd_dev}
-        return handlers[args.command](settings, sources, args)
+        tracing.setup({"serve": "receiver"}.get(args.command, args.command))
+        try:
+            return handlers[args.command](settings, sources, args)
+        finally:
+            tracing.shutdown()
     except ConfigError as exc:
         return _fail_config(exc)
     except BadPayload as exc:

@@ -12,7 +12,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from service.envelope import Envelope, new_submission_id
-from service.receiver.bodies import BodyError, media_type_of, parse_body
+from service.httpbody import BodyError
+from service.receiver.bodies import media_type_of, parse_body
 
 
 class BadPayload(Exception):
@@ -70,3 +71,30 @@ def preview_envelope(args: argparse.Namespace, source: str) -> Envelope:
         query=dict(parse_qsl(args.query or "", keep_blank_values=True)),
         client_ip=args.client_ip,
     )
+
+
+def add_map_arguments(mapping: argparse.ArgumentParser) -> None:
+    """``lead-intake map``'s arguments: which mapping, the request, an existing lead."""
+    which = mapping.add_mutually_exclusive_group(required=True)
+    which.add_argument("--source", help="a source of the sources file")
+    which.add_argument("--preset", help="a provider preset, without a source")
+    mapping.add_argument(
+        "--content-type",
+        default="application/json",
+        help="media type of FILE, or json | form | multipart (default json)",
+    )
+    mapping.add_argument("--query", help="query string of the request, e.g. 'utm_source=ads'")
+    mapping.add_argument(
+        "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
+    )
+    mapping.add_argument("--client-ip", help="the client IP the request came from")
+    existing = mapping.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--lead", help="preview the follow-ups for a match to this Close lead (needs the API key)"
+    )
+    existing.add_argument(
+        "--lead-file", type=Path, help="... or to this lead, as GET /lead/{id}/ gives it (JSON)"
+    )
+    mapping.add_argument("--fetched", help="the provider's answer for a thin payload (JSON)")
+    mapping.add_argument("--item", type=int, default=0, help="which item of a split delivery")
+    mapping.add_argument("file", help="the payload file, or - for standard input")
