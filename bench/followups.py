@@ -2,8 +2,10 @@
 
 The partner source gets a ``followup:`` section (bench/followups.yaml): the owner round-robin
 over a group of four reps (into the create body), a task for the owner, the sequence from the
-owner's mailbox, an opportunity (only while none is active) and the submission as a custom
-activity, besides the note. The emulator emulates the organisation of bench/team.yaml.
+owner's mailbox, the update of a returning person's lead (their new comment overwrites the
+description: one PUT), an opportunity (only while none is active, looked for on a match too)
+and the submission as a custom activity (on a match too), besides the note. The emulator
+emulates the organisation of bench/team.yaml.
 
 - **Speed to lead** (receipt → task created): a paced poster (open loop) sends signed webhooks
   to one receiver, one worker (16 tasks) delivers them, at Close latency 0 and 50 ms. From the
@@ -35,6 +37,7 @@ from bench.load import post_paced
 from bench.procs import Procs
 from bench.ratelimit import bound, per_group, steady_rate
 from bench.stack import Stack, emulator_prepare, emulator_requests, percentile, wait_drained
+from service.config.settings import Settings
 from service.keys import Keys
 from service.queue.connection import redis_from_url
 from service.queue.records import Record
@@ -58,7 +61,7 @@ def followup_stack(stack: Stack) -> Stack:
 
 
 async def _records(redis_url: str, ids: list[str]) -> list[Record]:
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     keys = Keys("intake")
     try:
         pipe = redis.pipeline(transaction=False)
@@ -71,7 +74,7 @@ async def _records(redis_url: str, ids: list[str]) -> list[Record]:
 
 async def _reading(redis_url: str, timeout: float = 60.0) -> None:  # noqa: ASYNC109
     """Wait until a worker waits on the stream (started: schema and organisation read)."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -230,7 +233,8 @@ def report_lines(section: dict[str, Any]) -> list[str]:
     """Section 7 of RESULTS.md."""
     out = [
         "The partner source with the whole follow-up (bench/followups.yaml: owner round-robin "
-        "over a group of 4 reps, task, sequence, opportunity, custom activity, and the note) "
+        "over a group of 4 reps, task, sequence, the update of a returning person's lead, "
+        "opportunity and custom activity, these two on a match too, and the note) "
         "against the organisation of bench/team.yaml. Speed to lead: a paced poster, one "
         "receiver and one worker (16 tasks); receipt -> task created is the task step's time "
         "in the record less the receipt. Calls per lead: from the emulator's log, start-up "

@@ -156,7 +156,8 @@ async def preload(
 ) -> list[str]:
     """Put ``count`` partner webhooks (distinct people) into the stream with the service's own
     ``Queue.enqueue``, as the receiver would have; returns the submission ids. The people are
-    those of ``tag``; ``delivery`` makes their deliveries new (the same people again)."""
+    those of ``tag``; ``delivery`` makes their deliveries new (the same people again, whose
+    comment, the lead's description, is new too)."""
     redis = redis_from_url(redis_url, Settings().redis_options)
     queue = Queue(redis, Keys(prefix), record_ttl=24 * 3600)
     ids: list[str] = []
@@ -166,12 +167,17 @@ async def preload(
         async def one(index: int) -> str:
             now = time.time()
             msg_id = f"msg_{tag}_{index}{delivery}"
+            body = json.loads(payloads.webhook_body(tag, index))
+            if delivery:  # a returning person says something new (an update has work)
+                body["request"]["comment"] = (
+                    f"Back again ({delivery}). " + body["request"]["comment"]
+                )
             envelope = Envelope(
                 id=new_submission_id(now),
                 source=payloads.WEBHOOK_SOURCE,
                 received_at=now,
                 content_type="application/json",
-                body=json.loads(payloads.webhook_body(tag, index)),
+                body=body,
                 headers={"content-type": "application/json", "webhook-id": msg_id},
                 client_ip="127.0.0.1",
             )

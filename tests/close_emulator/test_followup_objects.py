@@ -53,6 +53,39 @@ async def test_users_groups_and_sender_accounts(emu: Emu) -> None:
     assert uid(emu, "gone@team.example") in {m["user_id"] for m in org["inactive_memberships"]}
 
 
+async def test_a_team_set_up_at_run_time_over_the_control_api(emu: Emu) -> None:
+    """Tests and ``make run`` set users, groups and sequences with ``POST /_emulator/config``."""
+    team = {
+        "users": [
+            {"email": "lead@new.example", "name": "Lead"},
+            {"email": "ada@new.example", "name": "Ada"},
+            {"email": "bo@new.example", "name": "Bo", "active": False},
+        ],
+        "groups": [{"name": "Night Shift", "members": ["ada@new.example", "bo@new.example"]}],
+        "sequences": [{"name": "Night nurture"}, {"name": "Old", "status": "archived"}],
+    }
+    reply = await emu.call("POST", "/_emulator/config", team, headers={})
+    assert reply.status == 200, reply.body
+    users = (await emu.call("GET", f"{API}/user/")).body["data"]
+    assert [u["email"] for u in users] == [u["email"] for u in team["users"]]
+    assert (await emu.call("GET", f"{API}/me/")).body["email"] == "lead@new.example"
+    groups = (await emu.call("GET", f"{API}/group/")).body["data"]
+    assert [g["name"] for g in groups] == ["Night Shift"]
+    full = (await emu.call("GET", f"{API}/group/{groups[0]['id']}/")).body
+    assert [m["user_id"] for m in full["members"]] == [
+        uid(emu, "ada@new.example"),
+        uid(emu, "bo@new.example"),
+    ]
+    sequences = (await emu.call("GET", f"{API}/sequence/")).body["data"]
+    assert {s["name"]: s["status"] for s in sequences} == {
+        "Night nurture": "active",
+        "Old": "archived",
+    }
+    unknown = {"groups": [{"name": "G", "members": ["nobody@new.example"]}]}
+    refused = await emu.call("POST", "/_emulator/config", unknown, headers={})
+    assert refused.status == 400, refused.body
+
+
 async def test_tasks_as_recorded(emu: Emu) -> None:
     lead = await person(emu)
     plain = await emu.call("POST", f"{API}/task/", {"lead_id": lead["id"], "text": "Call"})
