@@ -15,18 +15,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from service.close.client import CloseClient
 from service.close.directory import Directory, Needs, fetch_directory
 from service.close.fieldnames import FieldNames
 from service.config.sources import Sources
-from service.errors import CloseError, ConfigError, ConfigIssue
+from service.errors import ConfigError, ConfigIssue
 from service.mapping import CloseSchema, MappedLead, Mapper
 from service.metrics import Metrics
 from service.queue import Queue, Record
@@ -36,6 +33,7 @@ from service.worker.mappers import MapperSet
 from service.worker.outcomes import Attempt
 from service.worker.owner import Owners
 from service.worker.plan import Plan, needs_of, resolve
+from service.worker.refresh import READ_ERRORS, every, read_until_answered
 from service.worker.steps import Step, StepContext
 
 logger = logging.getLogger(__name__)
@@ -113,33 +111,22 @@ class FollowupPlans:
         name does not resolve)."""
         if not self.configured:
             return
-        delay = 1.0
-        while not stopping.is_set():
-            try:
-                plans, issues = await self._read()
-            except (CloseError, RedisError, OSError) as exc:
-                logger.warning("cannot read the follow-ups' Close objects yet (%s)", exc)
-            else:
-                if issues:
-                    raise ConfigError(issues)
-                self.plans = plans
-                return
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
-            delay = min(delay * 2, 60.0)
+        read = await read_until_answered(self._read, stopping, "the follow-ups' Close objects")
+        if read is None:
+            return
+        plans, issues = read
+        if issues:
+            raise ConfigError(issues)
+        self.plans = plans
 
     async def run(self, stopping: asyncio.Event) -> None:
         if not self.configured:
             await stopping.wait()  # a service that returns would stop the worker
             return
-        while not stopping.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.refresh_seconds)
-            if stopping.is_set():
-                return
+        async for _ in every(self.refresh_seconds, stopping):
             try:
                 plans, issues = await self._read()
-            except (CloseError, RedisError, OSError) as exc:
+            except READ_ERRORS as exc:
                 logger.warning("refreshing the follow-ups failed (%s); keeping the last plans", exc)
                 continue
             if issues:
