@@ -34,7 +34,7 @@ from close_emulator.team import (
     Sequence,
     default_pipelines,
 )
-from close_emulator.values import FieldType, multi_value_allowed, value_problem
+from close_emulator.values import FieldType, definition_problem, value_problem
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -81,10 +81,9 @@ class CustomFieldSpec(BaseModel):
     def _check(self) -> CustomFieldSpec:
         if not self.id.startswith(("cf_", "lcf_")):
             raise ValueError("custom field ids start with cf_ (or lcf_ for old fields)")
-        if self.type == "choices" and not self.choices:
-            raise ValueError("a choices field needs a non-empty 'choices' list")
-        if self.accepts_multiple_values and not multi_value_allowed(self.type):
-            raise ValueError("only choices and user fields accept multiple values here")
+        problem = definition_problem(self.type, self.choices, self.accepts_multiple_values)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def check_value(self, value: Any) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from close_emulator.ids import derived_id, with_derived_id
-from close_emulator.values import FieldType, multi_value_allowed, value_problem
+from close_emulator.values import FieldType, definition_problem, value_problem
 
 
 class _Model(BaseModel):
@@ -121,10 +121,9 @@ class ActivityField(_Model):
     def _check(self) -> ActivityField:
         if not self.id.startswith("cf_"):
             raise ValueError("custom field ids start with cf_")
-        if self.type == "choices" and not self.choices:
-            raise ValueError("a choices field needs a non-empty 'choices' list")
-        if self.accepts_multiple_values and not multi_value_allowed(self.type):
-            raise ValueError("only choices and user fields accept multiple values here")
+        problem = definition_problem(self.type, self.choices, self.accepts_multiple_values)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def check_value(self, value: Any) -> str | None:

@@ -41,3 +41,12 @@ def value_problem(kind: FieldType, choices: Sequence[str] | None, value: Any) ->
 def multi_value_allowed(kind: FieldType) -> bool:
     """Only choices and user fields accept several values in the emulator."""
     return kind in ("choices", "user")
+
+
+def definition_problem(kind: FieldType, choices: list[str] | None, multiple: bool) -> str | None:
+    """What is wrong with a field's definition (its type, choices, several values), if any."""
+    if kind == "choices" and not choices:
+        return "a choices field needs a non-empty 'choices' list"
+    if multiple and not multi_value_allowed(kind):
+        return "only choices and user fields accept multiple values here"
+    return None
