@@ -16,9 +16,9 @@ from close_emulator.objects import (
     update_contact,
     update_lead,
 )
-from close_emulator.options import CustomFieldSpec
 from close_emulator.search import run_search
 from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
+from close_emulator.team import CustomFieldSpec
 
 API = "/api/v1"
 REQUEST_RECORD = web.RequestKey("emulator_request_record", RequestRecord)

@@ -16,8 +16,9 @@ from aiohttp.typedefs import Handler
 from pydantic import TypeAdapter, ValidationError
 
 from close_emulator.fields import JSONObject, custom_fields_of
-from close_emulator.options import CustomFieldSpec, Fault
+from close_emulator.options import Fault
 from close_emulator.state import EMULATOR_STATE, EmulatorState
+from close_emulator.team import CustomFieldSpec
 
 CONTROL = "/_emulator"
 _FAULTS = TypeAdapter(list[Fault])

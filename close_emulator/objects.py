@@ -19,8 +19,9 @@ from close_emulator.fields import (
     object_list,
     optional_string,
 )
-from close_emulator.options import CustomFieldSpec, EmulatorOptions, LeadStatus
+from close_emulator.options import EmulatorOptions, LeadStatus
 from close_emulator.state import EmulatorState, now_iso
+from close_emulator.team import CustomFieldSpec
 
 ADDRESS_KEYS = ("label", "address_1", "address_2", "city", "state", "zipcode", "country")
 # Not in the docs: "Not a valid choice. …" is all a recorded response shows (close-api.md §1).

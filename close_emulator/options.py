@@ -29,12 +29,13 @@ from close_emulator.ids import derived_id, with_derived_id
 from close_emulator.team import (
     ConnectedAccount,
     CustomActivityType,
+    CustomFieldSpec,
     Group,
     Pipeline,
     Sequence,
     default_pipelines,
 )
-from close_emulator.values import FieldType, definition_problem, value_problem
+from close_emulator.values import FieldType
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -58,37 +59,6 @@ class LeadStatus(BaseModel):
         if isinstance(value, str):
             value = {"label": value}
         return with_derived_id(value, "stat_", "label")
-
-
-class CustomFieldSpec(BaseModel):
-    """A custom field definition as ``GET /custom_field_schema/<type>/`` shows it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = ""
-    name: str = Field(min_length=1)
-    type: CustomFieldType = "text"
-    description: str = ""
-    choices: list[str] | None = None
-    accepts_multiple_values: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_id(cls, value: Any) -> Any:
-        return with_derived_id(value, "cf_", "name")
-
-    @model_validator(mode="after")
-    def _check(self) -> CustomFieldSpec:
-        if not self.id.startswith(("cf_", "lcf_")):
-            raise ValueError("custom field ids start with cf_ (or lcf_ for old fields)")
-        problem = definition_problem(self.type, self.choices, self.accepts_multiple_values)
-        if problem:
-            raise ValueError(problem)
-        return self
-
-    def check_value(self, value: Any) -> str | None:
-        """An error message if ``value`` is not a valid single value of this field."""
-        return value_problem(self.type, self.choices, value)
 
 
 class User(BaseModel):

@@ -52,7 +52,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from close_emulator.ids import with_derived_id
 from close_emulator.options import (
     FLAG_DESTS,
-    CustomFieldSpec,
     EmulatorOptions,
     LeadStatus,
     User,
@@ -60,6 +59,7 @@ from close_emulator.options import (
 from close_emulator.team import (
     ConnectedAccount,
     CustomActivityType,
+    CustomFieldSpec,
     Group,
     Pipeline,
     Sequence,

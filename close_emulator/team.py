@@ -1,6 +1,7 @@
 """The sales side of the emulated organisation, as configuration: groups of users, connected
 (sender) accounts, sequences, opportunity pipelines with their statuses, and custom activity
-types with their fields (close-api-actions.md §1, §5-§7).
+types with their fields (close-api-actions.md §1, §5-§7); and the custom field definition both
+lead and contact fields and an activity type's fields are (``CustomFieldSpec``).
 
 Models only (``EmulatorOptions`` holds them, the organisation file fills them); what Close does
 with them is in ``sales.py`` (groups, accounts, sequences, tasks) and ``deals.py``
@@ -10,7 +11,7 @@ every run). Users are named by email or id; ``EmulatorOptions`` checks they exis
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -106,28 +107,44 @@ class Pipeline(_Model):
         return value
 
 
-class ActivityField(_Model):
-    """A field of a custom activity type (its values go as ``custom.cf_...`` keys)."""
+class CustomFieldSpec(_Model):
+    """A custom field definition as ``GET /custom_field_schema/<type>/`` shows it."""
+
+    ID_PREFIXES: ClassVar[tuple[str, ...]] = ("cf_", "lcf_")
+    """How its ids start (``lcf_``: old fields)."""
 
     id: str = ""
     name: str = Field(min_length=1)
     type: FieldType = "text"
-    required: bool = False
+    description: str = ""
     choices: list[str] | None = None
     accepts_multiple_values: bool = False
-    description: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_id(cls, value: Any) -> Any:
+        return with_derived_id(value, "cf_", "name")
 
     @model_validator(mode="after")
-    def _check(self) -> ActivityField:
-        if not self.id.startswith("cf_"):
-            raise ValueError("custom field ids start with cf_")
+    def _check(self) -> CustomFieldSpec:
+        if not self.id.startswith(self.ID_PREFIXES):
+            raise ValueError(f"custom field ids start with {' or '.join(self.ID_PREFIXES)}")
         problem = definition_problem(self.type, self.choices, self.accepts_multiple_values)
         if problem:
             raise ValueError(problem)
         return self
 
     def check_value(self, value: Any) -> str | None:
+        """An error message if ``value`` is not a valid single value of this field."""
         return value_problem(self.type, self.choices, value)
+
+
+class ActivityField(CustomFieldSpec):
+    """A field of a custom activity type (its values go as ``custom.cf_...`` keys)."""
+
+    ID_PREFIXES: ClassVar[tuple[str, ...]] = ("cf_",)
+
+    required: bool = False
 
 
 class CustomActivityType(_Model):
