@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, _note_object, read_body
+from close_emulator.api import API, ObjectNotFound, creates
 from close_emulator.deals import in_filter
 from close_emulator.fields import (
     DOES_NOT_EXIST,
@@ -136,12 +136,6 @@ def create_custom_activity(body: JSONObject, state: EmulatorState) -> JSONObject
     return activity
 
 
-async def post_custom_activity(request: web.Request) -> web.Response:
-    activity = create_custom_activity(await read_body(request), _state(request))
-    _note_object(request, activity["id"])
-    return web.json_response(activity)
-
-
 async def list_custom_activities(request: web.Request) -> web.Response:
     q = request.query
     if (
@@ -169,7 +163,7 @@ def add_activity_routes(app: web.Application) -> None:
         [
             web.get(f"{API}/custom_activity/", list_activity_types),
             web.get(f"{API}/custom_activity/{{type_id}}/", get_activity_type),
-            web.post(f"{API}/activity/custom/", post_custom_activity),
+            web.post(f"{API}/activity/custom/", creates(create_custom_activity)),
             web.get(f"{API}/activity/custom/", list_custom_activities),
             web.get(f"{API}/activity/custom/{{activity_id}}/", get_custom_activity),
         ]

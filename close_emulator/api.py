@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +50,20 @@ def _note_object(request: web.Request, object_id: str) -> None:
     record = request.get(REQUEST_RECORD)
     if record is not None:
         record.object_id = object_id
+
+
+def creates(
+    make: Callable[[JSONObject, EmulatorState], JSONObject], *, status: int = 200
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The ``POST`` handler of a kind of object: ``make(body, state)`` creates it, the request
+    log names it, the answer is the object."""
+
+    async def post(request: web.Request) -> web.Response:
+        made = make(await read_body(request), _state(request))
+        _note_object(request, made["id"])
+        return web.json_response(made, status=status)
+
+    return post
 
 
 async def read_body(request: web.Request) -> JSONObject:

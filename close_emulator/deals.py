@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, _note_object, read_body
+from close_emulator.api import API, ObjectNotFound, creates, read_body
 from close_emulator.fields import (
     DOES_NOT_EXIST,
     REQUIRED,
@@ -245,12 +245,6 @@ def _opportunity(request: web.Request) -> JSONObject:
     return found
 
 
-async def post_opportunity(request: web.Request) -> web.Response:
-    opportunity = create_opportunity(await read_body(request), _state(request))
-    _note_object(request, opportunity["id"])
-    return web.json_response(opportunity)
-
-
 async def get_opportunity(request: web.Request) -> web.Response:
     return web.json_response(_opportunity(request))
 
@@ -282,7 +276,7 @@ def add_deal_routes(app: web.Application) -> None:
         [
             web.get(f"{API}/pipeline/", list_pipelines),
             web.get(f"{API}/status/opportunity/", list_opportunity_statuses),
-            web.post(f"{API}/opportunity/", post_opportunity),
+            web.post(f"{API}/opportunity/", creates(create_opportunity)),
             web.get(f"{API}/opportunity/", list_opportunities),
             web.get(f"{API}/opportunity/{{opportunity_id}}/", get_opportunity),
             web.put(f"{API}/opportunity/{{opportunity_id}}/", put_opportunity),

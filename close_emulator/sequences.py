@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, _note_object, read_body
+from close_emulator.api import API, ObjectNotFound, creates, read_body
 from close_emulator.fields import DOES_NOT_EXIST, REQUIRED, Errors, JSONObject, ValidationFailed
 from close_emulator.objects import mark_unsubscribed
 from close_emulator.sales import accounts, page
@@ -158,12 +158,6 @@ def create_subscription(body: JSONObject, state: EmulatorState) -> JSONObject:
     return subscription
 
 
-async def post_subscription(request: web.Request) -> web.Response:
-    subscription = create_subscription(await read_body(request), _state(request))
-    _note_object(request, subscription["id"])
-    return web.json_response(subscription, status=201)
-
-
 async def list_subscriptions(request: web.Request) -> web.Response:
     q = request.query
     wanted = {name: q[name] for name in ("sequence_id", "contact_id", "lead_id") if name in q}
@@ -253,7 +247,7 @@ def add_sequence_routes(app: web.Application) -> None:
         [
             web.get(f"{API}/sequence/", list_sequences),
             web.get(f"{API}/sequence/{{sequence_id}}/", get_sequence),
-            web.post(f"{API}/sequence_subscription/", post_subscription),
+            web.post(f"{API}/sequence_subscription/", creates(create_subscription, status=201)),
             web.get(f"{API}/sequence_subscription/", list_subscriptions),
             web.get(f"{API}/sequence_subscription/{{subscription_id}}/", get_subscription),
             web.put(f"{API}/sequence_subscription/{{subscription_id}}/", put_subscription),

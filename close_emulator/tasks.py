@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, _note_object, read_body
+from close_emulator.api import API, ObjectNotFound, creates, read_body
 from close_emulator.fields import DOES_NOT_EXIST, REQUIRED, Errors, JSONObject
 from close_emulator.sales import created_filter, equals, find_user, page
 from close_emulator.state import EMULATOR_STATE, EmulatorState, now_iso
@@ -142,12 +142,6 @@ def _task_filters(request: web.Request) -> list[Callable[[JSONObject], bool]]:
     return tests
 
 
-async def post_task(request: web.Request) -> web.Response:
-    task = create_task(await read_body(request), _state(request))
-    _note_object(request, task["id"])
-    return web.json_response(task)
-
-
 async def list_tasks(request: web.Request) -> web.Response:
     tests = _task_filters(request)
     rows = [t for t in _state(request).tasks.values() if all(test(t) for test in tests)]
@@ -196,7 +190,7 @@ async def put_task(request: web.Request) -> web.Response:
 def add_task_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
-            web.post(f"{API}/task/", post_task),
+            web.post(f"{API}/task/", creates(create_task)),
             web.get(f"{API}/task/", list_tasks),
             web.get(f"{API}/task/{{task_id}}/", get_task),
             web.put(f"{API}/task/{{task_id}}/", put_task),
