@@ -1,5 +1,5 @@
-"""2. Worker throughput (latency x concurrency), 6b. drain with 1, 2 and 4 worker processes,
-3. Close's rate limit.
+"""2. Worker throughput (latency x concurrency) and against an organisation of 100,000 leads,
+6b. drain with 1, 2 and 4 worker processes. (3, Close's rate limit, is ``ratelimit.py``.)
 
 Each run: a fresh key prefix; N distinct people preloaded with the service's own
 ``Queue.enqueue``; the emulator reset and set to the run's latency / rate limit; then
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from bench import profiling
 from bench.procs import LOAD_CORE, SERVER_CORE, Procs, cpu_seconds, service_pid
 from bench.stack import (
     Stack,
+    emulator_preload,
     emulator_prepare,
     emulator_requests,
     hold,
@@ -32,7 +33,9 @@ from bench.stack import (
 
 _runs = itertools.count()
 CLOSE_GROUPS = ("search", "lead_write", "activity_write")
-"""The emulator's endpoint groups a lead uses (2 searches, 1 create, 1 note)."""
+"""The emulator's endpoint groups a lead uses (a new person: 1 search, 1 create, 1 note)."""
+CALLS_PER_NEW_LEAD = 3
+FINISHED = ("created", "attached")
 
 
 def drain_run(
@@ -52,16 +55,21 @@ def drain_run(
     emulator_options: dict[str, Any] | None = None,
     profile: Path | None = None,
     keep_log: bool = False,
+    again: dict[str, Any] | None = None,
+    reset_emulator: bool = True,
 ) -> dict[str, Any]:
     """One drain of ``n`` preloaded submissions; the figures of the run.
 
     ``jitter``: Close's latency is uniform in ``latency_ms * (1 +- jitter)`` (mean
-    ``latency_ms``, which the Little's-law bound uses)."""
+    ``latency_ms``, which the Little's-law bound uses). ``again``: the result of an earlier
+    run whose people come back (same key prefix, so the lead cache knows them; new
+    deliveries); the emulator keeps its leads then. ``reset_emulator``: forget the emulator's
+    objects first (not when it was preloaded)."""
     close_url, emu_port = emulator
     run = next(_runs)
-    prefix = f"bench{run}"
-    tag = f"d{run}"
-    ids = asyncio.run(preload(redis_url, prefix, tag, n))
+    prefix, tag = (again["prefix"], again["tag"]) if again else (f"bench{run}", f"d{run}")
+    delivery = f"-again{run}" if again else ""
+    ids = asyncio.run(preload(redis_url, prefix, tag, n, delivery))
     asyncio.run(hold(redis_url, prefix))
     spread = 2 * jitter * latency_ms
     options = {
@@ -70,7 +78,8 @@ def drain_run(
         "rate_limit": None,
         **(emulator_options or {}),
     }
-    since = asyncio.run(emulator_prepare(emu_port, **options))
+    reset = reset_emulator and again is None
+    since = asyncio.run(emulator_prepare(emu_port, reset=reset, **options))
     names = [f"worker-{run}-{k}" for k in range(processes)]
     workers = []
     for k, name in enumerate(names):
@@ -104,9 +113,13 @@ def drain_run(
             procs.stop(process)
     found = asyncio.run(outcomes(redis_url, prefix, ids))
     log = asyncio.run(emulator_requests(emu_port, since))
-    calls = Counter(r["group"] for r in log if r["group"] in CLOSE_GROUPS)
-    created = found.states.get("created", 0)
+    # Calls a lead needed: the answered ones (a 429 is sent again, and counted apart).
+    calls = Counter(r["group"] for r in log if r["group"] in CLOSE_GROUPS and r["status"] != 429)
+    finished = sum(found.states.get(state, 0) for state in FINISHED)
     result: dict[str, Any] = {
+        "prefix": prefix,
+        "tag": tag,
+        "returning": again is not None,
         "n": n,
         "latency_ms": latency_ms,
         "latency_jitter": jitter,
@@ -115,9 +128,10 @@ def drain_run(
         "drained": drained,
         "states": dict(found.states),
         "seconds": found.last_finished - released,
-        "leads_per_s": created / (found.last_finished - released) if created else 0.0,
+        "leads_per_s": finished / (found.last_finished - released) if finished else 0.0,
         "cpu_ms_per_lead": 1000 * cpu / max(1, n),
-        "close_calls_per_lead": sum(calls.values()) / max(1, created),
+        "close_calls_per_lead": sum(calls.values()) / max(1, finished),
+        "calls_per_lead": {g: calls.get(g, 0) / max(1, finished) for g in CLOSE_GROUPS},
         "status_429": sum(1 for r in log if r["status"] == 429),
         "wall_seconds": wall,
     }
@@ -127,6 +141,8 @@ def drain_run(
         result["ratio"] = result["leads_per_s"] / result["bound"]
     if keep_log:
         result["log"] = log
+        result["released"] = released
+        result["finished_at"] = sorted(found.finished)
     return result
 
 
@@ -135,11 +151,11 @@ LATENCY_JITTER = 0.1
 
 
 def _n_for(latency_ms: float, concurrency: int, *, quick: bool, seconds: float) -> int:
-    """N for a run of about ``seconds`` at the Little's-law bound (4 Close calls per lead), in
+    """N for a run of about ``seconds`` at the Little's-law bound (3 Close calls per lead), in
     whole rounds of ``concurrency`` leads (a half-empty last round would lower the ratio)."""
     if latency_ms == 0:
         return 200 if quick else 1500
-    bound = concurrency / (4 * latency_ms / 1000)
+    bound = concurrency / (CALLS_PER_NEW_LEAD * latency_ms / 1000)
     rounds = max(2, min(round(bound * seconds / concurrency), 2500 // concurrency))
     return max(rounds * concurrency, 8)
 
@@ -156,7 +172,9 @@ def throughput(
         matrix = [] if profile_dir is not None else itertools.product((0, 50, 200), (1, 16, 64))
         for latency, concurrency in matrix:
             n = _n_for(latency, concurrency, quick=quick, seconds=seconds)
-            expected = n / (concurrency / (4 * latency / 1000)) if latency else n / 100
+            expected = (
+                n / (concurrency / (CALLS_PER_NEW_LEAD * latency / 1000)) if latency else n / 100
+            )
             row = drain_run(
                 stack,
                 procs,
@@ -227,41 +245,20 @@ def scaleout(stack: Stack, logdir: Path, *, quick: bool) -> dict[str, Any]:
     return {"rows": rows, "n": n}
 
 
-def _per_second(log: list[dict[str, Any]], group: str, window: float) -> dict[str, Any]:
-    """Achieved accepted rate and 429s of one endpoint group after the first window."""
-    entries = [r for r in log if r["group"] == group]
-    if not entries:
-        return {"requests": 0}
-    start = min(r["monotonic"] for r in entries)
-    end = max(r["monotonic"] for r in entries)
-    after = [r for r in entries if r["monotonic"] >= start + window]
-    ok_after = [r for r in after if r["status"] != 429]
-    span = end - (start + window)
-    buckets: dict[int, int] = defaultdict(int)
-    for r in entries:
-        if r["status"] != 429:
-            buckets[int(r["monotonic"] - start)] += 1
-    return {
-        "requests": len(entries),
-        "accepted_rate": len(ok_after) / span if span > 0 else 0.0,
-        "status_429_total": sum(1 for r in entries if r["status"] == 429),
-        "status_429_after_first_window": sum(1 for r in after if r["status"] == 429),
-        "seconds": span,
-        "per_second": [buckets[i] for i in range(int(end - start) + 1)],
-    }
-
-
-def rate_limit(stack: Stack, logdir: Path, *, quick: bool) -> dict[str, Any]:
-    """Section 3: Close limited to 20 requests/s per endpoint group; 3 worker processes of 16
-    tasks; ours set to the limit (INTAKE_CLOSE_RATE_LIMIT=20), then ours off (100000: only
-    Close's 429s and RateLimit headers hold the workers back)."""
-    limit, window = 20, 1.0
-    n = 40 if quick else 150
-    out: dict[str, Any] = {"limit": limit, "window": window, "n": n, "processes": 3}
+def org_size(stack: Stack, logdir: Path, *, quick: bool, leads: int) -> dict[str, Any]:
+    """Section 2b: the same drain (latency 0, 16 tasks: the worker CPU-bound, so any extra
+    time the emulator takes per search shows) against an empty emulator, then against one
+    holding ``leads`` leads of other people; every drained person is new to both."""
+    n = 300 if quick else 1500
+    out: dict[str, Any] = {"n": n, "preloaded_leads": leads}
     with Procs(logdir) as procs:
         redis_url = procs.redis()
         emulator = procs.emulator()
-        for label, ours in (("ours_at_limit", float(limit)), ("ours_off", 100_000.0)):
+        _, port = emulator
+        for label in ("empty", "preloaded"):
+            if label == "preloaded":
+                asyncio.run(emulator_prepare(port))  # forget the empty run's leads
+                out["preload"] = asyncio.run(emulator_preload(port, leads, "org"))
             row = drain_run(
                 stack,
                 procs,
@@ -270,26 +267,16 @@ def rate_limit(stack: Stack, logdir: Path, *, quick: bool) -> dict[str, Any]:
                 n=n,
                 latency_ms=0,
                 concurrency=16,
-                processes=3,
-                cores="0",
-                timeout=90,
-                close_rate_limit=ours,
-                emulator_options={"rate_limit": limit, "rate_window": window},
-                keep_log=True,
+                timeout=120,
+                reset_emulator=label == "empty",
             )
-            log = row.pop("log")
-            groups = {g: _per_second(log, g, window) for g in CLOSE_GROUPS}
-            out[label] = {**row, "ours": ours, "groups": groups}
-            search = groups["search"]
+            out[label] = row
+            held = out["preload"]["leads"] if label == "preloaded" else 0
             print(
-                f"  {label:<14} {row['leads_per_s']:5.1f} leads/s; search "
-                f"{search.get('accepted_rate', 0):5.1f} req/s accepted "
-                f"({search.get('accepted_rate', 0) / limit:.2f} of the limit), 429s after the "
-                f"first window: "
-                + ", ".join(
-                    f"{g} {groups[g].get('status_429_after_first_window', 0)}" for g in groups
-                )
-                + f"; states {row['states']}",
+                f"  {label:<9} ({held:7,d} leads held before): "
+                f"{row['leads_per_s']:7.1f} leads/s  {row['cpu_ms_per_lead']:.2f} ms CPU/lead  "
+                f"states {row['states']}",
                 flush=True,
             )
+    out["ratio"] = out["preloaded"]["leads_per_s"] / max(1e-9, out["empty"]["leads_per_s"])
     return out

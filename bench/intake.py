@@ -166,6 +166,8 @@ def intake(
         "receiver_vs_ceiling": out["receiver_json"]["rps"] / ceiling,
         "xadd_vs_ceiling": xadd / ceiling,
         "form_vs_xadd": out["receiver_form"]["rps"] / xadd,
+        "form_cpu_vs_json_cpu": out["receiver_form"]["cpu_us_per_request"]
+        / out["receiver_json"]["cpu_us_per_request"],
     }
     if "xadd_asyncio" in out:
         out["ratios"]["receiver_vs_xadd_asyncio"] = (

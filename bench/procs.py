@@ -189,7 +189,7 @@ class Procs:
     def emulator(
         self, name: str = "emulator", cores: str | None = LOAD_CORE, **options: object
     ) -> tuple[str, int]:
-        """The Close emulator (bench/emulator.py: the service's, with indexed search);
+        """The Close emulator (bench/emulator.py: the service's, with a preload route);
         returns ``(API base URL, port)``."""
         port = free_port()
         argv = [PYTHON, "-m", "bench.emulator", "--port", str(port)]

@@ -7,61 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TARGETS_NOTE = {
-    "intake_rate": (
-        "What the receiver already does: uvloop; orjson for the body, the envelope and the "
-        "answer; the enqueue scripts of concurrent requests written to Redis in one write on "
-        "the batcher's own connection (group commit; each request still waits for its own "
-        "reply); the JSON shape walk only when the text could break a limit; a one-shot HMAC; "
-        "no per-request URL, timeout context or metric label lookup. Per request it still "
-        "spends more CPU than the naive handler (CPU per request in the table above). Its "
-        "profile (`make bench BENCH_ARGS=--profile`, bench/profiles/receiver_json.txt) puts "
-        "about 40% of the busy samples in aiohttp and uvloop's own HTTP handling (the "
-        "ceiling's cost; writing the answer to the socket alone is 12%), about 17% in the "
-        "enqueue (the request's side 10%, the batch's write and replies 6%), 9% in the "
-        "signature check (an HMAC of the 1 KB body plus base64), 5% in parsing, and the rest "
-        "in the envelope, record, id, history and metrics, none above 3%. 1.2x the naive "
-        "handler on the same loop leaves about 40 us per request above aiohttp's own cost for "
-        "all of that. What would fix it: an HTTP layer leaner than aiohttp's web application "
-        "(its low-level server, or a server in C), which would be a rewrite of the door; the "
-        "dependable way to more requests/s is more receiver processes per pod, each on its "
-        "own core (section 6 cannot show that on this 2-core box: wrk and Redis need the other "
-        "core). Tried and dropped: a second enqueue batch in flight (see the commit log)."
-    ),
-    "intake_p99": (
-        "At 32 connections the receiver is CPU-bound on its core: a request waits behind the "
-        "others (mean = 32 / requests per second), and the tail adds pauses of a few "
-        "milliseconds. Lowering the CPU per request (above) lowers both."
-    ),
-    "worker_ratio": (
-        "A new person's lead costs four Close calls, five Redis scripts (claim; take the "
-        "locks with the lead cache and create marks; 'creating'; 'created' with the cache; "
-        "the outcome with the ack and the lock release) and a shared token refill now and "
-        "then. At concurrency 1 the scripts and the CPU add a few percent to 4 x latency; at 16 "
-        "and 64 tasks the tasks also queue for the one CPU, so the gap grows with the "
-        "worker's CPU use (column above). Fix: less CPU per lead (below), or fewer tasks per "
-        "process and more processes."
-    ),
-    "worker_cpu": (
-        "The worker profile (bench/profiles/worker.txt) puts redis-py's command path (five "
-        "scripts per lead), aiohttp's client (four Close calls), and mapping with the note at "
-        "roughly a quarter, a fifth and a sixth of busy samples. Left: group-committing the "
-        "worker's scripts like the receiver's (about 10% more, but a stale connection would "
-        "then fail a whole batch of mid-lead writes), and a Close client without "
-        "aiohttp-retry's wrapping (10-18 us per request, about 3% of a lead; kept because the "
-        "design names aiohttp-retry as the retry layer)."
-    ),
-    "ratelimit": (
-        "With our limiter set to Close's limit the workers keep to it; with it off, Close's "
-        "429s and `RateLimit: remaining=0` pauses alone overshoot and then stall. Set "
-        "INTAKE_CLOSE_RATE_LIMIT (per endpoint group, all workers together) to the "
-        "organisation's Close limit."
-    ),
-    "memory": (
-        "RSS kept growing after the warm-up: look at what the process keeps per submission "
-        "(metrics label sets, caches; the emulator's objects are in another process)."
-    ),
-}
+from bench import followups
+from bench.targets import NOTES, targets
 
 
 def _f(value: Any, digits: int = 0, unit: str = "") -> str:
@@ -86,103 +33,6 @@ def _background(section: dict[str, Any]) -> str:
         f"_{_f(section.get('elapsed_seconds'), 0)} s; other processes on the box used "
         f"{100 * share:.1f}% of its CPU meanwhile{warn if share > 0.05 else ''}._"
     )
-
-
-def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
-    """(target, measured, met?, note key) for every target of the issue."""
-    s = data.get("sections", {})
-    rows: list[tuple[str, str, bool | None, str]] = []
-    i = s.get("intake", {})
-    if "receiver_json" in i:
-        ratio = i["ratios"]["receiver_vs_xadd"]
-        rows.append(
-            (
-                "Receiver >= 1.2x the naive XADD handler (signed JSON; both on the same loop)",
-                f"{ratio:.2f}x ({_f(i['receiver_json']['rps'])} vs {_f(i['xadd']['rps'])} req/s"
-                f", {i.get('event_loop', 'asyncio')})"
-                + (
-                    f"; {i['ratios']['receiver_vs_xadd_asyncio']:.2f}x the naive handler on "
-                    f"asyncio's own loop ({_f(i['xadd_asyncio']['rps'])} req/s)"
-                    if "xadd_asyncio" in i
-                    else ""
-                ),
-                ratio >= 1.2,
-                "intake_rate",
-            )
-        )
-        p99 = i["receiver_json"]["p99_ms"]
-        rows.append(
-            (
-                "Receiver p99 < 25 ms at 32 connections",
-                f"{p99:.1f} ms",
-                p99 < 25,
-                "intake_p99",
-            )
-        )
-    d = s.get("drain", {})
-    if d.get("rows"):
-        dominated = [
-            r
-            for r in d["rows"]
-            if r["latency_ms"] > 0 and r["leads_per_s"] * r["cpu_ms_per_lead"] / 1000 < 0.5
-        ]
-        if dominated:
-            worst = min(dominated, key=lambda r: r["ratio"])
-            rows.append(
-                (
-                    ">= 0.9x the Little's-law bound where Close latency dominates "
-                    "(runs using < 50% of the worker's core)",
-                    f"lowest {worst['ratio']:.2f}x (latency {worst['latency_ms']} ms, "
-                    f"concurrency {worst['concurrency']}); "
-                    + ", ".join(
-                        f"{r['latency_ms']}ms/{r['concurrency']}: {r['ratio']:.2f}"
-                        for r in dominated
-                    ),
-                    worst["ratio"] >= 0.9,
-                    "worker_ratio",
-                )
-            )
-        busy = [r for r in d["rows"] if r["latency_ms"] == 0 and r["concurrency"] >= 16]
-        if busy:
-            cpu = min(r["cpu_ms_per_lead"] for r in busy)
-            rows.append(
-                (
-                    "<= 2 ms CPU per lead (worker process, Close answering at once)",
-                    f"{cpu:.2f} ms",
-                    cpu <= 2,
-                    "worker_cpu",
-                )
-            )
-    r = s.get("ratelimit", {})
-    if "ours_at_limit" in r:
-        at = r["ours_at_limit"]["groups"]
-        search = at["search"]
-        late = sum(g.get("status_429_after_first_window", 0) for g in at.values())
-        achieved = search.get("accepted_rate", 0) / r["limit"]
-        rows.append(
-            (
-                ">= 0.95x Close's limit, no 429 after the first window (ours set to the limit)",
-                f"{achieved:.2f}x of {r['limit']}/s on the busiest group (search); "
-                f"{late} 429s after the first window",
-                achieved >= 0.95 and late == 0,
-                "ratelimit",
-            )
-        )
-    mem = s.get("memory", {})
-    for name in ("receiver", "worker"):
-        m = mem.get(name)
-        if m:
-            growth = m["growth_after_warmup_mib"]
-            flat = growth <= max(10.0, 0.1 * m["after_warmup_mib"])
-            rows.append(
-                (
-                    f"{name.capitalize()} RSS flat after warm-up",
-                    f"{growth:+.1f} MiB after warm-up (peak {m['peak_mib']:.0f} MiB)",
-                    flat,
-                    "memory",
-                )
-            )
-    return rows
 
 
 def _table(*columns: str) -> list[str]:
@@ -236,7 +86,12 @@ def _intake(i: dict[str, Any]) -> list[str]:
         f"Ratios (same event loop): receiver / naive XADD = "
         f"**{ratios['receiver_vs_xadd']:.2f}**, receiver / ceiling = "
         f"{ratios['receiver_vs_ceiling']:.2f}, naive / ceiling = "
-        f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = {ratios['form_vs_xadd']:.2f}"
+        f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = **{ratios['form_vs_xadd']:.2f}**"
+        + (
+            f"; CPU per request, form / signed JSON = **{ratios['form_cpu_vs_json_cpu']:.2f}**"
+            if "form_cpu_vs_json_cpu" in ratios
+            else ""
+        )
         + (
             f"; receiver / naive XADD on asyncio's own loop = "
             f"{ratios['receiver_vs_xadd_asyncio']:.2f}."
@@ -285,38 +140,76 @@ def _ratelimit(r: dict[str, Any]) -> list[str]:
     out = [
         f"Emulator limited to {r['limit']} requests per {r['window']:g} s per endpoint "
         f"group (as Close limits per group); {r['processes']} worker processes of 16 "
-        f"tasks on core 0; N = {r['n']} leads; Close latency 0. A lead makes two "
-        "searches (email, then phone), one lead create and one note, so the search "
-        "group is the busiest. Achieved = accepted requests per second after the "
-        "first window."
+        f"tasks on core 0; N = {r['n']} leads per run; Close latency 0; the default follow-up "
+        "(a note). Each configuration drains N new people, then the same N people again "
+        "(new submissions; the lead cache knows their leads). Calls per lead are counted "
+        "from the emulator's log; the bound is min over groups of limit / calls per lead; "
+        "leads/s for the ratio is counted after the first window (every bucket starts full, "
+        "so the first second carries a burst), the whole run's beside it."
     ]
-    out += _table("our limiter", "group", "achieved req/s", "of the limit", "429s in all",
-                  "429s after the first window", "leads/s")  # fmt: skip
+    out += _table("our limiter", "people", "calls/lead: search / lead_write / activity_write",
+                  "bound leads/s", "leads/s after 1st window", "ratio", "leads/s whole run",
+                  "429s in all", "429s after the first window")  # fmt: skip
     for label, text in (
         ("ours_at_limit", f"INTAKE_CLOSE_RATE_LIMIT={r['limit']}"),
         ("ours_off", "off (100000)"),
     ):
-        run = r.get(label)
-        if not run:
-            continue
-        for group, g in run["groups"].items():
-            if not g.get("requests"):
+        for people in ("new", "returning"):
+            run = r.get(label, {}).get(people)
+            if not run:
                 continue
+            calls = " / ".join(f"{run['calls_per_lead'].get(g, 0):.2f}" for g in
+                               ("search", "lead_write", "activity_write"))  # fmt: skip
+            groups = run["groups"].values()
             out.append(
-                f"| {text} | {group} | {g['accepted_rate']:.1f} | "
-                f"{g['accepted_rate'] / r['limit']:.2f} | {g['status_429_total']} | "
-                f"{g['status_429_after_first_window']} | {run['leads_per_s']:.1f} |"
+                f"| {text} | {people} | {calls} | {run['bound']:.1f} "
+                f"({run['binding_group']}) | {run['steady_leads_per_s']:.1f} | "
+                f"{run['ratio']:.2f} | {run['leads_per_s']:.1f} | "
+                f"{sum(g.get('status_429_total', 0) for g in groups)} | "
+                f"{sum(g.get('status_429_after_first_window', 0) for g in groups)} |"
             )
+    out += ["", "Accepted requests per second after the first window, by endpoint group:"]
+    out += _table("our limiter", "people", "group", "achieved req/s", "of the limit")
+    for label, text in (("ours_at_limit", "at the limit"), ("ours_off", "off")):
+        for people in ("new", "returning"):
+            run = r.get(label, {}).get(people)
+            for group, g in (run or {}).get("groups", {}).items():
+                if g.get("requests"):
+                    out.append(
+                        f"| {text} | {people} | {group} | {g['accepted_rate']:.1f} | "
+                        f"{g['accepted_rate'] / r['limit']:.2f} |"
+                    )
     return [
         *out,
         "",
-        "Our limiter is set to the limit in the first run because that is how a "
+        "Our limiter is set to the limit in the first configuration because that is how a "
         "deployment is meant to be configured (INTAKE_CLOSE_RATE_LIMIT is the "
         "organisation's limit per endpoint group, shared by all workers through "
-        "Redis); its default (10/s) would simply halve the rate here. The second run "
-        "shows what happens when it is left above Close's limit: only Close's 429s "
+        "Redis); its default (10/s) would simply halve the rate here. The second shows "
+        "what happens when it is left above Close's limit: only Close's 429s "
         "and RateLimit headers hold the workers back.",
     ]
+
+
+def _orgsize(o: dict[str, Any]) -> list[str]:
+    pre = o.get("preload", {})
+    out = [
+        f"The same drain twice: N = {o['n']} new people, one worker of 16 tasks on core 0, "
+        "Close latency 0 (the worker is CPU-bound, so any time the emulator adds per "
+        "search shows), Redis and the emulator on core 1; first against an empty emulator, "
+        f"then against one holding {o['preloaded_leads']:,} leads of other people (stored "
+        f"in {pre.get('seconds', float('nan')):.0f} s through the emulator's own lead "
+        "creation)."
+    ]
+    out += _table("emulator", "leads/s", "CPU ms/lead", "Close calls/lead", "states")
+    for label in ("empty", "preloaded"):
+        run = o[label]
+        held = f"{o['preloaded_leads']:,} leads" if label == "preloaded" else "empty"
+        out.append(
+            f"| {held} | {run['leads_per_s']:.1f} | {run['cpu_ms_per_lead']:.2f} | "
+            f"{run['close_calls_per_lead']:.1f} | {_counts(run['states'])} |"
+        )
+    return [*out, "", f"Preloaded / empty = **{o['ratio']:.2f}**."]
 
 
 def _e2e(e: dict[str, Any]) -> list[str]:
@@ -391,8 +284,10 @@ def _scaleout(so: dict[str, Any]) -> list[str]:
 _SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]]], ...] = (
     ("intake", "1. Receiver intake", _intake),
     ("drain", "2. Worker throughput", _drain),
+    ("orgsize", "2b. An organisation of many leads", _orgsize),
     ("ratelimit", "3. Close's rate limit", _ratelimit),
     ("e2e", "4. End-to-end latency", _e2e),
+    ("followup", "7. Follow-ups: speed to lead, Close calls per lead", followups.report_lines),
     ("memory", "5. Memory", _memory),
     ("scaleout", "6. Scale-out on this 2-core box", _scaleout),
 )
@@ -423,7 +318,8 @@ def markdown(data: dict[str, Any]) -> str:
         "signatures, secret from the environment) and a form source (`website`: generic-form "
         "preset, honeypot, CORS, redirect, per-client and per-source rate limits set high "
         "because all load comes from one address). Close is the service's emulator "
-        "(`bench/emulator.py`: same app, contact search indexed).",
+        "(`bench/emulator.py`: the same app, its search indexed by email, phone and lead "
+        "id, plus a route that preloads leads).",
         "",
     ]
     rows = targets(data)
@@ -439,7 +335,7 @@ def markdown(data: dict[str, Any]) -> str:
                 if key in seen:
                     continue
                 seen.add(key)
-                out.append(f"- **{name}**: {TARGETS_NOTE[key]}")
+                out.append(f"- **{name}**: {NOTES[key]}")
         out.append("")
 
     for key, title, body in _SECTIONS:
@@ -464,8 +360,8 @@ def markdown(data: dict[str, Any]) -> str:
         "- Redis runs on the same box without replication; a managed Redis adds a network "
         "round trip to every receive and to each of the worker's ~6 Redis round trips per "
         "lead.",
-        "- Every submission is a new person: the path of a returning person (cache hit, note "
-        "or contact on an existing lead: 2-3 Close calls) is not measured separately.",
+        "- Returning persons are measured only under Close's rate limit (section 3); the "
+        "throughput runs (section 2) are all new persons.",
         "- The box is a VM shared with other work: the ceiling alone moved between about 8,000 "
         "and 22,000 requests/s from run to run, idle box or not. Compare ratios and CPU per "
         "request or per lead between runs, not absolute rates; sections during which other "
@@ -513,7 +409,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
                 va="bottom",
                 fontsize=8,
             )
-        ax.axhline(1.2 * i["xadd"]["rps"], color="r", ls="--", lw=1, label="target 1.2x naive")
+        ax.axhline(0.9 * i["xadd"]["rps"], color="r", ls="--", lw=1, label="0.9x naive (JSON)")
+        ax.axhline(0.8 * i["xadd"]["rps"], color="m", ls=":", lw=1, label="0.8x naive (forms)")
         ax.set_ylim(0, max(values) * 1.25)
         ax.legend(fontsize=8)
     ax.set_title("1. Intake, one process on one core (requests/s)")
@@ -555,16 +452,17 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax = axes[1][0]
     r = s.get("ratelimit", {})
     for label, style in (("ours_at_limit", "-"), ("ours_off", "--")):
-        run = r.get(label)
+        run = r.get(label, {}).get("new")
         if run:
-            per = run["groups"]["search"].get("per_second", [])
             ours = "= limit" if label == "ours_at_limit" else "off"
-            ax.plot(range(len(per)), per, style, marker=".", label=f"search group, ours {ours}")
+            for group in ("search", "activity_write"):
+                per = run["groups"][group].get("per_second", [])
+                ax.plot(range(len(per)), per, style, marker=".", label=f"{group}, ours {ours}")
     if r.get("limit"):
         ax.axhline(r["limit"], color="r", lw=1, label=f"Close limit {r['limit']}/s")
     ax.set_xlabel("second of the run")
     ax.set_ylabel("accepted requests in that second")
-    ax.set_title("3. Close rate limit (3 worker processes)")
+    ax.set_title("3. Close rate limit, new persons (3 worker processes)")
     ax.legend(fontsize=7)
 
     ax = axes[1][1]

@@ -33,12 +33,21 @@ from typing import Any
 
 import psutil
 
-from bench import drain, endtoend, intake, profiling, report
+from bench import drain, endtoend, followups, intake, profiling, ratelimit, report
 from bench.procs import LOAD_CORE
 from bench.stack import Stack
 
 BENCH = Path(__file__).resolve().parent
-SECTIONS = ("intake", "drain", "ratelimit", "e2e", "scaleout", "memory")
+SECTIONS = (
+    "intake",
+    "drain",
+    "orgsize",
+    "ratelimit",
+    "e2e",
+    "followup",
+    "scaleout",
+    "memory",
+)
 
 
 def _version(command: list[str], pattern: str) -> str:
@@ -128,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH, help="where results are written")
     parser.add_argument("--memory-n", type=int, default=100_000)
     parser.add_argument("--memory-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--org-leads", type=int, default=100_000, help="leads the emulator holds (orgsize)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument(
         "--report-only",
@@ -175,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         "drain": lambda: drain.throughput(
             stack, workdir, quick=quick, seconds=2 if quick else 6, profile_dir=profile_dir
         ),
-        "ratelimit": lambda: drain.rate_limit(stack, workdir, quick=quick),
+        "orgsize": lambda: drain.org_size(
+            stack, workdir, quick=quick, leads=5000 if quick else args.org_leads
+        ),
+        "ratelimit": lambda: ratelimit.rate_limit(stack, workdir, quick=quick),
         "e2e": lambda: endtoend.end_to_end(
             stack,
             workdir,
@@ -183,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=4 if quick else 15,
             latencies=(0, 50),
         ),
+        "followup": lambda: followups.followups(stack, workdir, quick=quick),
         "scaleout": lambda: {
             "intake": intake.intake_scaleout(
                 stack, workdir, seconds=3 if quick else 6, warmup=1 if quick else 2

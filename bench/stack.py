@@ -151,9 +151,13 @@ class Stack:
 # -- the queue ------------------------------------------------------------------------------
 
 
-async def preload(redis_url: str, prefix: str, tag: str, count: int) -> list[str]:
+async def preload(
+    redis_url: str, prefix: str, tag: str, count: int, delivery: str = ""
+) -> list[str]:
     """Put ``count`` partner webhooks (distinct people) into the stream with the service's own
-    ``Queue.enqueue``, as the receiver would have; returns the submission ids."""
+    ``Queue.enqueue``, as the receiver would have; returns the submission ids. The people are
+    those of ``tag``; ``delivery`` makes their deliveries new (the same people again, whose
+    comment, the lead's description, is new too)."""
     redis = redis_from_url(redis_url, Settings().redis_options)
     queue = Queue(redis, Keys(prefix), record_ttl=24 * 3600)
     ids: list[str] = []
@@ -162,13 +166,18 @@ async def preload(redis_url: str, prefix: str, tag: str, count: int) -> list[str
 
         async def one(index: int) -> str:
             now = time.time()
-            msg_id = f"msg_{tag}_{index}"
+            msg_id = f"msg_{tag}_{index}{delivery}"
+            body = json.loads(payloads.webhook_body(tag, index))
+            if delivery:  # a returning person says something new (an update has work)
+                body["request"]["comment"] = (
+                    f"Back again ({delivery}). " + body["request"]["comment"]
+                )
             envelope = Envelope(
                 id=new_submission_id(now),
                 source=payloads.WEBHOOK_SOURCE,
                 received_at=now,
                 content_type="application/json",
-                body=json.loads(payloads.webhook_body(tag, index)),
+                body=body,
                 headers={"content-type": "application/json", "webhook-id": msg_id},
                 client_ip="127.0.0.1",
             )
@@ -319,6 +328,8 @@ class Outcomes:
     """The latest ``updated_at`` of the records (0 when none exists)."""
     end_to_end: list[float]
     """Seconds from receipt to the final state, for every ``created`` submission."""
+    finished: list[float]
+    """When each submission reached its state (its ``updated_at``), in no order."""
 
 
 async def outcomes(redis_url: str, prefix: str, ids: list[str]) -> Outcomes:
@@ -327,6 +338,7 @@ async def outcomes(redis_url: str, prefix: str, ids: list[str]) -> Outcomes:
     states: Counter[str] = Counter()
     last = 0.0
     e2e: list[float] = []
+    finished: list[float] = []
     try:
         for start in range(0, len(ids), 1000):
             pipe = redis.pipeline(transaction=False)
@@ -337,11 +349,12 @@ async def outcomes(redis_url: str, prefix: str, ids: list[str]) -> Outcomes:
                 if state is None:
                     continue
                 last = max(last, float(updated))
+                finished.append(float(updated))
                 if state == "created":
                     e2e.append(float(updated) - float(received))
     finally:
         await redis.aclose()
-    return Outcomes(states, last, e2e)
+    return Outcomes(states, last, e2e, finished)
 
 
 # -- the emulator ---------------------------------------------------------------------------
@@ -356,14 +369,28 @@ async def emulator_call(port: int, method: str, path: str, body: Any = None) -> 
         return await r.json()
 
 
-async def emulator_prepare(port: int, **options: Any) -> int:
-    """Forget the emulator's objects, log and buckets, apply ``options``; the next request
-    index (to read this run's requests later)."""
-    await emulator_call(port, "POST", "reset")
+async def emulator_prepare(port: int, *, reset: bool = True, **options: Any) -> int:
+    """Forget the emulator's objects, log and buckets (unless not ``reset``), apply
+    ``options``; the next request index (to read this run's requests later)."""
+    if reset:
+        await emulator_call(port, "POST", "reset")
     if options:
         await emulator_call(port, "POST", "config", options)
     answer = await emulator_call(port, "GET", "requests?since=1000000000000")
     return int(answer["next"])
+
+
+async def emulator_preload(port: int, count: int, tag: str) -> dict[str, Any]:
+    """Store ``count`` leads of distinct people in the emulator (bench/emulator.py)."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session,
+        session.post(
+            f"http://127.0.0.1:{port}/_bench/preload", json={"count": count, "tag": tag}
+        ) as r,
+    ):
+        r.raise_for_status()
+        answer: dict[str, Any] = await r.json()
+        return answer
 
 
 async def emulator_requests(port: int, since: int) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from close_emulator.options import (
     DEFAULT_API_KEY,
     DEFAULT_HOST,
     DEFAULT_PORT,
-    CustomFieldSpec,
     EmulatorOptions,
     Fault,
     LeadStatus,
@@ -18,6 +17,7 @@ from close_emulator.options import (
 )
 from close_emulator.org import OrgFileError, load_org, options_from_args, options_with_org
 from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
+from close_emulator.team import CustomFieldSpec
 
 __all__ = [
     "DEFAULT_API_KEY",

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from close_emulator.fields import JSONObject, ValidationFailed, custom_fields_of
-from close_emulator.objects import create_contact, create_lead, create_note, update_lead
-from close_emulator.options import CustomFieldSpec
+from close_emulator.objects import (
+    create_contact,
+    create_lead,
+    create_note,
+    update_contact,
+    update_lead,
+)
 from close_emulator.search import run_search
 from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
+from close_emulator.team import CustomFieldSpec
 
 API = "/api/v1"
 REQUEST_RECORD = web.RequestKey("emulator_request_record", RequestRecord)
@@ -42,6 +50,20 @@ def _note_object(request: web.Request, object_id: str) -> None:
     record = request.get(REQUEST_RECORD)
     if record is not None:
         record.object_id = object_id
+
+
+def creates(
+    make: Callable[[JSONObject, EmulatorState], JSONObject], *, status: int = 200
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The ``POST`` handler of a kind of object: ``make(body, state)`` creates it, the request
+    log names it, the answer is the object."""
+
+    async def post(request: web.Request) -> web.Response:
+        made = make(await read_body(request), _state(request))
+        _note_object(request, made["id"])
+        return web.json_response(made, status=status)
+
+    return post
 
 
 async def read_body(request: web.Request) -> JSONObject:
@@ -144,6 +166,15 @@ async def get_contact(request: web.Request) -> web.Response:
     return web.json_response(_project(contact, _fields_param(request)))
 
 
+async def put_contact(request: web.Request) -> web.Response:
+    contact = _state(request).contacts.get(request.match_info["contact_id"])
+    if contact is None:
+        raise ObjectNotFound("Contact")
+    body = await read_body(request)
+    _note_object(request, contact["id"])
+    return web.json_response(update_contact(contact, body, _state(request)))
+
+
 async def post_note(request: web.Request) -> web.Response:
     note = create_note(await read_body(request), _state(request))
     _note_object(request, note["id"])
@@ -153,7 +184,7 @@ async def post_note(request: web.Request) -> web.Response:
 async def list_notes(request: web.Request) -> web.Response:
     state = _state(request)
     lead_id = request.query.get("lead_id")
-    notes = [n for n in state.notes.values() if lead_id is None or n["lead_id"] == lead_id]
+    notes = list(state.notes.values()) if lead_id is None else state.notes_for(lead_id)
     limit = _int_param(request, "_limit", 100, state.options.max_list_limit)
     skip = _int_param(request, "_skip", 0, None)
     page = notes[skip : skip + limit]
@@ -212,7 +243,7 @@ async def list_custom_fields(request: web.Request) -> web.Response:
 async def search(request: web.Request) -> web.Response:
     state = _state(request)
     answer: Any = run_search(
-        await read_body(request), state.searchable_leads(), state.options, state.live_object
+        await read_body(request), state.index, time.monotonic(), state.options, state.live_object
     )
     return web.json_response(answer)
 
@@ -226,6 +257,7 @@ def add_api_routes(app: web.Application) -> None:
             web.put(f"{API}/lead/{{lead_id}}/", put_lead),
             web.post(f"{API}/contact/", post_contact),
             web.get(f"{API}/contact/{{contact_id}}/", get_contact),
+            web.put(f"{API}/contact/{{contact_id}}/", put_contact),
             web.post(f"{API}/activity/note/", post_note),
             web.get(f"{API}/activity/note/", list_notes),
             web.post(f"{API}/activity/form_submission/", post_form_submission),

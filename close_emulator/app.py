@@ -30,6 +30,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from close_emulator.activities import add_activity_routes
 from close_emulator.api import (
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
@@ -38,6 +39,7 @@ from close_emulator.api import (
     add_api_routes,
 )
 from close_emulator.control import add_control_routes
+from close_emulator.deals import add_deal_routes
 from close_emulator.fields import ValidationFailed
 from close_emulator.limits import endpoint_group, limit_body, limit_headers
 from close_emulator.options import (
@@ -46,7 +48,10 @@ from close_emulator.options import (
     EmulatorOptions,
     Fault,
 )
+from close_emulator.sales import add_sales_routes
+from close_emulator.sequences import add_sequence_routes
 from close_emulator.state import EMULATOR_STATE, EmulatorState, RequestRecord
+from close_emulator.tasks import add_task_routes
 from close_emulator.users import add_user_routes
 
 logger = logging.getLogger(__name__)
@@ -189,6 +194,11 @@ def create_emulator_app(options: EmulatorOptions | None = None) -> web.Applicati
     app[EMULATOR_STATE] = EmulatorState(options if options is not None else EmulatorOptions())
     add_api_routes(app)
     add_user_routes(app)
+    add_sales_routes(app)
+    add_task_routes(app)
+    add_sequence_routes(app)
+    add_deal_routes(app)
+    add_activity_routes(app)
     add_control_routes(app)
     app.on_shutdown.append(_wake_hangs)
     return app

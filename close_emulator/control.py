@@ -12,11 +12,13 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import TypeAdapter, ValidationError
 
 from close_emulator.fields import JSONObject, custom_fields_of
-from close_emulator.options import CustomFieldSpec, Fault
+from close_emulator.options import Fault
 from close_emulator.state import EMULATOR_STATE, EmulatorState
+from close_emulator.team import CustomFieldSpec
 
 CONTROL = "/_emulator"
 _FAULTS = TypeAdapter(list[Fault])
@@ -50,6 +52,17 @@ async def get_notes(request: web.Request) -> web.Response:
     lead_id = request.query.get("lead_id")
     notes = state.notes_for(lead_id) if lead_id else list(state.notes.values())
     return web.json_response({"data": notes})
+
+
+def _objects(table: str) -> Handler:
+    """``GET /_emulator/<table>[?lead_id=]``: the follow-up objects the emulator holds."""
+
+    async def handler(request: web.Request) -> web.Response:
+        rows = list(getattr(_state(request), table).values())
+        lead_id = request.query.get("lead_id")
+        return web.json_response({"data": [r for r in rows if lead_id in (None, r["lead_id"])]})
+
+    return handler
 
 
 async def get_requests(request: web.Request) -> web.Response:
@@ -257,6 +270,10 @@ def add_control_routes(app: web.Application) -> None:
             web.get(f"{CONTROL}/leads", get_leads),
             web.get(f"{CONTROL}/notes", get_notes),
             web.get(f"{CONTROL}/requests", get_requests),
+            web.get(f"{CONTROL}/tasks", _objects("tasks")),
+            web.get(f"{CONTROL}/subscriptions", _objects("subscriptions")),
+            web.get(f"{CONTROL}/opportunities", _objects("opportunities")),
+            web.get(f"{CONTROL}/activities", _objects("custom_activities")),
             web.get(f"{CONTROL}/config", get_config),
             web.post(f"{CONTROL}/config", post_config),
             web.get(f"{CONTROL}/faults", get_faults),

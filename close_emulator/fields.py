@@ -11,7 +11,7 @@ from typing import Any
 
 import phonenumbers
 
-from close_emulator.options import CustomFieldSpec
+from close_emulator.team import CustomFieldSpec
 
 JSONObject = dict[str, Any]
 

@@ -33,6 +33,9 @@ ENDPOINT_GROUPS: tuple[GroupRule, ...] = (
     GroupRule("search", frozenset({"POST"}), re.compile(r"^/api/v1/data/search/")),
     GroupRule("activity_write", _WRITES, re.compile(r"^/api/v1/activity/")),
     GroupRule("lead_write", _WRITES, re.compile(r"^/api/v1/(lead|contact)/")),
+    GroupRule("task_write", _WRITES, re.compile(r"^/api/v1/task/")),
+    GroupRule("opportunity_write", _WRITES, re.compile(r"^/api/v1/opportunity/")),
+    GroupRule("sequence_write", _WRITES, re.compile(r"^/api/v1/sequence_subscription/")),
     GroupRule("read", frozenset({"GET", "HEAD"}), re.compile(r"^/api/v1/")),
 )
 DEFAULT_GROUP = "other"

@@ -21,6 +21,7 @@ from close_emulator.fields import (
 )
 from close_emulator.options import EmulatorOptions, LeadStatus
 from close_emulator.state import EmulatorState, now_iso
+from close_emulator.team import CustomFieldSpec
 
 ADDRESS_KEYS = ("label", "address_1", "address_2", "city", "state", "zipcode", "country")
 # Not in the docs: "Not a valid choice. …" is all a recorded response shows (close-api.md §1).
@@ -99,6 +100,28 @@ def _contact_display_name(contact: JSONObject) -> str:
     return ""
 
 
+def mark_unsubscribed(contact: JSONObject, state: EmulatorState) -> None:
+    """``emails[].is_unsubscribed`` from the organisation's unsubscribe list."""
+    for entry in contact.get("emails") or []:
+        entry["is_unsubscribed"] = str(entry.get("email", "")).casefold() in state.unsubscribed
+
+
+def check_user_values(
+    values: JSONObject, specs: list[CustomFieldSpec], state: EmulatorState, errors: Errors
+) -> None:
+    """``user`` custom fields must name users of the organisation (``user_field_values``)."""
+    if state.options.user_field_values != "known":
+        return
+    known = {user.id for user in state.options.users}
+    for spec in specs:
+        if spec.type != "user":
+            continue
+        value = values.get(f"custom.{spec.id}")
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and item not in known:
+                errors.add(f"custom.{spec.id}", DOES_NOT_EXIST)  # Close's text is UNKNOWN
+
+
 def _build_contact(fields: JSONObject, lead_id: str, state: EmulatorState) -> JSONObject:
     stamp = now_iso()
     contact = {
@@ -111,6 +134,7 @@ def _build_contact(fields: JSONObject, lead_id: str, state: EmulatorState) -> JS
         "date_updated": stamp,
     }
     contact["display_name"] = _contact_display_name(contact)
+    mark_unsubscribed(contact, state)
     return contact
 
 
@@ -182,6 +206,7 @@ def create_lead(body: JSONObject, state: EmulatorState) -> JSONObject:
         "addresses": _addresses(body, errors),
     }
     apply_custom_fields(body, fields, options.lead_custom_fields, errors, allow_ops=False)
+    check_user_values(fields, options.lead_custom_fields, state, errors)
     contacts = []
     for index, item in enumerate(object_list(body, "contacts", errors)):
         inner = Errors()
@@ -208,6 +233,7 @@ def update_lead(lead: JSONObject, body: JSONObject, state: EmulatorState) -> JSO
         changes["addresses"] = _addresses(body, errors)
     custom = {key: value for key, value in lead.items() if key.startswith("custom.")}
     apply_custom_fields(body, custom, options.lead_custom_fields, errors, allow_ops=True)
+    check_user_values(custom, options.lead_custom_fields, state, errors)
     errors.raise_if_any()
     for key in [key for key in lead if key.startswith("custom.")]:
         del lead[key]
@@ -242,6 +268,38 @@ def create_contact(body: JSONObject, state: EmulatorState) -> JSONObject:
     lead["display_name"] = _display_name(lead)
     _touch(lead, state)
     state.store_lead(lead)
+    return contact
+
+
+def update_contact(contact: JSONObject, body: JSONObject, state: EmulatorState) -> JSONObject:
+    """``PUT /contact/{id}/``: top-level keys sent are changed, the others kept; ``emails``,
+    ``phones`` and ``urls`` replace the whole list (as recorded for ``emails``,
+    close-api-actions.md §3); custom fields take ``null``, ``.add`` and ``.remove``."""
+    options, errors = state.options, Errors()
+    changes: JSONObject = {}
+    for key in ("name", "title"):
+        if key in body:
+            changes[key] = optional_string(body, key, errors) or ""
+    if "emails" in body:
+        changes["emails"] = _entries(body, "emails", "email", "office", errors)
+    if "phones" in body:
+        changes["phones"] = _phones(body, options, errors)
+    if "urls" in body:
+        changes["urls"] = _entries(body, "urls", "url", "url", errors)
+    custom = {key: value for key, value in contact.items() if key.startswith("custom.")}
+    apply_custom_fields(body, custom, options.contact_custom_fields, errors, allow_ops=True)
+    errors.raise_if_any()
+    for key in [key for key in contact if key.startswith("custom.")]:
+        del contact[key]
+    contact.update(changes)
+    contact.update(custom)
+    contact["display_name"] = _contact_display_name(contact)
+    mark_unsubscribed(contact, state)
+    _touch(contact, state)
+    lead = state.leads.get(contact["lead_id"])
+    if lead is not None:
+        lead["display_name"] = _display_name(lead)
+        state.store_lead(lead)  # contact edits do not touch the lead's date_updated
     return contact
 
 
@@ -307,5 +365,5 @@ def create_note(body: JSONObject, state: EmulatorState) -> JSONObject:
         "date_created": stamp,
         "date_updated": stamp,
     }
-    state.notes[note["id"]] = note
+    state.store_note(note)
     return note

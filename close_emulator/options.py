@@ -10,9 +10,7 @@ applies a validated JSON patch. Lists accept JSON in the environment; ``EMULATOR
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,33 +25,24 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from close_emulator.ids import derived_id, with_derived_id
+from close_emulator.team import (
+    ConnectedAccount,
+    CustomActivityType,
+    CustomFieldSpec,
+    Group,
+    Pipeline,
+    Sequence,
+    default_pipelines,
+)
+from close_emulator.values import FieldType
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_API_KEY = "emulator-api-key"
 
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-CustomFieldType = Literal["text", "number", "choices", "date", "datetime"]
+CustomFieldType = FieldType
 RateLimitBody = Literal["wrapped", "flat", "none"]
-
-
-def derived_id(prefix: str, text: str) -> str:
-    """A stable Close-looking id (``prefix`` + 43 base62 chars) derived from ``text``."""
-    number = int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
-    chars = []
-    for _ in range(43):
-        number, digit = divmod(number, 62)
-        chars.append(_BASE62[digit])
-    return prefix + "".join(chars)
-
-
-def with_derived_id(value: Any, prefix: str, source: str) -> Any:
-    """A model's raw input with ``id`` derived from its ``source`` key when no id is given
-    (ids stay the same from one run to the next; emails compared in any case)."""
-    if isinstance(value, dict) and not value.get("id") and isinstance(value.get(source), str):
-        text = value[source].casefold() if source == "email" else value[source]
-        value = {**value, "id": derived_id(prefix, text)}
-    return value
 
 
 class LeadStatus(BaseModel):
@@ -70,56 +59,6 @@ class LeadStatus(BaseModel):
         if isinstance(value, str):
             value = {"label": value}
         return with_derived_id(value, "stat_", "label")
-
-
-class CustomFieldSpec(BaseModel):
-    """A custom field definition as ``GET /custom_field_schema/<type>/`` shows it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = ""
-    name: str = Field(min_length=1)
-    type: CustomFieldType = "text"
-    description: str = ""
-    choices: list[str] | None = None
-    accepts_multiple_values: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_id(cls, value: Any) -> Any:
-        return with_derived_id(value, "cf_", "name")
-
-    @model_validator(mode="after")
-    def _check(self) -> CustomFieldSpec:
-        if not self.id.startswith(("cf_", "lcf_")):
-            raise ValueError("custom field ids start with cf_ (or lcf_ for old fields)")
-        if self.type == "choices" and not self.choices:
-            raise ValueError("a choices field needs a non-empty 'choices' list")
-        if self.accepts_multiple_values and self.type != "choices":
-            raise ValueError("only choices fields accept multiple values in the emulator")
-        return self
-
-    def check_value(self, value: Any) -> str | None:
-        """Return an error message if ``value`` is not a valid single value of this field.
-
-        The real Close messages for type/choice errors are UNKNOWN (close-api.md §6); these
-        texts are the emulator's own.
-        """
-        if self.type == "text":
-            return None if isinstance(value, str) else "Must be a string."
-        if self.type == "number":
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            return None if ok else "Must be a number."
-        if self.type == "choices":
-            if isinstance(value, str) and value in (self.choices or []):
-                return None
-            return f"Not a valid choice: {value!r}."
-        parse = date.fromisoformat if self.type == "date" else datetime.fromisoformat
-        try:
-            parse(value)
-        except (TypeError, ValueError):
-            return f"Not a valid {self.type}."
-        return None
 
 
 class User(BaseModel):
@@ -208,6 +147,26 @@ class EmulatorOptions(BaseSettings):
     """400 for a phone that cannot be parsed (real behaviour UNKNOWN; default keeps it as sent)."""
     max_list_limit: int = Field(100, ge=1)
     max_search_limit: int = Field(200, ge=1)
+
+    # The sales side (team.py models; sales.py and deals.py serve them).
+    groups: list[Group] = Field(default_factory=list)
+    connected_accounts: list[ConnectedAccount] | None = None
+    """Sender accounts; None: one per user, with the user's own address."""
+    sequences: list[Sequence] = Field(default_factory=list)
+    pipelines: list[Pipeline] = Field(default_factory=default_pipelines, min_length=1)
+    custom_activity_types: list[CustomActivityType] = Field(default_factory=list)
+    value_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    """The organisation's currency: opportunity values are in its minor unit (cents)."""
+    user_field_values: Literal["known", "any"] = "known"
+    """A ``user`` custom field given an id that is no user of the organisation: 400 (``known``)
+    or stored as sent (``any``). Close's answer is UNKNOWN; deactivated users are accepted, as
+    Close's own picker lists them."""
+    duplicate_subscriptions: Literal["reject", "allow"] = "reject"
+    """Subscribing a contact to a sequence it is active in again: 400 (``reject``) or a second
+    subscription (``allow``); Close's answer is UNKNOWN."""
+    unsubscribed_subscriptions: Literal["allow", "reject"] = "allow"
+    """Subscribing a contact whose email is unsubscribed: created (its email steps would be
+    skipped, as Close documents) or 400; whether Close refuses is UNKNOWN."""
 
     # Faults.
     latency_ms: float = Field(0.0, ge=0)
@@ -301,9 +260,19 @@ class EmulatorOptions(BaseSettings):
             ("lead_custom_fields", [field.id for field in self.lead_custom_fields]),
             ("contact_custom_fields", [field.id for field in self.contact_custom_fields]),
             ("users", [user.id for user in self.users]),
+            ("groups", [group.id for group in self.groups]),
+            ("sequences", [sequence.id for sequence in self.sequences]),
+            ("pipelines", [pipeline.id for pipeline in self.pipelines]),
+            ("custom_activity_types", [kind.id for kind in self.custom_activity_types]),
         ):
             if len(set(ids)) != len(ids):
                 raise ValueError(f"{name} has duplicate ids")
+        refs = {user.id for user in self.users} | {user.email.casefold() for user in self.users}
+        named = [(f"groups[{g.name}]", m) for g in self.groups for m in g.members]
+        named += [("connected_accounts", a.user) for a in self.connected_accounts or ()]
+        for where, ref in named:
+            if ref.casefold() not in refs and ref not in refs:
+                raise ValueError(f"{where}: {ref!r} is not one of the users")
         return self
 
     def patched(self, patch: dict[str, Any]) -> EmulatorOptions:

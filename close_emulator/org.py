@@ -13,18 +13,31 @@ reads ``INTAKE_EMULATOR_ORG_FILE``, by default ``config/emulator-org.yaml``). Th
       lead:                       # GET /custom_field_schema/lead/
         - {name: Plan, type: choices, choices: [Pro, Team, Other]}
         - {name: Employees, type: number}
+        - {name: Lead Owner, type: user}    # a "user" field: where the lead's owner goes
       contact:
         - {name: LinkedIn}
+    groups:                       # GET /group/: members by email (or id)
+      - {name: Sales Team, members: [ann@acme.example]}
+    connected_accounts:           # sender accounts; left out: one per user, their own address
+      - {user: ann@acme.example}
+    sequences:                    # GET /sequence/
+      - {name: Inbound nurture}
+    pipelines:                    # GET /pipeline/; the first status is a new opportunity's
+      - name: Sales
+        statuses: [{label: Demo requested}, {label: Won, type: won}, {label: Lost, type: lost}]
+    custom_activity_types:        # GET /custom_activity/
+      - name: Web Form Submission
+        fields: [{name: Source, required: true}, {name: Page}]
 
 One top-level section per kind of object, each validated on its own (pydantic, unknown keys an
 error); a section left out keeps the emulator's built-in default. Ids may be given (to match a
 real organisation's) or are derived from the name, label or email, so they stay the same from
 one run to the next.
 
-Adding a kind of object (groups, sequences, pipelines...): its model (beside ``User`` in
-``options.py``), a section on :class:`OrgFile` and the matching field on ``EmulatorOptions``
-(filled in :meth:`OrgFile.options`), the routes that serve it (``api.py``), and its paragraph
-in docs/operations.md ("The emulator's organisation").
+Adding a kind of object: its model (``options.py`` for users, statuses and fields, ``team.py``
+for the sales side), a section on :class:`OrgFile` and the matching field on ``EmulatorOptions``
+(filled in :meth:`OrgFile.options`), the routes that serve it (``api.py``, ``users.py``,
+``sales.py``...), and its paragraph in docs/operations.md ("The emulator's organisation").
 """
 
 from __future__ import annotations
@@ -36,13 +49,20 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from close_emulator.ids import with_derived_id
 from close_emulator.options import (
     FLAG_DESTS,
-    CustomFieldSpec,
     EmulatorOptions,
     LeadStatus,
     User,
-    with_derived_id,
+)
+from close_emulator.team import (
+    ConnectedAccount,
+    CustomActivityType,
+    CustomFieldSpec,
+    Group,
+    Pipeline,
+    Sequence,
 )
 
 
@@ -64,6 +84,8 @@ class _Section(BaseModel):
 class Organization(_Section):
     id: str = ""
     name: str = Field(min_length=1)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    """Opportunity values are in this currency's minor unit (cents)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +107,11 @@ class OrgFile(_Section):
     users: list[User] | None = Field(default=None, min_length=1)
     lead_statuses: list[LeadStatus] | None = Field(default=None, min_length=1)
     custom_fields: CustomFields | None = None
+    groups: list[Group] | None = None
+    connected_accounts: list[ConnectedAccount] | None = None
+    sequences: list[Sequence] | None = None
+    pipelines: list[Pipeline] | None = Field(default=None, min_length=1)
+    custom_activity_types: list[CustomActivityType] | None = None
 
     def options(self) -> dict[str, Any]:
         """The ``EmulatorOptions`` fields this file sets (sections left out are not set)."""
@@ -92,10 +119,14 @@ class OrgFile(_Section):
         if self.organization is not None:
             out["organization_id"] = self.organization.id
             out["organization_name"] = self.organization.name
+            out["value_currency"] = self.organization.currency
         if self.users is not None:
             out["users"] = self.users
         if self.lead_statuses is not None:
             out["lead_statuses"] = self.lead_statuses
+        for name in _SALES:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         if self.custom_fields is not None:
             fields = self.custom_fields.model_fields_set
             if "lead" in fields:
@@ -103,6 +134,10 @@ class OrgFile(_Section):
             if "contact" in fields:
                 out["contact_custom_fields"] = self.custom_fields.contact
         return out
+
+
+_SALES = ("groups", "connected_accounts", "sequences", "pipelines", "custom_activity_types")
+"""Sections given to ``EmulatorOptions`` as they are (models of ``team.py``)."""
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

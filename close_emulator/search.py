@@ -7,6 +7,11 @@ Supported query nodes (close-api.md §3b): ``and``, ``or``, ``object_type``, ``h
 (``object_ids``); ``negate: true`` on any node. Anything else is a 400, so a client never
 silently relies on something the emulator does not model. Text matching ignores case; phone
 fields compare E.164 forms. ``phrase``/``full_words`` are word-based approximations.
+
+``_fields`` picks the fields of each result from the object as it is now (a lead's
+``contacts`` come with their emails and phones), while the match itself is decided on the
+version the lagging index holds. Exact contact emails and phones, and lead ids, are looked up
+in the index (``search_index.py``) instead of scanning every lead.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from close_emulator.fields import JSONObject, ValidationFailed, normalize_phone
 from close_emulator.options import EmulatorOptions
+from close_emulator.search_index import SearchIndex
 
 _FIELDS: dict[str, frozenset[str]] = {
     "lead": frozenset(
@@ -57,30 +63,6 @@ _RELATIONS[("lead", "contact")] = _children("contact", "contacts")
 _RELATIONS[("contact", "contact_email")] = _children("contact_email", "emails")
 _RELATIONS[("contact", "contact_phone")] = _children("contact_phone", "phones")
 _RELATIONS[("contact", "lead")] = lambda obj: [SearchObject("lead", obj.lead, obj.lead)]
-
-
-class SearchIndex:
-    """Versions of each lead, each visible from a monotonic time on (the index lag)."""
-
-    def __init__(self) -> None:
-        self._versions: dict[str, list[tuple[float, JSONObject]]] = {}
-
-    def clear(self) -> None:
-        self._versions.clear()
-
-    def publish(self, lead: JSONObject, visible_at: float, now: float) -> None:
-        versions = self._versions.setdefault(lead["id"], [])
-        versions.append((visible_at, copy.deepcopy(lead)))
-        visible = [i for i, (at, _) in enumerate(versions) if at <= now]
-        if visible:
-            del versions[: visible[-1]]
-
-    def visible(self, now: float) -> Iterator[JSONObject]:
-        for versions in self._versions.values():
-            for at, lead in reversed(versions):
-                if at <= now:
-                    yield lead
-                    break
 
 
 Predicate = Callable[[SearchObject], bool]
@@ -290,13 +272,52 @@ def _project(obj: SearchObject, fields: Any, live: Callable[[str, str], JSONObje
     return item
 
 
+def narrow(node: Any, index: SearchIndex, region: str) -> set[str] | None:
+    """Ids of the leads that hold every object ``node`` can match (the lead itself, its
+    contacts, their emails and phones), from the index; None when the index cannot tell (the
+    query then scans every lead). Called on a query ``compile_query`` accepted."""
+    if not isinstance(node, dict) or node.get("negate") is True:
+        return None
+    kind = node.get("type")
+    if kind in ("and", "or"):
+        parts = [narrow(part, index, region) for part in node["queries"]]
+        known = [part for part in parts if part is not None]
+        if kind == "and":
+            return set.intersection(*known) if known else None
+        return set().union(*known) if len(known) == len(parts) and known else None
+    if kind == "has_related":
+        # Every relation stays inside one lead: a contact's lead, a lead's contacts, their
+        # emails and phones.
+        return narrow(node.get("related_query"), index, region)
+    if kind != "field_condition":
+        return None
+    field, condition = node["field"], node["condition"]
+    if field.get("type") != "regular_field":
+        return None
+    where = (field.get("object_type"), field.get("field_name"))
+    if condition.get("type") == "text" and condition.get("mode") == "exact_value":
+        value = str(condition.get("value"))
+        if where == ("contact_email", "email"):
+            return index.with_email(value)
+        if where == ("contact_phone", "phone"):
+            return index.with_phone(value, region)
+    if where in (("lead", "id"), ("contact", "lead_id")) and condition.get("type") in (
+        "term",
+        "reference",
+    ):
+        return index.known(condition.get("values" if condition["type"] == "term" else "object_ids"))
+    return None
+
+
 def run_search(
     body: JSONObject,
-    leads: Iterator[JSONObject],
+    index: SearchIndex,
+    now: float,
     options: EmulatorOptions,
     live: Callable[[str, str], JSONObject | None],
 ) -> JSONObject:
-    """Answer one search request over the visible ``leads``; ``live`` fetches ``_fields``."""
+    """Answer one search request over the leads ``index`` shows at ``now``; ``live`` fetches
+    ``_fields`` (from the objects as they are, not as the index saw them)."""
     if "query" not in body:
         raise ValidationFailed.single("query", "This field is required.")
     predicate = compile_query(body["query"], options)
@@ -308,6 +329,7 @@ def run_search(
     fields = body.get("_fields")
     if fields is not None and not isinstance(fields, dict):
         raise ValidationFailed.single("_fields", "Must be an object keyed by object type.")
+    leads = index.visible(now, narrow(body["query"], index, options.default_region))
     matches = [obj for obj in _candidates(leads) if obj.type in _RESULT_TYPES and predicate(obj)]
     hits = _sort(matches, body.get("sort"))
     if results_limit is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -20,7 +19,7 @@ from aiohttp import web
 from close_emulator.fields import JSONObject, normalize_phone
 from close_emulator.limits import RateLimiter
 from close_emulator.options import EmulatorOptions, Fault
-from close_emulator.search import SearchIndex
+from close_emulator.search_index import SearchIndex
 
 _ID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -76,6 +75,14 @@ class EmulatorState:
         self.leads: dict[str, JSONObject] = {}
         self.contacts: dict[str, JSONObject] = {}
         self.notes: dict[str, JSONObject] = {}
+        # The follow-ups (sales.py, deals.py): by id, in creation order.
+        self.tasks: dict[str, JSONObject] = {}
+        self.subscriptions: dict[str, JSONObject] = {}
+        self.opportunities: dict[str, JSONObject] = {}
+        self.custom_activities: dict[str, JSONObject] = {}
+        self.unsubscribed: set[str] = set()
+        """Unsubscribed email addresses, lower-case (``/unsubscribe/email/``)."""
+        self._notes_by_lead: dict[str, list[JSONObject]] = {}
         self.requests: list[RequestRecord] = []
         self.faults: list[Fault] = []
         self.index = SearchIndex()
@@ -180,8 +187,9 @@ class EmulatorState:
         now = time.monotonic()
         self.index.publish(lead, now + self.options.search_lag_seconds, now)
 
-    def searchable_leads(self) -> Iterator[JSONObject]:
-        return self.index.visible(time.monotonic())
+    def store_note(self, note: JSONObject) -> None:
+        self.notes[note["id"]] = note
+        self._notes_by_lead.setdefault(str(note["lead_id"]), []).append(note)
 
     def live_object(self, object_type: str, object_id: str) -> JSONObject | None:
         table = {"lead": self.leads, "contact": self.contacts}.get(object_type, {})
@@ -192,7 +200,7 @@ class EmulatorState:
         wanted = email.casefold()
         return [
             lead
-            for lead in self.leads.values()
+            for lead in self._live(self.index.with_email(email))
             if any(
                 str(item.get("email", "")).casefold() == wanted
                 for contact in lead["contacts"]
@@ -202,10 +210,11 @@ class EmulatorState:
 
     def leads_with_phone(self, phone: str) -> list[JSONObject]:
         """Leads having a contact with this phone (compared in E.164), index lag ignored."""
-        wanted = (normalize_phone(phone, self.options.default_region) or (phone,))[0]
+        region = self.options.default_region
+        wanted = (normalize_phone(phone, region) or (phone,))[0]
         return [
             lead
-            for lead in self.leads.values()
+            for lead in self._live(self.index.with_phone(phone, region))
             if any(
                 item.get("phone") == wanted
                 for contact in lead["contacts"]
@@ -213,8 +222,13 @@ class EmulatorState:
             )
         ]
 
+    def _live(self, ids: set[str]) -> list[JSONObject]:
+        """The leads of ``ids`` as they are now, in creation order. (The index keeps the
+        values of every version not yet superseded, the live one included.)"""
+        return [self.leads[i] for i in self.index.in_order(ids) if i in self.leads]
+
     def notes_for(self, lead_id: str) -> list[JSONObject]:
-        return [note for note in self.notes.values() if note["lead_id"] == lead_id]
+        return list(self._notes_by_lead.get(lead_id, ()))
 
     # Control ------------------------------------------------------------------------------
     def configure(self, **changes: Any) -> EmulatorOptions:
@@ -229,6 +243,10 @@ class EmulatorState:
         self.leads.clear()
         self.contacts.clear()
         self.notes.clear()
+        for table in (self.tasks, self.subscriptions, self.opportunities, self.custom_activities):
+            table.clear()
+        self.unsubscribed.clear()
+        self._notes_by_lead.clear()
         self.requests.clear()
         self._log_offset = 0
         self.faults.clear()

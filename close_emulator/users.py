@@ -11,7 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from close_emulator.fields import JSONObject
-from close_emulator.options import EmulatorOptions, User, derived_id
+from close_emulator.ids import derived_id
+from close_emulator.options import EmulatorOptions, User
 from close_emulator.state import EMULATOR_STATE
 
 API = "/api/v1"

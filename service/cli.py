@@ -5,7 +5,7 @@ lead-intake serve          the receiver (HTTP) only
 lead-intake worker         the worker pool only
 lead-intake emulator       the built-in Close emulator
 lead-intake check-config   validate the sources file without starting
-lead-intake map            show what a payload maps to, without sending anything
+lead-intake map            show what a payload maps to (and its follow-ups), sending nothing
 lead-intake presets        the provider presets; `presets NAME` shows one
 lead-intake replay         queue finished submissions again
 
@@ -39,9 +39,10 @@ from service import __version__, tracing
 from service.config.check import check_sources
 from service.config.presets import bundled_presets, preset_details, preset_summary
 from service.config.settings import Settings, load_settings
-from service.config.sources import Sources, read_sources_file
+from service.config.sources import Sources, read_sources_file, validate_sources
+from service.dev.followups import check_followups, preview_followups
 from service.dev.ports import Port, PortInUse, check_free
-from service.dev.preview import BadPayload, preview_envelope
+from service.dev.preview import BadPayload, add_map_arguments, preview_envelope, read_lead_file
 from service.dev.schema import close_schema
 from service.dev.stack import run_dev
 from service.errors import ConfigError, ConfigIssue, MappingRejected
@@ -54,7 +55,9 @@ from service.queue.connection import redis_from_url
 from service.queue.records import as_state
 from service.receiver.server import serve
 from service.times import BadTime, parse_time
+from service.worker.followups import sources_need
 from service.worker.http import create_worker_app
+from service.worker.plan import needs_of, resolve
 from service.worker.preview import hydration_preview
 from service.worker.runtime import open_worker
 
@@ -184,14 +187,19 @@ async def _run_emulator(options: EmulatorOptions, host: str, port: int) -> None:
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     path = args.file or settings.sources_file
-    checked = asyncio.run(close_schema(settings))
-    sources, issues = check_sources(read_sources_file(path), file=str(path), schema=checked.schema)
+    data = read_sources_file(path)
+    needs = sources_need(validate_sources(data, file=str(path))[0])
+    checked = asyncio.run(close_schema(settings, needs))
+    sources, issues = check_sources(data, file=str(path), schema=checked.schema)
+    issues += check_followups(sources, checked.schema, checked.directory, str(path))
     if issues:
         raise ConfigError(issues)
     names = ", ".join(sources.names())
+    followed = [name for name, source in sources.items() if source.followup is not None]
+    also = f"; the follow-ups of {', '.join(followed)} resolved too" if followed else ""
     print(
         f"{path}: OK, {len(sources.names())} sources ({names}); custom fields and statuses "
-        f"checked against {checked.against}"
+        f"checked against {checked.against}{also}"
     )
     return 0
 
@@ -227,7 +235,10 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
         spec, name = found, args.source
     else:
         spec, name = MappingSpec(preset=args.preset), args.preset
-    schema = asyncio.run(close_schema(settings)).schema
+    followup = getattr(spec, "followup", None)
+    needs = needs_of(followup)
+    checked = asyncio.run(close_schema(settings, needs, lead_id=args.lead))
+    schema = checked.schema
     mapper = Mapper(spec, source=name, presets=presets, schema=schema)
     envelope = preview_envelope(args, name)
     envelope, fetch = hydration_preview(settings, spec, mapper, envelope, args.item, args.fetched)
@@ -246,7 +257,18 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
         )
         print("rejected: the payload would not become a lead (see above)", file=sys.stderr)
         return EXIT_REJECTED
-    print(json.dumps(preview(mapped), indent=2, ensure_ascii=False))
+    shown = preview(mapped)
+    if followup is not None:
+        plan, issues = resolve(
+            name, followup, schema=schema, directory=checked.directory, mapper=mapper
+        )
+        if issues:
+            raise ConfigError(issues)
+        lead = checked.lead if args.lead else read_lead_file(args.lead_file)
+        shown["followups"] = preview_followups(
+            plan, mapped, checked.directory, lead=lead, received_at=envelope.received_at
+        )
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -318,22 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapping = sub.add_parser(
         "map", help="show the Close body, note and identity a payload maps to (sends nothing)"
     )
-    which = mapping.add_mutually_exclusive_group(required=True)
-    which.add_argument("--source", help="a source of the sources file")
-    which.add_argument("--preset", help="a provider preset, without a source")
-    mapping.add_argument(
-        "--content-type",
-        default="application/json",
-        help="media type of FILE, or json | form | multipart (default json)",
-    )
-    mapping.add_argument("--query", help="query string of the request, e.g. 'utm_source=ads'")
-    mapping.add_argument(
-        "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
-    )
-    mapping.add_argument("--client-ip", help="the client IP the request came from")
-    mapping.add_argument("--fetched", help="the provider's answer for a thin payload (JSON)")
-    mapping.add_argument("--item", type=int, default=0, help="which item of a split delivery")
-    mapping.add_argument("file", help="the payload file, or - for standard input")
+    add_map_arguments(mapping)
     presets = sub.add_parser("presets", help="list the provider presets, or show one")
     presets.add_argument("name", nargs="?", help="a preset to show in full")
     replay = sub.add_parser(

@@ -6,6 +6,7 @@ never succeed as sent" (the submission ends ``rejected`` or ``dead``)::
 
     IntakeError
     ├── ConfigError            bad settings or sources file; lists every issue with its key path
+    ├── OverLimit              a door rate limit refused the request (answered 429)
     ├── TransientError         retry later
     │   ├── CloseUnavailable   5xx, timeout, connection lost: outcome of a POST unknown
     │   ├── CloseRateLimited   429 after the in-request retries
@@ -58,6 +59,17 @@ class ConfigError(IntakeError):
     def __init__(self, issues: Iterable[ConfigIssue]) -> None:
         self.issues: tuple[ConfigIssue, ...] = tuple(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class OverLimit(IntakeError):
+    """A rate limit of the door refused the request: ``kind`` says whose (``client``, the
+    sender's address; ``source``, the endpoint as a whole), ``wait`` how many seconds until a
+    token is there again."""
+
+    def __init__(self, kind: str, wait: float) -> None:
+        self.kind = kind
+        self.wait = wait
+        super().__init__(f"over the {kind} rate limit; a token in {wait:.3f} s")
 
 
 class TransientError(IntakeError):

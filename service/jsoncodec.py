@@ -79,14 +79,18 @@ UNPARSED: Any = object()
 """What :func:`fast_loads` returns when the standard library must parse the text."""
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
     """Compact UTF-8 JSON (no ASCII escaping), as ``json.dumps(..., separators=(",", ":"),
-    ensure_ascii=False)`` writes it, but for float spelling (``1e-7`` for ``1e-07``)."""
+    ensure_ascii=False, sort_keys=sort_keys)`` writes it, but for float spelling (``1e-7``
+    for ``1e-07``)."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except TypeError:  # orjson.JSONEncodeError: a big integer, a lone surrogate
         pass
+    compact = (",", ":")
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(
+            value, separators=compact, ensure_ascii=False, sort_keys=sort_keys
+        ).encode()
     except UnicodeEncodeError:  # a lone surrogate: written as its \u escape
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json.dumps(value, separators=compact, sort_keys=sort_keys).encode()

@@ -104,6 +104,16 @@ class Keys:
         lost); expires after the unknown-outcome grace period."""
         return f"{self.tag}:creating:{identity}"
 
+    def owner_turns(self, pool: str) -> str:
+        """A round-robin pool's counter: how many leads it has handed out (shared by every
+        worker); refreshed with each turn, kept ``owner_pointer_ttl_seconds``."""
+        return f"{self.tag}:turns:{pool}"
+
+    def owner_of(self, submission_id: str) -> str:
+        """The owner a pool's turn gave this submission, so a retry gets the same one (and takes
+        no second turn); kept as long as the record."""
+        return f"{self.tag}:owner:{submission_id}"
+
     def close(self, name: str) -> str:
         """Close delivery state shared by all workers: ``bucket:<group>``, ``pause``, ``auth``, and
         ``fields`` (custom field id → name, for the admin plane; as long as a record)."""

@@ -18,6 +18,7 @@ from service import __version__
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+SPEED_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 86400)
 E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
 
 
@@ -63,6 +64,20 @@ class Metrics:
             "intake_steps_total",
             "Steps after the lead (note, contact, follow-ups) by outcome: done, skipped, failed",
             ["source", "step", "outcome"],
+            registry=r,
+        )
+        self.assignments = Counter(
+            "intake_owner_assignments_total",
+            "Leads given an owner by a source's follow-ups, by the owner's Close user id "
+            "(none: nobody was available)",
+            ["source", "owner"],
+            registry=r,
+        )
+        self.speed_to_lead = Histogram(
+            "intake_speed_to_lead_seconds",
+            "From receipt of a submission to its task created in Close (the rep's to-do)",
+            ["source"],
+            buckets=SPEED_BUCKETS,
             registry=r,
         )
         self.retries = Counter(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -86,14 +86,17 @@ def retry_after(wait: float) -> int:
     return max(1, math.ceil(wait))
 
 
-def rate_limited(wait: float, detail: str) -> ProblemError:
-    """The ``429`` for a client that must wait ``wait`` seconds, with ``Retry-After``."""
+def rate_limited(
+    wait: float, detail: str, headers: Mapping[str, str] | None = None
+) -> ProblemError:
+    """The ``429`` for a client that must wait ``wait`` seconds, with ``Retry-After`` (beside
+    any other ``headers``)."""
     seconds = retry_after(wait)
     return ProblemError(
         429,
         "rate-limited",
         f"{detail}; try again in {seconds} s",
-        headers={"Retry-After": str(seconds)},
+        headers={**(headers or {}), "Retry-After": str(seconds)},
     )
 
 

@@ -365,7 +365,7 @@ async def test_map_tells_a_bad_payload_from_a_rejected_one_and_a_bad_configurati
 
 async def test_emulator_refuses_a_bad_organisation_file(tmp_path: Path) -> None:
     org = tmp_path / "org.yaml"
-    org.write_text("lead_statuses: []\nsequences: []\n")
+    org.write_text("lead_statuses: []\nterritories: []\n")
     code, _, err = await run_cli("emulator", "--org", str(org), "--port", "0")
     assert code == 2
-    assert f"{org}: lead_statuses:" in err and f"{org}: sequences: Extra inputs" in err
+    assert f"{org}: lead_statuses:" in err and f"{org}: territories: Extra inputs" in err

@@ -14,6 +14,7 @@ from typing import Any
 from service.admin.activity import Activity
 from service.admin.chart_html import hourly_chart
 from service.admin.people import Found
+from service.admin.steps_html import owner_cell, steps_table
 from service.admin.views import Shown, error_code, error_reason, lead_url
 from service.queue.records import FINAL_STATES, STATES, Record
 from service.times import iso
@@ -36,6 +37,8 @@ th{background:#eef0f3;font-weight:600}
 .state{border-radius:3px;padding:0 .35rem;background:#e2e5ea}
 .s-created,.s-attached{background:#cdebd4}.s-dead{background:#f6c9c9}
 .s-rejected{background:#f3dfc1}.s-retrying,.s-processing{background:#d8e3f6}
+.s-step-done{background:#cdebd4}.s-step-failed{background:#f6c9c9}
+.s-step-started{background:#d8e3f6}
 .notice{background:#fff7d6;border:1px solid #e8d27a;padding:.5rem .8rem;border-radius:4px}
 .error{background:#fde2e2;border:1px solid #e7a1a1;padding:.5rem .8rem;border-radius:4px}
 .running{color:#17692d}.paused{color:#a11}
@@ -289,9 +292,10 @@ def submission_page(record: Record, view: Shown, *, csrf: str, message: str | No
         ("Updated (UTC)", esc(when(record.updated_at))),
         ("Attempts", esc(record.attempts)),
         ("Close lead", lead_link(record, view)),
+        ("Owner", owner_cell(record, view)),
         ("Last error", error_cell(record, view) or "—"),
     ]
-    extra = {k: v for k, v in public.items() if k not in known}
+    extra = {k: v for k, v in public.items() if k not in known and k != "steps"}
     actions = []
     if record.state in FINAL_STATES:
         actions.append(
@@ -315,6 +319,7 @@ def submission_page(record: Record, view: Shown, *, csrf: str, message: str | No
         f"<h1>Submission <code>{esc(record.id)}</code></h1>{notice(message)}"
         f"<div class='actions'>{''.join(actions)}</div>"
         f"<table>{_rows(facts)}</table>"
+        + steps_table(record, view)
         + (
             "<h2>Payload (personal data)</h2>" + _json_block(public["payload"])
             if "payload" in public

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from service import __version__
 from service.admin.params import INCLUDES, MAX_LIMIT, MAX_TEXT, MAX_TIME
+from service.close.pacing import GROUPS
 from service.queue.records import REPLAYABLE, STATES
 
 JSON = "application/json"
@@ -38,6 +39,11 @@ _RECORD_PROPERTIES: dict[str, Any] = {
     "attempts": {"type": "integer", "minimum": 0},
     "lead_id": {"type": ["string", "null"]},
     "lead_url": {"type": ["string", "null"]},
+    "owner": {
+        "type": ["string", "null"],
+        "description": "The lead's owner (a Close user id) as the source's follow-ups chose or "
+        "kept it; null without an owner step, or when nobody was available.",
+    },
 }
 
 
@@ -117,6 +123,28 @@ SCHEMAS: dict[str, Any] = {
             "detail": {"type": "object"},
         },
     },
+    "StepMark": {
+        "type": "object",
+        "description": (
+            "How far one step after the lead got. `started`: its request may have reached Close "
+            "(the next attempt looks for its effect before sending again); `done` (`close_id`: "
+            "what it made or found: a contact, note, task, subscription, opportunity, custom "
+            "activity, the owner's user id, the updated lead), `skipped` (`reason`: why "
+            "nothing was needed, e.g. the email is unsubscribed) and `failed` (Close refused "
+            "it for good: `error` holds Close's answer) are final. `detail` is the step's own: "
+            "the owner's `how`, `pool` and `turn`; an update's `changes` (field: before and "
+            "after); a task's `assigned_to` and `date`; `how: found after a lost answer`."
+        ),
+        "required": ["state", "at"],
+        "properties": {
+            "state": {"type": "string", "enum": ["started", "done", "skipped", "failed"]},
+            "at": {"type": "string", "format": "date-time"},
+            "close_id": {"type": "string"},
+            "reason": {"type": "string"},
+            "error": {"description": "Close's answer to a refused step (status, field errors)."},
+            "detail": {"type": "object"},
+        },
+    },
     "Submission": {
         "type": "object",
         "description": (
@@ -142,6 +170,13 @@ SCHEMAS: dict[str, Any] = {
                 ),
             },
             "erased_from": {"type": "string", "description": "The state before erasure."},
+            "steps": {
+                "type": "object",
+                "description": "The steps after the lead by name, in the order they ran: "
+                "`owner`, `update`, `contact_details`, `contact`, `task`, `note`, `activity`, "
+                "`opportunity`, `sequence` (those the source has).",
+                "additionalProperties": _ref("StepMark"),
+            },
             "history": {"type": "array", "items": _ref("HistoryEvent")},
         },
         "additionalProperties": True,
@@ -283,10 +318,8 @@ SCHEMAS: dict[str, Any] = {
                     "rate_limit_pauses": {
                         "type": "object",
                         "description": "Seconds each Close endpoint group stays paused.",
-                        "required": ["read", "write", "search"],
-                        "properties": {
-                            g: {"type": "number", "minimum": 0} for g in ("read", "write", "search")
-                        },
+                        "required": list(GROUPS),
+                        "properties": {g: {"type": "number", "minimum": 0} for g in GROUPS},
                         "additionalProperties": False,
                     },
                 },

@@ -34,9 +34,16 @@ def lead_url(record: Record, template: str) -> str | None:
     return template.format(record.lead_id) if record.lead_id else None
 
 
+def owner_of(record: Record) -> str | None:
+    """The lead's owner as the follow-ups chose or kept it (a Close user id), if any."""
+    mark = record.progress.steps.get("owner")
+    return mark.close_id if mark is not None and mark.state == "done" else None
+
+
 def public(record: Record, template: str) -> dict[str, Any]:
-    """The whole record (payload and history included), with the link to the Close lead."""
-    return {**record.to_public(), "lead_url": lead_url(record, template)}
+    """The whole record (payload and history included), with the link to the Close lead and
+    the lead's owner."""
+    return {**record.to_public(), "lead_url": lead_url(record, template), "owner": owner_of(record)}
 
 
 def summary(record: Record, template: str, include: Sequence[str] = ()) -> dict[str, Any]:
@@ -51,6 +58,7 @@ def summary(record: Record, template: str, include: Sequence[str] = ()) -> dict[
         "attempts": record.attempts,
         "lead_id": record.lead_id,
         "lead_url": lead_url(record, template),
+        "owner": owner_of(record),
         "last_error": record.last_error,
         "next_attempt_at": iso(next_at) if next_at is not None else None,
         "replayed_at": iso(record.replayed_at) if record.replayed_at is not None else None,

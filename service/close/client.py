@@ -22,9 +22,10 @@ from pydantic import SecretStr
 
 from service import __version__, jsoncodec, tracing
 from service.backoff import retry_delay
+from service.close.objects import FollowupCalls
 from service.close.pacing import Pacer, endpoint_group
 from service.close.ratelimit import RateLimitInfo, parse_ratelimit, wait_after_429
-from service.close.search import leads_by_contact
+from service.close.search import leads_of_person
 from service.errors import (
     CloseAuthFailed,
     CloseRateLimited,
@@ -111,8 +112,9 @@ def retry_rules(attempts: int, pacer: Pacer | None = None) -> dict[str, CloseRet
     }
 
 
-class CloseClient:
-    """Typed calls to the parts of the Close API Lead Intake uses."""
+class CloseClient(FollowupCalls):
+    """Typed calls to the parts of the Close API Lead Intake uses (the follow-ups' in
+    ``objects.py``)."""
 
     def __init__(
         self,
@@ -253,9 +255,10 @@ class CloseClient:
         )
         return result
 
-    async def find_leads(self, kind: str, value: str) -> list[dict[str, Any]]:
-        """Leads having a contact with this email or E.164 phone (id, name, dates)."""
-        result = await self.request("POST", "data/search/", body=leads_by_contact(kind, value))
+    async def find_leads(self, email: str | None, phone: str | None) -> list[dict[str, Any]]:
+        """Leads having a contact with this email or this E.164 phone, in one search (id,
+        name, dates, and the contacts with their emails and phones)."""
+        result = await self.request("POST", "data/search/", body=leads_of_person(email, phone))
         data = result.get("data") if isinstance(result, dict) else None
         return [row for row in data or [] if isinstance(row, dict) and row.get("id")]
 

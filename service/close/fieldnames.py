@@ -1,4 +1,5 @@
-"""Close's custom field names as the workers last read them, for people reading errors.
+"""Close's custom field names (and its users' names) as the workers last read them, for people
+reading errors and records.
 
 Close names a custom field by its id in its errors (``custom.cf_…: The Custom Field "cf_…" does
 not exist.``). The workers read the organisation's schema at start and on every refresh
@@ -37,6 +38,15 @@ class FieldNames:
             return
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.key, items=names)
+        pipe.expire(self.key, self.ttl)
+        await pipe.execute()
+
+    async def remember_names(self, names: Mapping[str, str]) -> None:
+        """Add other objects' names by id (the users the follow-ups assign, ``user_...``)."""
+        if not names:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.key, items=[item for pair in names.items() for item in pair])
         pipe.expire(self.key, self.ttl)
         await pipe.execute()
 

@@ -43,7 +43,14 @@ from service.queue.connection import RedisClient
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("read", "write", "search")
+GROUPS = ("read", "write", "activity", "task", "opportunity", "sequence", "search")
+"""Our endpoint groups (``endpoint_group``), each with its own bucket and pause."""
+_WRITES = {
+    "activity": "activity",
+    "task": "task",
+    "opportunity": "opportunity",
+    "sequence_subscription": "sequence",
+}
 DEFAULT_429_WAIT = 2.0
 AUTH_PAUSE_TTL = 24 * 3600
 LEASE = 0.05
@@ -124,11 +131,21 @@ async def delivery_state(redis: RedisClient, keys: Keys) -> DeliveryState:
 
 
 def endpoint_group(method: str, path: str) -> str:
-    """Our endpoint groups: ``search`` (data/search/), ``read`` (GETs), ``write`` (the rest)."""
+    """Our endpoint groups: ``search`` (data/search/), ``read`` (GETs), and the writes:
+    ``activity`` (notes, custom activities), ``task``, ``opportunity``, ``sequence``
+    (subscriptions) and ``write`` (the others: leads, contacts).
+
+    Close limits each of its endpoint groups separately and does not publish them; its docs name
+    lead reads and activity writes as separate groups, and recorded answers show other limits for
+    task and opportunity writes (close-api-actions.md §12), so a lead's create and its follow-ups
+    are paced apart. A guess that is too fine costs nothing more than a 429 and the shared pause."""
     path = path.strip("/")
     if "data/search" in path:
         return "search"
-    return "read" if method.upper() == "GET" else "write"
+    if method.upper() == "GET":
+        return "read"
+    segments = path.split("/")
+    return next((group for name, group in _WRITES.items() if name in segments), "write")
 
 
 class Pacer:

@@ -1,10 +1,18 @@
-"""Advanced Filtering queries (``POST /data/search/``) used to find a person's existing lead."""
+"""Advanced Filtering queries (``POST /data/search/``) used to find a person's existing lead.
+
+One query per person: leads having a contact with the person's email (lower-cased) *or* their
+E.164 phone, newest update first, with the leads' contacts (their emails and phones) in
+``_fields``, so the caller sees which of the two each lead matched and decides the priority
+itself (``service/worker/lookup.py``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-LEAD_FIELDS = ["id", "display_name", "date_created", "date_updated"]
+LEAD_FIELDS = ["id", "display_name", "date_created", "date_updated", "contacts"]
+"""The fields of each lead found: what choosing among several needs, and the contacts (with
+their emails and phones) that say whether the email or the phone matched."""
 MAX_CANDIDATES = 25
 
 
@@ -31,14 +39,16 @@ def _contact_value(related: str, field_name: str, value: str) -> dict[str, Any]:
     }
 
 
-def leads_by_contact(kind: str, value: str) -> dict[str, Any]:
-    """The search body for leads with a contact email (lower-cased) or E.164 phone."""
-    if kind == "email":
-        condition = _contact_value("contact_email", "email", value.lower())
-    elif kind == "phone":
-        condition = _contact_value("contact_phone", "phone", value)
-    else:
-        raise ValueError(f"unknown identity kind {kind!r}")
+def leads_of_person(email: str | None, phone: str | None) -> dict[str, Any]:
+    """The search body for leads with a contact having this email or this E.164 phone."""
+    conditions = []
+    if email:
+        conditions.append(_contact_value("contact_email", "email", email.lower()))
+    if phone:
+        conditions.append(_contact_value("contact_phone", "phone", phone))
+    if not conditions:
+        raise ValueError("a person's search needs an email or a phone")
+    condition = conditions[0] if len(conditions) == 1 else {"type": "or", "queries": conditions}
     return {
         "query": {
             "type": "and",

@@ -104,13 +104,23 @@ class Settings(BaseSettings):
     close_rate_limit: float = Field(default=10.0, gt=0)
     """Requests per second per endpoint group, all workers together."""
     close_group_rate_limits: dict[str, float] = Field(default_factory=dict)
-    """Per-group ceilings overriding ``close_rate_limit``: read, write, search."""
+    """Per-group ceilings overriding ``close_rate_limit``: read, write, activity, task,
+    opportunity, sequence, search."""
     identity_lock_seconds: float = Field(default=30.0, ge=1)
     identity_lock_wait_seconds: float = Field(default=15.0, ge=0)
     lead_cache_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     unknown_outcome_grace_seconds: float = Field(default=120.0, ge=0)
     """After a create whose outcome is unknown, how long to wait for Close's search index."""
     auth_probe_seconds: float = Field(default=15.0, gt=0)
+
+    # Follow-ups (a source's `followup:` section).
+    owner_turns_ttl_seconds: int = Field(default=90 * 24 * 3600, ge=3600)
+    """How long a round-robin pool's counter is kept after its last turn (then it starts over)."""
+    close_clock_skew_seconds: float = Field(default=5.0, ge=0)
+    """How far Close's clock may be behind ours: a follow-up whose answer was lost is looked
+    for among the objects Close made since its step began, less this. The person's earlier
+    submissions made theirs before; one made within this window with the same values could be
+    taken for it."""
 
     # `lead-intake dev` (make run) only.
     emulator_port: int = Field(default=8081, ge=0, le=65535)

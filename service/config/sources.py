@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from service.config.auth import AuthSpec, validate_source_auth
+from service.config.followup import FollowupSpec
 from service.config.hydration import HydrateSpec, inherit_preset_hydrate
 from service.config.policy import (
     BodyLimits,
@@ -79,6 +80,9 @@ class SourceConfig(MappingSpec):
     description: str = ""
     max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
+    followup: FollowupSpec | None = None
+    """After the lead: owner, task, sequence, update, opportunity, custom activity
+    (``followup.py``)."""
 
     # At the door (service/receiver/policy.py and auth/spec.py say what each key means).
     auth: AuthSpec | None = None

@@ -4,9 +4,11 @@ would read the request, into the :class:`~service.envelope.Envelope` a worker ma
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 from service.envelope import Envelope, new_submission_id
@@ -23,6 +25,21 @@ CONTENT_TYPE_SHORTHANDS = {
     "form": "application/x-www-form-urlencoded",
     "multipart": "multipart/form-data",
 }
+
+
+def read_lead_file(path: Path | None) -> dict[str, Any] | None:
+    """A lead as ``GET /lead/{id}/`` gives it, from a JSON file (``map --lead-file``)."""
+    if path is None:
+        return None
+    try:
+        lead = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadPayload(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise BadPayload(f"{path}: not JSON: {exc}") from None
+    if not isinstance(lead, dict) or not isinstance(lead.get("id"), str):
+        raise BadPayload(f"{path}: not a Close lead (a JSON object with an id)")
+    return lead
 
 
 def preview_envelope(args: argparse.Namespace, source: str) -> Envelope:
@@ -54,3 +71,30 @@ def preview_envelope(args: argparse.Namespace, source: str) -> Envelope:
         query=dict(parse_qsl(args.query or "", keep_blank_values=True)),
         client_ip=args.client_ip,
     )
+
+
+def add_map_arguments(mapping: argparse.ArgumentParser) -> None:
+    """``lead-intake map``'s arguments: which mapping, the request, an existing lead."""
+    which = mapping.add_mutually_exclusive_group(required=True)
+    which.add_argument("--source", help="a source of the sources file")
+    which.add_argument("--preset", help="a provider preset, without a source")
+    mapping.add_argument(
+        "--content-type",
+        default="application/json",
+        help="media type of FILE, or json | form | multipart (default json)",
+    )
+    mapping.add_argument("--query", help="query string of the request, e.g. 'utm_source=ads'")
+    mapping.add_argument(
+        "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
+    )
+    mapping.add_argument("--client-ip", help="the client IP the request came from")
+    existing = mapping.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--lead", help="preview the follow-ups for a match to this Close lead (needs the API key)"
+    )
+    existing.add_argument(
+        "--lead-file", type=Path, help="... or to this lead, as GET /lead/{id}/ gives it (JSON)"
+    )
+    mapping.add_argument("--fetched", help="the provider's answer for a thin payload (JSON)")
+    mapping.add_argument("--item", type=int, default=0, help="which item of a split delivery")
+    mapping.add_argument("file", help="the payload file, or - for standard input")

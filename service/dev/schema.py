@@ -1,15 +1,16 @@
-"""Close's custom fields and statuses for ``check-config`` and ``map``: the organisation's, read
-from Close with the API key, or without one the emulator's (``INTAKE_EMULATOR_ORG_FILE``, the
-organisation ``make run`` sends leads to), read through the same client from an emulator
-started for the moment on a free local port. So a file ``check-config`` passes also starts
-with ``make run``.
+"""Close's custom fields and statuses for ``check-config`` and ``map``, and the users, groups,
+sequences, sender accounts, pipelines and custom activity types the follow-ups name: the
+organisation's, read from Close with the API key, or without one the emulator's
+(``INTAKE_EMULATOR_ORG_FILE``, the organisation ``make run`` sends leads to), read through the
+same client from an emulator started for the moment on a free local port. So a file
+``check-config`` passes also starts with ``make run``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 
 from close_emulator import EmulatorOptions, OrgFileError, create_emulator_app, options_with_org
 from service.close.client import CloseClient
+from service.close.directory import Directory, Needs, fetch_directory
 from service.config.settings import Settings
 from service.errors import CloseError, ConfigError, ConfigIssue
 from service.mapping import CloseSchema
@@ -54,6 +56,10 @@ class CheckedSchema:
     schema: CloseSchema
     against: str
     """What the names were checked against, for the report."""
+    directory: Directory = field(default_factory=Directory)
+    """The users, groups, sequences... the follow-ups name (what ``needs`` asked for)."""
+    lead: dict[str, Any] | None = None
+    """The lead asked for (``map --lead``), as Close holds it."""
 
 
 @asynccontextmanager
@@ -71,7 +77,9 @@ async def _emulator(settings: Settings) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def _read(base_url: str, api_key: SecretStr, settings: Settings) -> CloseSchema:
+async def _read(
+    base_url: str, api_key: SecretStr, settings: Settings, needs: Needs, lead_id: str | None
+) -> tuple[CloseSchema, Directory, dict[str, Any] | None]:
     async with aiohttp.ClientSession() as session:
         close = CloseClient(
             session,
@@ -81,20 +89,32 @@ async def _read(base_url: str, api_key: SecretStr, settings: Settings) -> CloseS
             connect_timeout=settings.close_connect_timeout_seconds,
             attempts=2,
         )
-        return await fetch_schema(close)
+        schema = await fetch_schema(close)
+        directory = await fetch_directory(close, needs) if needs else Directory()
+        lead = await close.get_lead(lead_id) if lead_id else None
+        return schema, directory, lead
 
 
-async def close_schema(settings: Settings) -> CheckedSchema:
-    """The schema sources are checked against (ConfigError when it cannot be read)."""
+async def close_schema(
+    settings: Settings, needs: Needs | None = None, *, lead_id: str | None = None
+) -> CheckedSchema:
+    """The schema sources are checked against, and the parts of the organisation ``needs``
+    names (ConfigError when they cannot be read)."""
+    needs = needs or Needs()
     if settings.close_api_key is None:
+        if lead_id:
+            text = "reading a lead needs INTAKE_CLOSE_API_KEY (or give the lead as a file)"
+            raise ConfigError([ConfigIssue("--lead", text)])
         async with _emulator(settings) as base_url:
-            schema = await _read(base_url, SecretStr(_KEY), settings)
+            schema, directory, _ = await _read(base_url, SecretStr(_KEY), settings, needs, None)
         org = organisation_name(settings)
         where = f"the emulator's organisation {org} (make run)"
-        return CheckedSchema(schema, where)
+        return CheckedSchema(schema, where, directory)
     try:
-        schema = await _read(settings.close_base_url, settings.close_api_key, settings)
+        schema, directory, lead = await _read(
+            settings.close_base_url, settings.close_api_key, settings, needs, lead_id
+        )
     except CloseError as exc:
-        text = f"could not read Close's custom fields and statuses: {exc}"
+        text = f"could not read Close's custom fields, statuses or follow-up objects: {exc}"
         raise ConfigError([ConfigIssue("INTAKE_CLOSE_API_KEY", text)]) from None
-    return CheckedSchema(schema, f"Close ({settings.close_base_url})")
+    return CheckedSchema(schema, f"Close ({settings.close_base_url})", directory, lead)

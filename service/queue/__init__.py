@@ -1,7 +1,8 @@
 """The Redis layer: the work stream, the submission records and their state index, under one
 key prefix (``service/keys.py``). One :class:`Queue` holds the parts, each with one job:
 
-- ``intake``: what the door stores (record + stream entry + delivery idempotency, rate buckets);
+- ``intake``: what the door stores (rate-limit tokens + delivery idempotency + record + stream
+  entry, one script);
 - ``stream``: the consumer group, reading, taking over, the retry schedule, the depth;
 - ``marker``: the marker of the data, which tells a Redis that came back empty (``marker.py``);
 - ``steps``: a worker's claim of an entry and every state change after it (:class:`Transition`);
@@ -19,7 +20,7 @@ from typing import Protocol
 from service.keys import Keys
 from service.queue.connection import RedisClient
 from service.queue.index import Selection, StateIndex
-from service.queue.intake import DeliveryKey, Intake
+from service.queue.intake import DeliveryKey, Intake, Throttle
 from service.queue.marker import DataLoss, DataMarker
 from service.queue.progress import Progress, StepMark
 from service.queue.records import Record, State
@@ -80,5 +81,6 @@ __all__ = [
     "Selection",
     "State",
     "StepMark",
+    "Throttle",
     "Transition",
 ]

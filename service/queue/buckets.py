@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from service.queue.lua import Script
 
 BUCKET_LUA = """
--- Returns the tokens taken and, when none were, the milliseconds to wait first.
+-- Returns the tokens taken and, when none were, the milliseconds to wait first. ``pause``:
+-- a key whose existence makes every taker wait, or false for a bucket that is never paused.
 local function take_tokens(bucket, pause, now, rate, capacity, least, most)
-  local paused = redis.call('PTTL', pause)
-  if paused > 0 then return 0, paused end
+  if pause then
+    local paused = redis.call('PTTL', pause)
+    if paused > 0 then return 0, paused end
+  end
   local state = redis.call('HMGET', bucket, 'tokens', 'at')
   local tokens = tonumber(state[1])
   local at = tonumber(state[2])

@@ -1,20 +1,31 @@
-"""What the door stores: a submission's record and stream entry, with delivery idempotency, in
-one atomic step; and the door's rate-limit buckets.
+"""What the door stores, in one script per request: the door's rate-limit tokens, delivery
+idempotency, the submission's record and its stream entry.
 
-Both are group-committed (:class:`~service.queue.batching.ScriptBatcher`): the scripts of
-concurrent requests share round trips, and each request still waits for its own answer.
+The script takes a token from each of the request's rate-limit buckets (the client's, then the
+source's), then looks the delivery up, then writes the record and the stream entry; it stops
+at the first of these that refuses, so a request over a limit or a repeated delivery costs that
+same one script and stores nothing. A request the door refuses for another reason (a bad
+signature, an unreadable body...) still takes its tokens, with the limits-only script
+(:meth:`Intake.take_tokens`): a flood of bad requests is limited like any other.
+
+Both scripts are group-committed (:class:`~service.queue.batching.ScriptBatcher`): the scripts
+of concurrent requests share round trips, and each request still waits for its own answer.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
 from service.envelope import Envelope
+from service.errors import OverLimit
 from service.keys import Keys
-from service.queue import buckets
 from service.queue.batching import ScriptBatcher
+from service.queue.buckets import BUCKET_LUA
 from service.queue.connection import RedisClient
 from service.queue.index import INDEX_LUA, index_keys
 from service.queue.lua import Script
@@ -33,15 +44,47 @@ class DeliveryKey:
 
 
 @dataclass(frozen=True, slots=True)
-class _StoreKeys:
+class Throttle:
+    """One of the door's rate-limit buckets a request takes a token from."""
+
+    kind: Literal["client", "source"]
+    """Whose limit: the sender's address (``client``) or the endpoint as a whole."""
+    scope: str
+    """The bucket's name: ``ip:<source>:<address>`` or ``source:<source>``."""
+    rate: float
+    """Tokens per second."""
+    capacity: float
+
+
+# The scripts' keys and arguments: built once per request, on the door's hot path, so not
+# frozen (a frozen dataclass's __init__ costs a microsecond more for these many fields).
+@dataclass(slots=True)
+class _LimitKeys:
+    client_bucket: str
+    source_bucket: str
+    """The buckets (placeholders, never touched, for a limit the request does not have)."""
+
+
+@dataclass(slots=True)
+class _LimitArgs:
+    now_ms: int
+    client_rate: float | None
+    client_capacity: float | None
+    source_rate: float | None
+    source_capacity: float | None
+    """None: the request has no such limit."""
+
+
+@dataclass(slots=True)
+class _StoreKeys(_LimitKeys):
     stream: str
     record: str
     idem: str
     """The delivery's idempotency key (a placeholder when there is none)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _StoreArgs:
+@dataclass(slots=True)
+class _StoreArgs(_LimitArgs):
     sub_id: str
     source: str
     envelope: bytes
@@ -57,12 +100,32 @@ class _StoreArgs:
     reason: str
 
 
-# A repeated delivery finds the first submission's id under the idempotency key, and nothing
-# new is stored. Returns {1, stream entry id or ''} when stored, {0, first submission's id}.
+_DOOR_TOKENS_LUA = """
+-- One token from the client's bucket, then from the source's (a bucket the request does not
+-- have is skipped); nil when taken, else {2, milliseconds to wait, whose limit}.
+local function take_door_tokens()
+  local now = tonumber(A.now_ms)
+  for _, kind in ipairs({'client', 'source'}) do
+    local rate = A[kind .. '_rate']
+    if rate ~= '' then
+      local taken, wait = take_tokens(K[kind .. '_bucket'], false, now, tonumber(rate),
+        tonumber(A[kind .. '_capacity']), 1, 1)
+      if taken == 0 then return {2, wait, kind} end
+    end
+  end
+  return nil
+end
+"""
+
+# Returns {1, stream entry id or ''} when stored, {0, first submission's id} for a repeated
+# delivery (nothing new stored), {2, ms to wait, whose limit} when over a rate limit (nothing
+# stored, nor looked up).
 _STORE = Script(
     _StoreKeys,
     _StoreArgs,
     """
+local limited = take_door_tokens()
+if limited then return limited end
 if A.idem_ttl ~= '' then
   local first = redis.call('GET', K.idem)
   if first then return {0, first} end
@@ -81,7 +144,17 @@ if A.state == 'queued' then
 end
 return {1, entry}
 """,
-    helpers=[INDEX_LUA],
+    helpers=[INDEX_LUA, BUCKET_LUA, _DOOR_TOKENS_LUA],
+)
+
+# Returns {1} when every token was taken, {2, ms to wait, whose limit} otherwise.
+_TOKENS = Script(
+    _LimitKeys,
+    _LimitArgs,
+    """
+return take_door_tokens() or {1}
+""",
+    helpers=[BUCKET_LUA, _DOOR_TOKENS_LUA],
 )
 
 
@@ -99,7 +172,7 @@ class Intake:
         """Set while nothing may be stored (a Redis without persistence in production)."""
         self._index = index_keys(keys)
         self._store = ScriptBatcher(redis, _STORE.bind(redis))
-        self._bucket = ScriptBatcher(redis, buckets.TAKE.bind(redis))
+        self._tokens = ScriptBatcher(redis, _TOKENS.bind(redis))
 
     def acknowledge_after(self, replicas: int, timeout_seconds: float) -> None:
         """Answer a stored submission only once it reached ``replicas`` replicas (Redis
@@ -107,20 +180,30 @@ class Intake:
         self._store.wait_for_replicas(replicas, timeout_seconds)
 
     async def enqueue(
-        self, envelope: Envelope, delivery: DeliveryKey | None = None
+        self,
+        envelope: Envelope,
+        delivery: DeliveryKey | None = None,
+        throttles: Sequence[Throttle] = (),
     ) -> tuple[str, bool]:
-        """Store the record and add the stream entry in one atomic step.
+        """Take the rate-limit tokens, store the record and add the stream entry, in one
+        atomic step.
 
         Returns ``(submission id, True)`` when queued, or ``(first submission's id, False)`` when
         ``delivery`` names a delivery already accepted within its window (nothing is stored).
+        Raises ``OverLimit`` when a bucket of ``throttles`` is empty (nothing is stored).
         """
         history = history_event(envelope.received_at, "queued")
-        return await self._write(envelope, "queued", history, delivery)
+        return await self._write(envelope, "queued", history, delivery, throttles=throttles)
 
     async def store_rejected(
-        self, envelope: Envelope, reason: str, delivery: DeliveryKey | None = None
+        self,
+        envelope: Envelope,
+        reason: str,
+        delivery: DeliveryKey | None = None,
+        throttles: Sequence[Throttle] = (),
     ) -> tuple[str, bool]:
-        """Keep a submission refused at the door (spam) as a ``rejected`` record.
+        """Keep a submission refused at the door (spam) as a ``rejected`` record, with its
+        rate-limit tokens taken as for any other (``OverLimit`` when a bucket is empty).
 
         It is never added to the stream, so no worker sees it and nothing reaches Close; the
         record (with the payload, for review) expires like any other. A repeat of the same
@@ -130,7 +213,24 @@ class Intake:
         history = "\n".join(
             (history_event(at, "received"), history_event(at, "rejected", {"reason": reason}))
         )
-        return await self._write(envelope, "rejected", history, delivery, reason=reason)
+        return await self._write(
+            envelope, "rejected", history, delivery, throttles=throttles, reason=reason
+        )
+
+    async def take_tokens(self, throttles: Sequence[Throttle], now: float | None = None) -> None:
+        """Take a token from each of ``throttles`` and nothing else (a request the door
+        refuses, or one whose next check is costly); ``OverLimit`` when a bucket is empty."""
+        if throttles:
+            client, source = _by_kind(throttles)
+            keys = _LimitKeys(self._bucket(client), self._bucket(source))
+            args = _LimitArgs(
+                int((time.time() if now is None else now) * 1000),
+                client.rate if client else None,
+                client.capacity if client else None,
+                source.rate if source else None,
+                source.capacity if source else None,
+            )
+            _raise_if_limited(await self._tokens(keys, args))
 
     async def _write(
         self,
@@ -139,16 +239,25 @@ class Intake:
         history: str,
         delivery: DeliveryKey | None,
         *,
+        throttles: Sequence[Throttle],
         reason: str = "",
     ) -> tuple[str, bool]:
         if self.refusal is not None:
             raise WritesRefused(self.refusal)
+        client, source = _by_kind(throttles)
         keys = _StoreKeys(
+            client_bucket=self._bucket(client),
+            source_bucket=self._bucket(source),
             stream=self.keys.stream,
             record=self.keys.sub(envelope.id),
             idem=self.keys.idem(envelope.source, delivery.digest if delivery else "-"),
         )
         args = _StoreArgs(
+            now_ms=int(envelope.received_at * 1000),
+            client_rate=client.rate if client else None,
+            client_capacity=client.capacity if client else None,
+            source_rate=source.rate if source else None,
+            source_capacity=source.capacity if source else None,
             sub_id=envelope.id,
             source=envelope.source,
             envelope=envelope.to_json(),
@@ -160,17 +269,28 @@ class Intake:
             state=state,
             reason=reason,
         )
-        stored, value = await self._store(keys, args, self._index)
+        reply = await self._store(keys, args, self._index)
+        _raise_if_limited(reply)
+        stored, value = reply
         return (envelope.id, True) if int(stored) else (str(value), False)
 
-    async def take_token(
-        self, scope: str, *, rate: float, capacity: float, now: float | None = None
-    ) -> float:
-        """One token of the door's rate-limit bucket ``scope`` (``ip:<source>:<address>``,
-        ``source:<source>``): 0.0 when taken, else the seconds to wait first."""
-        bucket = self.keys.throttle(scope)
-        _, wait_ms = await self._bucket(
-            buckets.BucketKeys(bucket, buckets.no_pause(bucket)),
-            buckets.BucketArgs(buckets.now_ms(now), rate, capacity, 1, 1),
-        )
-        return int(wait_ms) / 1000.0
+    def _bucket(self, throttle: Throttle | None) -> str:
+        """The bucket's key (a placeholder, never touched, for a limit the request lacks)."""
+        return self.keys.throttle(throttle.scope if throttle else "-")
+
+
+def _by_kind(throttles: Sequence[Throttle]) -> tuple[Throttle | None, Throttle | None]:
+    """``(the client's, the source's)`` of ``throttles``."""
+    client = source = None
+    for throttle in throttles:
+        if throttle.kind == "client":
+            client = throttle
+        else:
+            source = throttle
+    return client, source
+
+
+def _raise_if_limited(reply: Any) -> None:
+    if int(reply[0]) == 2:
+        kind = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+        raise OverLimit(kind, int(reply[1]) / 1000.0)

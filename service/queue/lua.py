@@ -12,8 +12,9 @@ it; the text lives beside that class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, is_dataclass
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from redis.commands.core import AsyncScript
@@ -46,6 +47,20 @@ def _encode(value: Any) -> Value:
     raise TypeError(f"a script argument cannot be {type(value).__name__}")
 
 
+_PLAIN = frozenset({str, bytes, int})
+"""Types a script argument takes as they are (``bool`` is not ``int`` here: ``type`` is exact)."""
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """``obj -> (obj.name, ...)`` for ``names``, always a tuple."""
+    if not names:
+        return lambda obj: ()
+    get = attrgetter(*names)
+    if len(names) == 1:
+        return lambda obj: (get(obj),)
+    return get
+
+
 class Script(Generic[KeysT, ArgsT]):
     """A Lua script with named keys (``keys``, a dataclass of key names) and named arguments
     (``args``, a dataclass of values). ``body`` is the script after the prelude that binds the
@@ -64,6 +79,9 @@ class Script(Generic[KeysT, ArgsT]):
             f"local NK, NA = {len(self.key_names)}, {len(self.arg_names)}\n"
         )
         self.text = prelude + "".join(helpers) + body
+        # Tuples of the fields in one C call each (the door packs a script per request).
+        self._keys_of = _getter(self.key_names)
+        self._args_of = _getter(self.arg_names)
 
     def pack(
         self,
@@ -73,9 +91,11 @@ class Script(Generic[KeysT, ArgsT]):
         more_args: Sequence[Any] = (),
     ) -> tuple[list[Any], list[Any]]:
         """``(KEYS, ARGV)`` for one call."""
-        key_list: list[Any] = [getattr(keys, name) for name in self.key_names]
+        key_list: list[Any] = list(self._keys_of(keys))
         key_list.extend(more_keys)
-        arg_list: list[Any] = [_encode(getattr(args, name)) for name in self.arg_names]
+        arg_list: list[Any] = [
+            value if type(value) in _PLAIN else _encode(value) for value in self._args_of(args)
+        ]
         arg_list.extend(_encode(value) for value in more_args)
         return key_list, arg_list
 

@@ -34,6 +34,7 @@ from service.close.status import refresh_metrics
 from service.config.settings import Settings
 from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
+from service.errors import OverLimit
 from service.httpbody import BodyError
 from service.logs import SUBMISSION, ServerLog
 from service.mapping import Mapper
@@ -91,12 +92,6 @@ KEPT_HEADERS = (
 )
 
 
-def _queue_down() -> ProblemError:
-    return ProblemError(
-        503, "queue-unavailable", "the submission was not stored; send it again later"
-    )
-
-
 async def receive(request: web.Request) -> web.Response:
     name = request.match_info["source"]
     source = request.app[SOURCES].get(name)
@@ -106,20 +101,27 @@ async def receive(request: web.Request) -> web.Response:
         response = await _accept(request, name, source)
     except ProblemError as exc:
         response = answers.refused(request, source.redirect, exc)
-        if exc.status == 408:
+        if answers.closes(exc):
             response.force_close()
     cors.decorate(request, response, source.cors)
     return response
 
 
 async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.Response:
+    client = request_client(request)
+    tokens = spam.Tokens(request.app[QUEUE].intake, spam.throttles(name, client, source.rate_limit))
+    try:
+        return await _admit(request, name, source, client, tokens)
+    except ProblemError as exc:
+        await tokens.take(exc)  # a refused request takes its tokens too
+        raise
+
+
+async def _admit(
+    request: web.Request, name: str, source: SourceConfig, client: str | None, tokens: spam.Tokens
+) -> web.Response:
     app = request.app
     settings, queue = app[SETTINGS], app[QUEUE]
-    client = request_client(request)
-    try:
-        await spam.check_rates(queue.intake, name, client, source.rate_limit)
-    except (RedisError, OSError):
-        raise _queue_down() from None
     content_type = request.headers.get("Content-Type")
     media_type, _ = media_type_of(content_type)
     if not supported(media_type):
@@ -155,14 +157,16 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
     )
     if spam.honeypot_filled(body, source.honeypot):
         return await _spam(
-            request, dataclasses.replace(envelope, body=body), source, requested_page
+            request, dataclasses.replace(envelope, body=body), source, requested_page, tokens
         )
     mapper = app[MAPPERS].get(name)
     if mapper is not None and refuses_unmappable(app[SOURCES], source, mapper):
         _check_mappable(mapper, envelope)
     if source.captcha is not None:
+        await tokens.take()  # a flood stops here, before it costs a call to the CAPTCHA service
         await app[CAPTCHA].check(source.captcha, name, token, client)
     if mapper is not None and mapper.splits:  # one delivery, several submissions
+        await tokens.take()  # the delivery's tokens, once for all its items
         return await accept_items(
             request,
             sources=app[SOURCES],
@@ -173,10 +177,12 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
         )
     delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
-        sub_id, queued = await queue.intake.enqueue(envelope, delivery)
+        sub_id, queued = await queue.intake.enqueue(envelope, delivery, tokens.hand_over())
+    except OverLimit as exc:
+        raise spam.limited(exc) from None
     except (RedisError, OSError) as exc:
         logger.error("cannot queue a submission for %s: %s", name, type(exc).__name__)
-        raise _queue_down() from None
+        raise answers.queue_down() from None
     tracing.name_submission(sub_id, duplicate=not queued)
     return answers.accepted(
         request, source.redirect, sub_id, duplicate=not queued, requested=requested_page
@@ -207,13 +213,20 @@ def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:
 
 
 async def _spam(
-    request: web.Request, envelope: Envelope, source: SourceConfig, requested_page: Any
+    request: web.Request,
+    envelope: Envelope,
+    source: SourceConfig,
+    requested_page: Any,
+    tokens: spam.Tokens,
 ) -> web.Response:
     """A filled honeypot: stored as rejected spam, answered exactly like a success."""
+    intake = request.app[QUEUE].intake
     try:
-        sub_id, _ = await request.app[QUEUE].intake.store_rejected(envelope, "spam")
+        sub_id, _ = await intake.store_rejected(envelope, "spam", throttles=tokens.hand_over())
+    except OverLimit as exc:
+        raise spam.limited(exc) from None
     except (RedisError, OSError):
-        raise _queue_down() from None
+        raise answers.queue_down() from None
     logger.info("submission %s rejected as spam (source %s)", sub_id, envelope.source)
     return answers.accepted(
         request, source.redirect, sub_id, duplicate=False, requested=requested_page

@@ -14,10 +14,10 @@ HubSpot array of events: the source's ``split``) names each item by its own even
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from service import jsoncodec
 from service.config.sources import DedupSpec, SourceConfig
 from service.envelope import Envelope
 from service.mapping import Mapper
@@ -52,13 +52,11 @@ def _body_hash(envelope: Envelope, dedup: DedupSpec) -> DeliveryKey | None:
     """The normalised body's hash within the source's body window (None: window off)."""
     if dedup.body_window_seconds <= 0:
         return None
-    canonical = json.dumps(
-        normalised_body(envelope.body, frozenset(dedup.hash_ignored_fields)),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+    canonical = jsoncodec.dumps(
+        normalised_body(envelope.body, frozenset(dedup.hash_ignored_fields)), sort_keys=True
     )
-    return DeliveryKey("body-hash", _digest("body", canonical), dedup.body_window_seconds)
+    digest = hashlib.sha256(b"body\x1f" + canonical).hexdigest()[:40]  # as _digest
+    return DeliveryKey("body-hash", digest, dedup.body_window_seconds)
 
 
 def delivery_key(

@@ -3,17 +3,23 @@
 A filled honeypot is answered exactly like a success (a bot learns nothing) and stored as a
 ``rejected`` record with reason ``spam``; it is never queued. Rate limits are token buckets
 shared by every receiver process (``service/queue/buckets.py``), per client address and per
-source; over the limit is 429 with ``Retry-After`` in whole seconds.
+source, taken in the same script that stores the submission (``service/queue/intake.py``);
+over the limit is 429 with ``Retry-After`` in whole seconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from service.config.policy import HoneypotSpec, Rate, RateLimitSpec
-from service.problems import rate_limited
+from redis.exceptions import RedisError
+
+from service.config.policy import HoneypotSpec, RateLimitSpec
+from service.errors import OverLimit
+from service.problems import ProblemError, rate_limited
+from service.queue import Throttle
 from service.queue.intake import Intake
+from service.receiver.answers import closes, queue_down
 
 
 def honeypot_filled(body: Any, spec: HoneypotSpec | None) -> bool:
@@ -35,21 +41,53 @@ def without_fields(body: Any, names: Iterable[str | None]) -> Any:
     return {key: value for key, value in body.items() if key not in drop}
 
 
-async def _take(intake: Intake, scope: str, rate: Rate) -> float:
-    return await intake.take_token(scope, rate=rate.per_second, capacity=rate.count)
-
-
-async def check_rates(
-    intake: Intake, source: str, client: str | None, spec: RateLimitSpec | None
-) -> None:
-    """Raise 429 when the client, or the source as a whole, is over its limit."""
+def throttles(source: str, client: str | None, spec: RateLimitSpec | None) -> tuple[Throttle, ...]:
+    """The buckets a request to ``source`` from ``client`` takes a token from, client first."""
     if spec is None:
-        return
+        return ()
+    found = []
     if spec.per_client is not None and client:
-        wait = await _take(intake, f"ip:{source}:{client}", spec.per_client)
-        if wait > 0:
-            raise rate_limited(wait, "too many submissions from your address")
+        rate = spec.per_client
+        found.append(Throttle("client", f"ip:{source}:{client}", rate.per_second, rate.count))
     if spec.per_source is not None:
-        wait = await _take(intake, f"source:{source}", spec.per_source)
-        if wait > 0:
-            raise rate_limited(wait, "this endpoint is receiving too many submissions")
+        rate = spec.per_source
+        found.append(Throttle("source", f"source:{source}", rate.per_second, rate.count))
+    return tuple(found)
+
+
+def limited(exc: OverLimit, headers: Mapping[str, str] | None = None) -> ProblemError:
+    """The 429 for a request over a limit, with ``Retry-After`` in whole seconds."""
+    detail = {
+        "client": "too many submissions from your address",
+        "source": "this endpoint is receiving too many submissions",
+    }.get(exc.kind, "too many submissions")
+    return rate_limited(exc.wait, detail, headers)
+
+
+class Tokens:
+    """A request's rate-limit tokens, taken exactly once: by the script that stores the
+    submission, or on their own when the request is refused before it gets there (then a
+    request over a limit is answered 429, as if the limits had been checked first)."""
+
+    def __init__(self, intake: Intake, throttles: tuple[Throttle, ...]) -> None:
+        self.intake = intake
+        self._unpaid = throttles
+
+    def hand_over(self) -> tuple[Throttle, ...]:
+        """The tokens still to take, for the script that stores the submission."""
+        throttles, self._unpaid = self._unpaid, ()
+        return throttles
+
+    async def take(self, refused: ProblemError | None = None) -> None:
+        """Take the tokens still to take now; 429 when over a limit (closing the connection
+        when ``refused`` did: a body that was not read)."""
+        throttles = self.hand_over()
+        if not throttles:
+            return
+        try:
+            await self.intake.take_tokens(throttles)
+        except OverLimit as exc:
+            closing = refused is not None and closes(refused)
+            raise limited(exc, {"Connection": "close"} if closing else None) from None
+        except (RedisError, OSError):
+            raise queue_down() from None

@@ -2,7 +2,16 @@
 
 The lookup order that makes one lead per person: the lead cache (read with the person's locks;
 it knows every lead this service created or matched, whatever Close's search index lags), then
-Close's search by email, then by phone.
+Close's search: one query for leads with a contact having the person's email or phone, whose
+answer carries each lead's contacts. The priority is decided here: a lead showing the email
+wins over one showing only the phone (a shared office phone does not make two people one).
+
+A second search is sent only when the answer may hide an email match: the person has both an
+email and a phone, the page came back full (``MAX_CANDIDATES`` leads, newest first) and none of
+them shows the email; then the email alone is searched. A lead Close's search matched whose
+contacts, as Close now returns them, show neither value (changed since the search index saw
+it) is used only when no other lead was found, and counts as found by the query's first
+condition.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.close.client import CloseClient
+from service.close.search import MAX_CANDIDATES
 from service.errors import CloseRefused, field_errors
 from service.mapping import Identity
 
@@ -24,6 +34,9 @@ class Match:
     via: str
     candidates: tuple[str, ...] = field(default_factory=tuple)
 
+
+EMAIL, PHONE = "search:email", "search:phone"
+"""``Match.via`` of a lead found by Close's search, by the value its contacts show."""
 
 _CHOOSERS = {
     "recently_updated": (lambda row: str(row.get("date_updated") or ""), True),
@@ -42,17 +55,34 @@ def choose_lead(rows: Sequence[Mapping[str, Any]], how: str) -> str:
 async def find_lead(
     close: CloseClient, cached_lead: str | None, identity: Identity, choose: str
 ) -> Match | None:
-    """The person's lead: the cached one, else Close's search by email, then by phone. The
-    caller caches a lead found by search."""
+    """The person's lead: the cached one, else what Close's search finds (see the module
+    docstring for the priority). The caller caches a lead found by search."""
     if cached_lead:
         return Match(cached_lead, "cache", (cached_lead,))
-    for kind, value in (("email", identity.email), ("phone", identity.phone)):
-        if not value:
-            continue
-        rows = await close.find_leads(kind, value)
-        if rows:
-            lead_id = choose_lead(rows, choose)
-            return Match(lead_id, f"search:{kind}", tuple(str(r["id"]) for r in rows))
+    email, phone = identity.email, identity.phone
+    if not email and not phone:
+        return None
+    rows = await close.find_leads(email, phone)
+    match = _best(rows, identity, choose)
+    if email and phone and len(rows) >= MAX_CANDIDATES and (match is None or match.via != EMAIL):
+        # A full page of phone matches may have pushed the email's own leads off it.
+        by_email = _best(await close.find_leads(email, None), identity, choose)
+        if by_email is not None and by_email.via == EMAIL:
+            return by_email
+    return match
+
+
+def _best(rows: Sequence[Mapping[str, Any]], identity: Identity, choose: str) -> Match | None:
+    """The match among ``rows``: those showing the email, else those showing the phone, else
+    (the search matched them, their contacts no longer show it) any."""
+    email, phone = identity.email, identity.phone
+    for via, found in (
+        (EMAIL, [row for row in rows if email and shows(row, email=email)]),
+        (PHONE, [row for row in rows if phone and shows(row, phone=phone)]),
+        (EMAIL if email else PHONE, list(rows)),
+    ):
+        if found:
+            return Match(choose_lead(found, choose), via, tuple(str(r["id"]) for r in found))
     return None
 
 
@@ -65,14 +95,21 @@ def about_missing_lead(exc: CloseRefused) -> bool:
     return any(line.startswith("lead") for line in field_errors(exc.response.body))
 
 
+def shows(lead: Mapping[str, Any], *, email: str = "", phone: str = "") -> bool:
+    """Whether a contact of ``lead`` has this email (any case) or this E.164 phone."""
+    for contact in lead.get("contacts") or []:
+        if email and email in {
+            str(e.get("email", "")).lower() for e in contact.get("emails") or []
+        }:
+            return True
+        if phone and phone in {str(p.get("phone", "")) for p in contact.get("phones") or []}:
+            return True
+    return False
+
+
 def has_person(lead: Mapping[str, Any], identity: Identity) -> bool:
     """Whether a contact of ``lead`` is this person: by email when the submission has one (a
     shared office phone does not make two people one), else by phone."""
-    email, phone = identity.email, identity.phone
-    for contact in lead.get("contacts") or []:
-        if email:
-            if email in {str(e.get("email", "")).lower() for e in contact.get("emails") or []}:
-                return True
-        elif phone and phone in {str(p.get("phone", "")) for p in contact.get("phones") or []}:
-            return True
-    return False
+    if identity.email:
+        return shows(lead, email=identity.email)
+    return shows(lead, phone=identity.phone or "")

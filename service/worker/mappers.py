@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import suppress
-
-from redis.exceptions import RedisError
 
 from service.close.client import CloseClient
 from service.close.fieldnames import FieldNames
 from service.config.sources import Sources, build_mappers, build_mappers_issues
-from service.errors import CloseError, ConfigError
+from service.errors import ConfigError
 from service.mapping import CloseSchema, Mapper
+from service.worker.refresh import READ_ERRORS, every, read_until_answered
 
 logger = logging.getLogger(__name__)
 
@@ -86,34 +84,18 @@ class MapperSet(Mapping[str, Mapper]):
 
     async def start(self, stopping: asyncio.Event) -> None:
         """Wait until Close's schema has been read (or stopping is asked)."""
-        delay = 1.0
-        while not stopping.is_set():
-            try:
-                schema = await self._fetch()
-            except (CloseError, RedisError, OSError) as exc:
-                # The Close client paces itself through Redis: a Redis outage lands here too.
-                logger.warning(
-                    "cannot read Close's custom fields and statuses yet (%s); retrying in %.0fs",
-                    exc,
-                    delay,
-                )
-            else:
-                if self.apply(schema):
-                    return
-                # The sources name fields or statuses this organisation does not have.
-                raise ConfigError(build_mappers_issues(self.sources, schema))
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
-            delay = min(delay * 2, 60.0)
+        schema = await read_until_answered(
+            self._fetch, stopping, "Close's custom fields and statuses"
+        )
+        if schema is None or self.apply(schema):
+            return
+        # The sources name fields or statuses this organisation does not have.
+        raise ConfigError(build_mappers_issues(self.sources, schema))
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Re-read the schema every ``refresh_seconds`` until stopping."""
-        while not stopping.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.refresh_seconds)
-            if stopping.is_set():
-                return
+        async for _ in every(self.refresh_seconds, stopping):
             try:
                 self.apply(await self._fetch())
-            except (CloseError, RedisError, OSError) as exc:
+            except READ_ERRORS as exc:
                 logger.warning("refreshing Close's schema failed (%s); keeping the last one", exc)

@@ -8,8 +8,8 @@ it after the visibility timeout: nothing is lost.
 Effectively-once leads, although Close has no idempotency key:
 
 - one person's submissions are processed one at a time (identity locks, all workers);
-- before creating, the person is looked up: the local cache, then Close's search by email,
-  then by phone; the cache is written right after a create, so search-index lag cannot hide a
+- before creating, the person is looked up: the local cache, then one Close search (email or
+  phone); the cache is written right after a create, so search-index lag cannot hide a
   lead this service made;
 - the record is marked before the create POST; a later attempt that finds the mark but no lead
   id (a crash, a timeout, a 5xx: outcome unknown) looks the person up again, and while nothing
@@ -45,12 +45,14 @@ from service.errors import (
 from service.mapping import MappedLead, Mapper
 from service.metrics import Metrics
 from service.queue import Entry, PersonUpdate, Queue, State
+from service.worker.followup_steps import all_steps
+from service.worker.followups import Followups
 from service.worker.gate import DeliveryGate
 from service.worker.hydrate import Hydrate
 from service.worker.identity import Held, IdentityLocks, LeadCache, identity_keys
 from service.worker.lookup import find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
-from service.worker.steps import STEPS, LeadGone, StepContext, StepRunner
+from service.worker.steps import LeadGone, StepContext, StepRunner
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class Pipeline:
         gate: DeliveryGate,
         unknown_outcome_grace: float,
         metrics: Metrics | None = None,
+        followups: Followups | None = None,
         hydrate: Hydrate | None = None,
     ) -> None:
         self.queue = queue
@@ -94,6 +97,8 @@ class Pipeline:
         self.unknown_outcome_grace = unknown_outcome_grace
         self.outcomes = Outcomes(queue, retry, gate=gate, metrics=metrics)
         self.steps = StepRunner(self._step, metrics)
+        self.followups = followups
+        self.step_list = all_steps(followups)
         self.hydrate = hydrate
 
     async def give_up(self, entry: Entry, reason: str) -> str:
@@ -176,6 +181,7 @@ class Pipeline:
         created = attempt.progress.lead_created
         via = attempt.progress.matched_via or ""
         lead_id = attempt.lead_id
+        lead: dict[str, Any] | None = None
         if lead_id is None:
             match = None
             if dedup.on_match != "create":
@@ -195,11 +201,15 @@ class Pipeline:
                     skipped = {"lead_id": lead_id, "via": via, "candidates": list(match.candidates)}
                     return await self.outcomes.end(entry, attempt, "skipped", skipped, held=held)
             else:
-                lead_id = await self._create(attempt, mapped, held)
-                created = True
-        ctx = StepContext(attempt, mapped, lead_id, created, source, self.close)
+                if self.followups is not None:  # the owner goes into the create body
+                    mapped = await self.followups.before_create(attempt, mapped)
+                lead = await self._create(attempt, mapped, held)
+                lead_id, created = str(lead["id"]), True
+        ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, lead)
         try:
-            await self.steps.run(ctx, STEPS)
+            if self.followups is not None:
+                await self.followups.prepare(ctx)
+            await self.steps.run(ctx, self.step_list)
         except LeadGone as gone:
             if created:
                 raise gone.refusal from None  # the lead it made is gone: Close's answer says why
@@ -224,7 +234,7 @@ class Pipeline:
             changes["cache_ttl"] = self.cache.ttl
         return PersonUpdate(held.identities, **changes)
 
-    async def _create(self, attempt: Attempt, mapped: MappedLead, held: Held) -> str:
+    async def _create(self, attempt: Attempt, mapped: MappedLead, held: Held) -> dict[str, Any]:
         record = attempt.record
         started = attempt.progress.create_started_at
         if started:
@@ -282,7 +292,7 @@ class Pipeline:
             person=self._person(held, cache_lead=lead_id, clear_creating=True),
             lead_id=lead_id,
         )
-        return lead_id
+        return lead
 
     async def _step(
         self, attempt: Attempt, detail: dict[str, Any], *, person: PersonUpdate | None = None

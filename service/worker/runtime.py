@@ -18,11 +18,13 @@ from service.metrics import Metrics
 from service.providers import ProviderClients, ProviderHTTP, ProviderPauses
 from service.queue import Queue
 from service.queue.connection import RedisClient, redis_from_url
+from service.worker.followups import FollowupPlans, Followups
 from service.worker.gate import DeliveryGate
 from service.worker.hydrate import Hydrator
 from service.worker.identity import IdentityLocks, LeadCache
 from service.worker.mappers import MapperSet
 from service.worker.outcomes import Outcomes, RetryPolicy
+from service.worker.owner import Owners
 from service.worker.pipeline import Pipeline
 from service.worker.pool import Worker
 
@@ -113,13 +115,27 @@ async def open_worker(
             pacer=pacer,
             metrics=metrics,
         )
+        names = FieldNames(redis, keys, ttl=settings.record_ttl_seconds)
         mappers = MapperSet(
-            sources,
-            close,
-            refresh_seconds=settings.schema_refresh_seconds,
-            names=FieldNames(redis, keys, ttl=settings.record_ttl_seconds),
+            sources, close, refresh_seconds=settings.schema_refresh_seconds, names=names
         )
         gate = DeliveryGate(pacer, close, probe_seconds=settings.auth_probe_seconds)
+        plans = FollowupPlans(
+            sources, close, mappers, refresh_seconds=settings.schema_refresh_seconds, names=names
+        )
+        followups = Followups(
+            plans,
+            Owners(
+                redis,
+                keys,
+                pointer_ttl=settings.owner_turns_ttl_seconds,
+                memo_ttl=settings.record_ttl_seconds,
+                metrics=metrics,
+            ),
+            queue,
+            clock_skew=settings.close_clock_skew_seconds,
+            metrics=metrics,
+        )
         retry = RetryPolicy(
             base=settings.retry_base_seconds,
             cap=settings.retry_max_seconds,
@@ -142,6 +158,7 @@ async def open_worker(
             gate=gate,
             unknown_outcome_grace=settings.unknown_outcome_grace_seconds,
             metrics=metrics,
+            followups=followups if plans.configured else None,
             hydrate=hydrator(
                 settings,
                 sources=sources,
@@ -162,6 +179,6 @@ async def open_worker(
             block_ms=settings.read_block_ms,
             maintenance_interval=maintenance_interval,
             grace_period=settings.shutdown_grace_seconds,
-            services=[mappers, gate],
+            services=[mappers, plans, gate],
             gate=gate,
         )

@@ -54,6 +54,18 @@ class StepContext:
     """This submission created the lead (a follow-up may differ for a match)."""
     source: SourceConfig
     close: CloseClient
+    lead: dict[str, Any] | None = None
+    """The lead as Close last answered with it in this attempt (the create's answer, a read,
+    an update's answer); None until a step needs it."""
+    made: bool | None = None
+    """This submission made the lead, also when its create's answer was lost and this attempt
+    found the lead (the follow-ups decide it before the steps run); None: as ``created``."""
+
+    async def read_lead(self) -> dict[str, Any]:
+        """The lead, read from Close once per attempt (``lead`` when already known)."""
+        if self.lead is None:
+            self.lead = await self.close.get_lead(self.lead_id)
+        return self.lead
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,4 +212,5 @@ class StepRunner:
 
 
 STEPS: tuple[Step, ...] = (ContactStep(), NoteStep())
-"""The steps after the lead, in the order they run."""
+"""The steps after the lead of a source without follow-ups, in the order they run (with them:
+``followup_steps.all_steps``)."""

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from service.close.pacing import GROUPS
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.dev.redis_server import RedisServer
@@ -382,7 +383,7 @@ async def test_counts_show_states_queue_depth_and_delivery(
     assert body["delivery"] == {
         "status": "running",
         "paused_reason": None,
-        "rate_limit_pauses": {"read": 0.0, "write": 0.0, "search": 0.0},
+        "rate_limit_pauses": dict.fromkeys(GROUPS, 0.0),
     }
 
     await redis.set(keys.close("pause:search"), "429", px=5000)

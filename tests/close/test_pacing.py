@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from service.close.pacing import LEASE, Pacer
+from service.close.pacing import LEASE, Pacer, endpoint_group
 from service.keys import Keys
 
 
@@ -137,3 +137,30 @@ async def test_a_pause_stops_this_process_at_once_and_others_within_the_lease(
     assert all(t >= paused_at + 0.35 for t in after_a), [t - paused_at for t in after_a]
     early = [t - paused_at for t in after_b if t < paused_at + 0.35]
     assert all(t <= LEASE for t in early), early
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "group"),
+    [
+        ("POST", "data/search/", "search"),
+        ("POST", "lead/", "write"),
+        ("POST", "contact/", "write"),
+        ("PUT", "/api/v1/lead/lead_1/", "write"),
+        ("POST", "activity/note/", "activity"),
+        ("POST", "/api/v1/activity/custom/", "activity"),
+        ("GET", "activity/note/", "read"),
+        ("GET", "lead/lead_1/", "read"),
+        ("POST", "task/", "task"),
+        ("PUT", "/api/v1/task/task_1/", "task"),
+        ("POST", "opportunity/", "opportunity"),
+        ("POST", "sequence_subscription/", "sequence"),
+        ("PUT", "contact/cont_1/", "write"),
+        ("GET", "task/", "read"),
+    ],
+)
+def test_a_leads_create_and_its_note_are_paced_in_separate_groups(
+    method: str, path: str, group: str
+) -> None:
+    # Close limits lead writes and activity writes apart: one shared bucket would halve the
+    # leads per second its limit allows.
+    assert endpoint_group(method, path) == group

@@ -185,7 +185,9 @@ async def test_create_lead_returns_full_lead_with_ids_default_status_and_e164(em
     assert ISO.match(lead["date_created"]) and ISO.match(lead["date_updated"])
     contact = lead["contacts"][0]
     assert contact["id"].startswith("cont_") and contact["lead_id"] == lead["id"]
-    assert contact["emails"] == [{"email": "Jane@Acme.COM", "type": "office"}]
+    assert contact["emails"] == [
+        {"email": "Jane@Acme.COM", "type": "office", "is_unsubscribed": False}
+    ]
     assert contact["phones"] == [
         {"phone": "+14155552671", "phone_formatted": "+1 415-555-2671", "type": "mobile"}
     ]

@@ -38,7 +38,7 @@ def test_every_problem_of_a_file_is_named_with_its_key(tmp_path: Path) -> None:
     bad.write_text(
         "users: [{email: nobody}]\n"
         "custom_fields:\n  lead: [{name: Plan, type: choice}]\n  opportunity: []\n"
-        "groups: []\n"
+        "territories: []\n"
     )
     with pytest.raises(OrgFileError) as caught:
         load_org(bad)
@@ -48,7 +48,7 @@ def test_every_problem_of_a_file_is_named_with_its_key(tmp_path: Path) -> None:
         "users[0].name",
         "custom_fields.lead[0].type",
         "custom_fields.opportunity",
-        "groups",
+        "territories",
     ]
     assert str(bad) in str(caught.value)
 

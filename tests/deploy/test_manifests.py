@@ -264,6 +264,30 @@ def test_compose_runs_redis_with_aof_and_one_image_for_every_role() -> None:
     assert f":{worker_env['INTAKE_WORKER_HTTP_PORT']}/healthz" in worker_check
 
 
+def emulator_org(args: list[str]) -> Path:
+    """The repository file an emulator's ``--org`` names in the image (``/app/config/...``)."""
+    assert "--org" in args, f"{args}: the emulator needs the organisation the sources name"
+    path = PurePosixPath(args[args.index("--org") + 1])
+    assert path.parent == PurePosixPath("/app/config"), "the image copies config/ to /app/config"
+    return ROOT / "config" / path.name
+
+
+def test_compose_emulator_has_the_organisation_the_example_sources_follow_up_with() -> None:
+    command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["emulator"]
+    org = emulator_org(command["command"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE_")}
+    checked = subprocess.run(  # the follow-ups' users, group and sequence are all in that file
+        [sys.executable, "-m", "service.cli", "check-config", str(ROOT / "config/sources.yaml")],
+        env={**env, "INTAKE_EMULATOR_ORG_FILE": str(org)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "the follow-ups of website resolved too" in checked.stdout
+
+
 # --- Kubernetes: rendering -------------------------------------------------------------------
 
 KUSTOMIZATION_KEYS = {
@@ -653,6 +677,7 @@ def test_each_role_gets_only_its_own_secret(rendered: Rendered) -> None:
         assert set(secret["data"]) == {"close_api_key", "admin_token"}
         emulator = rendered.named("Deployment", "close-emulator")
         assert "--api-key" not in pod_spec(emulator)["containers"][0]["args"]
+        assert emulator_org(pod_spec(emulator)["containers"][0]["args"]).is_file()
         api_key = secret["data"]["close_api_key"]
         assert base64.b64decode(api_key).decode() == DEFAULT_API_KEY
 

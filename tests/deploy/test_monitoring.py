@@ -2,8 +2,7 @@
 dashboard.
 
 - every expression of the dashboard and of the rules parses as PromQL (promql-parser) and
-  names only metrics the service exports, collected from a real ``Metrics()`` registry (plus
-  the planned speed-to-lead histogram);
+  names only metrics the service exports, collected from a real ``Metrics()`` registry;
 - every alert has a promtool unit test that fires it and one that keeps it quiet (the tests
   themselves run in ``make alerts`` and below, when promtool is installed);
 - the PrometheusRule holds exactly the groups of the plain rules file.
@@ -34,10 +33,6 @@ RULES = MONITORING / "alerts.yaml"
 RULE_TESTS = ROOT / "tests" / "deploy" / "alerts_test.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 
-PLANNED = {"intake_speed_to_lead_seconds": "histogram"}
-"""Metrics the rules and dashboard use before the service exports them: the speed-to-lead
-histogram (receipt → Close task created, label ``source``)."""
-
 SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -55,9 +50,8 @@ GRAFANA_VARIABLES = {
 
 
 def exported_series() -> set[str]:
-    """The sample names a ``Metrics()`` registry exports, and those of the planned metrics."""
+    """The sample names a ``Metrics()`` registry exports."""
     families = {family.name: family.type for family in Metrics().registry.collect()}
-    families.update(PLANNED)
     return {name + suffix for name, kind in families.items() for suffix in SUFFIXES[kind]}
 
 

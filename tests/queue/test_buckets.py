@@ -7,8 +7,9 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from service.errors import OverLimit
 from service.keys import Keys
-from service.queue import Queue, buckets
+from service.queue import Queue, Throttle, buckets
 
 
 async def take(
@@ -30,22 +31,28 @@ async def take(
     return int(taken), int(wait_ms) / 1000.0
 
 
+async def door_wait(
+    queue: Queue, scope: str, *, rate: float, capacity: float, now: float | None = None
+) -> float:
+    """0.0 when the door's bucket gave a token, else the seconds to wait for one."""
+    try:
+        await queue.intake.take_tokens([Throttle("client", scope, rate, capacity)], now)
+    except OverLimit as exc:
+        return exc.wait
+    return 0.0
+
+
 async def test_bucket_allows_capacity_then_asks_to_wait(queue: Queue) -> None:
     now = 1_000_000.0
-    waits = [
-        await queue.intake.take_token("ip:web:1", rate=10, capacity=3, now=now) for _ in range(4)
-    ]
+    waits = [await door_wait(queue, "ip:web:1", rate=10, capacity=3, now=now) for _ in range(4)]
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert 0.09 <= waits[3] <= 0.11  # one token refills in 1/10 s
-    assert await queue.intake.take_token("ip:web:1", rate=10, capacity=3, now=now + 0.1) == 0.0
+    assert await door_wait(queue, "ip:web:1", rate=10, capacity=3, now=now + 0.1) == 0.0
 
 
 async def test_bucket_is_shared_by_concurrent_takers(queue: Queue) -> None:
     waits = await asyncio.gather(
-        *(
-            queue.intake.take_token("source:web", rate=5, capacity=5, now=2_000_000.0)
-            for _ in range(12)
-        )
+        *(door_wait(queue, "source:web", rate=5, capacity=5, now=2_000_000.0) for _ in range(12))
     )
     assert sum(1 for w in waits if w == 0.0) == 5
 
@@ -72,5 +79,5 @@ async def test_pause_key_makes_everyone_wait(redis: Redis, keys: Keys) -> None:
 
 
 async def test_bucket_key_expires(queue: Queue, redis: Redis, keys: Keys) -> None:
-    await queue.intake.take_token("ip:website:203.0.113.9", rate=1, capacity=2)
+    await door_wait(queue, "ip:website:203.0.113.9", rate=1, capacity=2)
     assert 0 < await redis.pttl(keys.throttle("ip:website:203.0.113.9")) <= 3000

@@ -111,21 +111,29 @@ async def _raw_exchange(client: TestClient[Any, Any], request: bytes, wait: floa
         writer.close()
 
 
+@pytest.mark.parametrize("over_limit", [False, True])
 async def test_a_body_that_never_finishes_gets_408(
-    make_settings: Any, redis: Redis, keys: Keys
+    over_limit: bool, make_settings: Any, redis: Redis, keys: Keys
 ) -> None:
     settings = make_settings(read_timeout_seconds=0.3)
-    async with receiver(settings, redis, SOURCES) as client:
+    sources = {"small": {**SOURCES["small"], "rate_limit": {"per_source": "1/hour"}}}
+    async with receiver(settings, redis, sources if over_limit else SOURCES) as client:
+        if over_limit:
+            assert (await client.post("/hooks/small", json={"email": "a@x.com"})).status == 202
         head = (
             b"POST /hooks/small HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\n\r\n"
         )
         answer = await _raw_exchange(client, head + b'{"email": "a@exa', wait=10)
     status_line, _, rest = answer.partition(b"\r\n")
-    assert status_line == b"HTTP/1.1 408 Request Timeout"
-    assert b"urn:lead-intake:problem:request-timeout" in rest
+    if over_limit:  # the limit answers first, as always; the unread body closes the connection
+        assert status_line == b"HTTP/1.1 429 Too Many Requests"
+        assert b"urn:lead-intake:problem:rate-limited" in rest
+    else:
+        assert status_line == b"HTTP/1.1 408 Request Timeout"
+        assert b"urn:lead-intake:problem:request-timeout" in rest
     assert b"Connection: close" in rest
-    assert await redis.xlen(keys.stream) == 0
+    assert await redis.xlen(keys.stream) == (1 if over_limit else 0)
 
 
 async def test_headers_that_never_finish_close_the_connection(

@@ -16,6 +16,7 @@ they get a 2xx. Every id answered with a 2xx is "accepted" and must reach a fina
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 import time
@@ -30,14 +31,57 @@ from redis.exceptions import RedisError
 
 from service.keys import GROUP, Keys
 from service.queue.records import FINAL_STATES, Record
+from tests.reliability.followup_books import Submission, check_followups
 from tests.reliability.harness import (
     ADMIN_TOKEN,
     CLOSE_KEY,
     EMAIL_DOMAIN,
     PREFIX,
+    SOURCES,
     Stack,
     leaks,
 )
+from tests.team import ORG, REPS
+
+# The whole follow-up, on a match too: every submission makes a task, an opportunity and a
+# custom activity (asserted: at most one each), a person one subscription, and every
+# re-submission appends its visit to the lead (asserted: no update lost or applied twice).
+FOLLOWUP: dict[str, Any] = {
+    "owner": {
+        "field": "Lead Owner",
+        "pool": "inbound",
+        "pools": {"inbound": {"group": "Inbound Reps"}},
+    },
+    "task": {"text": "Call ${full_name}: ${message}", "on_match": True},
+    "sequence": {"name": "Inbound nurture", "on_match": True},
+    "update": {"default": "never", "fields": {"Visits": "append"}},
+    "opportunity": {"pipeline": "Sales", "policy": "always", "value": "`100`", "on_match": True},
+    "activity": {
+        "type": "Web Form Submission",
+        "fields": {"Source": "source", "Message": "message"},
+        "on_match": True,
+    },
+}
+FOLLOWUP_TABLES = {"task": "tasks", "opportunity": "opportunities", "activity": "activities"}
+
+
+def chaos_sources() -> dict[str, Any]:
+    sources = copy.deepcopy(SOURCES)
+    for source in sources["sources"].values():
+        source["extract"]["extra.visit"] = "body.visit"
+        source["lead"]["custom"]["Visits"] = "extra.visit"
+        source["followup"] = FOLLOWUP
+    return sources
+
+
+def chaos_org(plan: ChaosPlan) -> dict[str, Any]:
+    """The team's organisation, and a multi-value field with one choice per submission."""
+    org = copy.deepcopy(ORG)
+    visits = [f"v{n}" for n in range(plan.submissions)]
+    org["custom_fields"]["lead"].append(
+        {"name": "Visits", "type": "choices", "choices": visits, "accepts_multiple_values": True}
+    )
+    return org
 
 
 @dataclass(frozen=True)
@@ -115,30 +159,30 @@ def make_plan(plan: ChaosPlan, run: str) -> list[Delivery]:
         if persons and roll < 0.25:
             email, phone, name = persons[rng.randrange(len(persons))]
             source = "chaos" if rng.random() < 0.5 else "chaos-skip"
-            body = _body(email, phone, name, f"follow-up {n}")
+            body = _body(email, phone, name, f"follow-up {n}", n)
             out.append(Delivery(n, key, source, body, "repeat-person", email, phone))
             continue
         email = f"p{n}-{run}@{EMAIL_DOMAIN}"
         name = f"Chaos Person {n}"
         phone = f"+1 415 2{n // 10000 % 100:02d} {n % 10000:04d}" if n % 3 == 0 else None
         if roll < 0.27:
-            body = {**_body(email, phone, name, "poison"), "external_id": 42}
+            body = {**_body(email, phone, name, "poison", n), "external_id": 42}
             out.append(Delivery(n, key, "chaos", body, "poison", email, phone))
         elif roll < 0.28:
             body = {"message": f"nobody {n}", "company": "No Identity Ltd"}
             out.append(Delivery(n, key, "chaos", body, "reject", None))
         else:
-            body = {**_body(email, phone, name, f"hello {n}"), "external_id": f"ext-{n}"}
+            body = {**_body(email, phone, name, f"hello {n}", n), "external_id": f"ext-{n}"}
             out.append(Delivery(n, key, "chaos", body, "new", email, phone))
             persons.append((email, phone, name))
     return out
 
 
-def _body(email: str, phone: str | None, name: str, message: str) -> dict[str, Any]:
+def _body(email: str, phone: str | None, name: str, message: str, n: int) -> dict[str, Any]:
     contact = {"email": email, "name": name}
     if phone:
         contact["phone"] = phone
-    return {"contact": contact, "company": f"{name} Inc", "message": message}
+    return {"contact": contact, "company": f"{name} Inc", "message": message, "visit": f"v{n}"}
 
 
 class Senders:
@@ -320,6 +364,10 @@ class Outcome:
     elapsed: float
     settled: float
     """Seconds from the end of the chaos until everything was final."""
+    objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """The follow-ups Close holds: tasks, opportunities, activities, subscriptions."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The emulator's options (users, fields)."""
     pending_detail: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -427,6 +475,16 @@ class Outcome:
         }
         if final_records != len(accepted):
             fail.append(f"accepted {len(accepted)} != final-state records {final_records}")
+        submissions = [
+            Submission(record, d.email, d.body.get("visit"), d.source)
+            for d in firsts
+            if (record := self.records.get(d.accepted_id or "")) is not None
+        ]
+        found, counts = check_followups(
+            submissions, self.leads, self.objects, self.requests, self.config, REPS
+        )
+        fail.extend(found)
+        self.counts.update(counts)
 
     def _state(self, sub_id: str | None) -> str | None:
         record = self.records.get(sub_id or "")
@@ -535,10 +593,19 @@ async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
         "shutdown_grace_seconds": 2,
         "drain_seconds": 0,
         "auth_probe_seconds": 0.5,
+        # Emulator and workers share this machine's clock: a lost follow-up is looked for
+        # exactly among what Close made after its step began.
+        "close_clock_skew_seconds": 0,
     }
     started = time.monotonic()
     async with Stack(
-        workdir, receivers=plan.receivers, workers=plan.workers, seed=plan.seed, **settings
+        workdir,
+        receivers=plan.receivers,
+        workers=plan.workers,
+        seed=plan.seed,
+        sources=chaos_sources(),
+        org=chaos_org(plan),
+        **settings,
     ) as stack:
         await stack.emulator.configure(
             error_rate=0.03,  # 5xx before applying
@@ -578,12 +645,18 @@ async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
             consumers = await redis.xinfo_consumers(Keys(PREFIX).stream, GROUP)
         finally:
             await redis.aclose()
+        objects = {
+            table: await stack.emulator.objects(table)
+            for table in ("tasks", "opportunities", "activities", "subscriptions")
+        }
         outcome = Outcome(
             plan=plan,
             deliveries=deliveries,
             records=records,
             leads=await stack.emulator.leads(),
             requests=await stack.emulator.requests(),
+            objects=objects,
+            config=await stack.emulator.config(),
             senders=senders,
             monkey=monkey,
             stack=stack,

@@ -176,9 +176,14 @@ async def wait_http(url: str, within: float = 20.0, status: int = 200) -> None:
 class Emulator:
     """The Close emulator as a process, driven over its /_emulator/ HTTP API."""
 
-    def __init__(self, workdir: Path, *, seed: int) -> None:
+    def __init__(self, workdir: Path, *, seed: int, org: Mapping[str, Any] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        extra: list[str] = []
+        if org is not None:
+            org_file = workdir / "emulator-org.yaml"
+            org_file.write_text(yaml.safe_dump(dict(org), sort_keys=False))
+            extra = ["--org", str(org_file)]
         self.proc = Proc(
             "emulator",
             [
@@ -191,6 +196,7 @@ class Emulator:
                 CLOSE_KEY,
                 "--seed",
                 str(seed),
+                *extra,
             ],
             service_env(),
             workdir / "emulator.log",
@@ -227,6 +233,13 @@ class Emulator:
     async def leads(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "leads"))["data"])
 
+    async def config(self) -> dict[str, Any]:
+        return dict(await self._call("GET", "config"))
+
+    async def objects(self, table: str) -> list[dict[str, Any]]:
+        """``tasks``, ``subscriptions``, ``opportunities`` or ``activities``."""
+        return list((await self._call("GET", table))["data"])
+
     async def requests(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "requests"))["data"])
 
@@ -242,11 +255,12 @@ class Stack:
         workers: int = 3,
         seed: int = 1,
         sources: Mapping[str, Any] = SOURCES,
+        org: Mapping[str, Any] | None = None,
         **settings: object,
     ) -> None:
         self.workdir = workdir
         self.redis = RedisServer(appendonly=True)
-        self.emulator = Emulator(workdir, seed=seed)
+        self.emulator = Emulator(workdir, seed=seed, org=org)
         self.sources_file = workdir / "sources.yaml"
         self.sources_file.write_text(yaml.safe_dump(dict(sources), sort_keys=False))
         base: dict[str, object] = {

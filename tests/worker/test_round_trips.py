@@ -86,9 +86,9 @@ async def test_a_new_persons_lead_costs_five_round_trips_plus_shared_tokens(
         for sub_id in ids:
             assert (await wait_for_record(queue, sub_id)).state == "created"
     calls = Counter(r.group for r in emulator_state(emulator).requests if r.group != "read")
-    assert sum(calls.values()) == 4 * N  # two searches, the create, the note
+    assert calls == Counter({"search": N, "lead_write": N, "activity_write": N})
     tokens = round_trips.pop("take_tokens", 0)
     # Read + mark processing; the locks (with the cache and marks); "creating lead" with the
     # marks; "lead created" with the cache; the outcome with the ack and the locks' release.
     assert round_trips == Counter({"claim": N, "take_locks": N, "transition": 3 * N})
-    assert tokens <= 4 * N  # never more than one per Close request
+    assert tokens <= 3 * N  # never more than one per Close request

@@ -1,0 +1,116 @@
+"""One Redis script per request at the door, forms included: the rate-limit tokens, delivery
+idempotency, record and stream entry are decided together, and a request refused for a rate
+limit, as a duplicate or for anything else costs that one script too. Counted on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import hiredis
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+
+from service.config.settings import Settings
+from service.keys import Keys
+from service.queue import Queue
+from tests.receiver.signers import FORM, problem_of, receiver
+
+SOURCES: dict[str, Any] = {
+    "site": {
+        "kind": "form",
+        "preset": "generic-form",
+        "honeypot": "fax",
+        "rate_limit": {"per_client": "5/minute", "per_source": "100/minute"},
+    },
+    "warm": {"kind": "form", "preset": "generic-form"},
+}
+LEAD = "name=Ann+Lee&email=ann%40example.com"
+
+
+class Wire:
+    """The commands the process writes to Redis, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[str]] = []
+
+    def take(self) -> list[list[str]]:
+        writes, self.writes = self.writes, []
+        return writes
+
+
+@contextmanager
+def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
+    wire = Wire()
+    original = AbstractConnection.send_packed_command
+
+    async def send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        parts = [command] if isinstance(command, (bytes, bytearray)) else list(command)
+        reader = hiredis.Reader()
+        reader.feed(b"".join(bytes(part) for part in parts))
+        names = []
+        while (parsed := reader.gets()) is not False:
+            names.append(parsed[0].decode().upper())
+        wire.writes.append(names)
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+    yield wire
+
+
+async def test_every_answer_at_a_rate_limited_form_costs_one_script(
+    settings: Settings, redis: Redis, keys: Keys, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with receiver(settings, redis, SOURCES) as client:
+
+        async def post(data: str, headers: dict[str, str] | None = None) -> Any:
+            return await client.post("/hooks/site", data=data, headers=headers or FORM)
+
+        # Scripts loaded, connections open: what follows is what each request costs.
+        assert (await client.post("/hooks/warm", data=LEAD, headers=FORM)).status == 202
+        assert (await post("name=W&email=w%40example.com&fax=spam")).status == 202
+        assert (await post(LEAD, {"Content-Type": "text/csv"})).status == 415
+        with counting(monkeypatch) as wire:
+            first = await post(LEAD)
+            assert first.status == 202
+            first_id = (await first.json())["id"]
+            assert wire.take() == [["EVALSHA"]]
+            again = await post(LEAD)  # the same fields within the window: a duplicate
+            assert again.status == 200 and (await again.json())["duplicate"] is True
+            assert wire.take() == [["EVALSHA"]]
+            refused = await post(LEAD, {"Content-Type": "text/csv"})
+            await problem_of(refused, 415, "unsupported-media-type")
+            assert wire.take() == [["EVALSHA"]]  # its token, taken alone
+            # The 6th token of 5: the warm-ups took two.
+            limited = await post("name=Bo&email=bo%40example.com")
+            await problem_of(limited, 429, "rate-limited")
+            assert int(limited.headers["Retry-After"]) >= 1
+            assert wire.take() == [["EVALSHA"]]
+            bad_and_limited = await post(LEAD, {"Content-Type": "text/csv"})
+            await problem_of(bad_and_limited, 429, "rate-limited")  # limits answer first
+            assert wire.take() == [["EVALSHA"]]
+    assert await redis.xlen(keys.stream) == 2  # the warm-up and the first post, nothing else
+    record = await queue.records.get(first_id)
+    assert record is not None and record.state == "queued"
+
+
+async def test_a_client_over_its_limit_leaves_the_sources_tokens_alone(
+    settings: Settings, redis: Redis, keys: Keys
+) -> None:
+    sources = {
+        "site": {
+            "kind": "form",
+            "preset": "generic-form",
+            "rate_limit": {"per_client": "1/hour", "per_source": "2/hour"},
+            "dedup": {"body_window_seconds": 0},
+        }
+    }
+    async with receiver(settings, redis, sources) as client:
+        statuses = [
+            (await client.post("/hooks/site", data=LEAD, headers=FORM)).status for _ in range(3)
+        ]
+    assert statuses == [202, 429, 429]
+    tokens = await redis.hget(keys.throttle("source:site"), "tokens")
+    assert float(tokens or 0) == pytest.approx(1.0, abs=0.01)  # only the accepted one took one
