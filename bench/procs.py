@@ -76,6 +76,8 @@ class Procs:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.emulator_pids: dict[int, int] = {}
+        """The pid of the emulator serving each port (for its CPU time)."""
 
     def __enter__(self) -> Procs:
         return self
@@ -197,4 +199,5 @@ class Procs:
             argv += [f"--{key.replace('_', '-')}", str(value)]
         process = self.start(name, argv, cores=cores, env=service_env())
         self.wait_port(name, process, port)
+        self.emulator_pids[port] = process.pid  # taskset execs the emulator: the same pid
         return f"http://127.0.0.1:{port}/api/v1", port
