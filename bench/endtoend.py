@@ -24,6 +24,7 @@ from bench.stack import (
     stream_added,
     wait_drained,
 )
+from service.config.settings import Settings
 from service.queue.connection import redis_from_url
 from service.queue.records import TERMINAL_STATES
 
@@ -87,7 +88,7 @@ class Sampler(threading.Thread):
         asyncio.run(self._loop())
 
     async def _loop(self) -> None:
-        redis = redis_from_url(self.redis_url)
+        redis = redis_from_url(self.redis_url, Settings().redis_options)
         started = time.monotonic()
         try:
             while not self.stopping.is_set():

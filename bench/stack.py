@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from bench import payloads
 from bench.procs import PYTHON, SERVER_CORE, Procs, service_env
 from close_emulator import DEFAULT_API_KEY
+from service.config.settings import Settings
 from service.dev.redis_server import free_port
 from service.envelope import Envelope, new_submission_id
 from service.keys import GROUP, Keys
@@ -156,7 +157,7 @@ async def preload(
     """Put ``count`` partner webhooks (distinct people) into the stream with the service's own
     ``Queue.enqueue``, as the receiver would have; returns the submission ids. The people are
     those of ``tag``; ``delivery`` makes their deliveries new (the same people again)."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     queue = Queue(redis, Keys(prefix), record_ttl=24 * 3600)
     ids: list[str] = []
     try:
@@ -190,7 +191,7 @@ async def preload(
 async def hold(redis_url: str, prefix: str) -> None:
     """Hide the stream's entries from the consumer group (its last-delivered id moved to the
     end), so workers can start and settle before the drain begins."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     try:
         await redis.xgroup_setid(Keys(prefix).stream, GROUP, "$")
     finally:
@@ -200,7 +201,7 @@ async def hold(redis_url: str, prefix: str) -> None:
 async def release(redis_url: str, prefix: str, processes: int, timeout: float) -> float:  # noqa: ASYNC109
     """Wait until ``processes`` workers wait on the stream (blocked in XREADGROUP: started,
     Close's schema read), then show them all its entries at once; returns the release time."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -238,7 +239,7 @@ async def queue_state(redis: Redis, prefix: str) -> dict[str, int]:
 
 async def stream_added(redis_url: str, prefix: str) -> int:
     """Entries ever added to the stream under ``prefix``."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     try:
         return (await queue_state(redis, prefix))["added"]
     finally:
@@ -266,7 +267,7 @@ async def wait_drained(
     """Wait until ``expected`` entries were added and none is left (stream empty, nothing
     pending or scheduled for a retry) and, given ``ids``, every one of them is in a final
     state; False when ``timeout`` passed first."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -286,7 +287,7 @@ async def wait_drained(
 
 async def final_states(redis_url: str, prefix: str) -> Counter[str]:
     """The state of every submission record under ``prefix`` (SCAN: for the end of a run)."""
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     keys = Keys(prefix)
     states: Counter[str] = Counter()
     try:
@@ -326,7 +327,7 @@ class Outcomes:
 
 
 async def outcomes(redis_url: str, prefix: str, ids: list[str]) -> Outcomes:
-    redis = redis_from_url(redis_url)
+    redis = redis_from_url(redis_url, Settings().redis_options)
     keys = Keys(prefix)
     states: Counter[str] = Counter()
     last = 0.0

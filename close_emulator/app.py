@@ -195,9 +195,13 @@ def create_emulator_app(options: EmulatorOptions | None = None) -> web.Applicati
 
 
 async def run_emulator(
-    options: EmulatorOptions, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    options: EmulatorOptions,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the emulator on ``host:port`` until cancelled."""
+    """Serve the emulator on ``host:port`` until ``stop`` is set or the task is cancelled."""
     runner = web.AppRunner(create_emulator_app(options), shutdown_timeout=5.0)
     await runner.setup()
     try:
@@ -210,6 +214,6 @@ async def run_emulator(
                 address[0],
                 address[1],
             )
-        await asyncio.Event().wait()
+        await (stop or asyncio.Event()).wait()
     finally:
         await runner.cleanup()

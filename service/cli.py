@@ -28,7 +28,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
-from close_emulator import OrgFileError, add_emulator_arguments, options_from_args, run_emulator
+from close_emulator import (
+    EmulatorOptions,
+    OrgFileError,
+    add_emulator_arguments,
+    options_from_args,
+    run_emulator,
+)
+from service import __version__, tracing
 from service.config.check import check_sources
 from service.config.presets import bundled_presets, preset_details, preset_summary
 from service.config.settings import Settings, load_settings
@@ -48,6 +55,7 @@ from service.queue.records import as_state
 from service.receiver.server import serve
 from service.times import BadTime, parse_time
 from service.worker.http import create_worker_app
+from service.worker.preview import hydration_preview
 from service.worker.runtime import open_worker
 
 EXIT_CONFIG = 2
@@ -160,8 +168,18 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    asyncio.run(run_emulator(options, args.host, args.port))
+    asyncio.run(_run_emulator(options, args.host, args.port))
     return 0
+
+
+async def _run_emulator(options: EmulatorOptions, host: str, port: int) -> None:
+    """The emulator until SIGTERM or SIGINT. As a container's PID 1 (no init) a SIGTERM would
+    otherwise be ignored and the container killed only when its stop timeout runs out."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_emulator(options, host, port, stop=stop)
 
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -212,6 +230,10 @@ def cmd_map(settings: Settings, args: argparse.Namespace) -> int:
     schema = asyncio.run(close_schema(settings)).schema
     mapper = Mapper(spec, source=name, presets=presets, schema=schema)
     envelope = preview_envelope(args, name)
+    envelope, fetch = hydration_preview(settings, spec, mapper, envelope, args.item, args.fetched)
+    if fetch is not None:  # a thin payload: what the worker would fetch before mapping
+        print(json.dumps(fetch, indent=2, ensure_ascii=False))
+        return 0
     try:
         mapped = mapper.map(envelope)
     except MappingRejected as exc:
@@ -232,7 +254,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise ConfigError([ConfigIssue("INTAKE_REDIS_URL", "required for `replay`")])
     since = _parse_since(args.since) if args.since else None
-    redis = redis_from_url(settings.redis_url)
+    redis = redis_from_url(settings.redis_url, settings.redis_options)
     queue = Queue.from_settings(redis, settings)
     try:
         if args.id:
@@ -276,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"lead-intake {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the receiver (HTTP) only")
     sub.add_parser("worker", help="run the worker pool only")
@@ -308,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--header", action="append", default=[], help="a request header 'Name: value' (repeatable)"
     )
     mapping.add_argument("--client-ip", help="the client IP the request came from")
+    mapping.add_argument("--fetched", help="the provider's answer for a thin payload (JSON)")
+    mapping.add_argument("--item", type=int, default=0, help="which item of a split delivery")
     mapping.add_argument("file", help="the payload file, or - for standard input")
     presets = sub.add_parser("presets", help="list the provider presets, or show one")
     presets.add_argument("name", nargs="?", help="a preset to show in full")
@@ -344,7 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(settings, args)
         sources = _load(settings)
         handlers = {"serve": cmd_serve, "worker": cmd_worker, "dev": cmd_dev}
-        return handlers[args.command](settings, sources, args)
+        tracing.setup({"serve": "receiver"}.get(args.command, args.command))
+        try:
+            return handlers[args.command](settings, sources, args)
+        finally:
+            tracing.shutdown()
     except ConfigError as exc:
         return _fail_config(exc)
     except BadPayload as exc:

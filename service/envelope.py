@@ -47,7 +47,9 @@ class Envelope:
 
     ``body`` is the parsed payload: any JSON value for JSON bodies; for form bodies a dict of
     field name to string (a repeated field becomes a list of strings). ``headers`` holds only the
-    request headers worth keeping (lower-case names), never credentials.
+    request headers worth keeping (lower-case names), never credentials. ``fetched`` is what
+    hydration fetched from the provider for a thin payload (the worker sets it before mapping;
+    the door never does).
     """
 
     id: str
@@ -58,6 +60,10 @@ class Envelope:
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None
+    fetched: Any = None
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The W3C trace context (``traceparent``, ``tracestate``) of the receiver's span while
+    tracing is on (``service/tracing.py``), so the worker's spans join the same trace."""
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON. Built by hand: ``dataclasses.asdict`` would deep-copy the whole
@@ -71,7 +77,10 @@ class Envelope:
             "headers": dict(self.headers),
             "query": dict(self.query),
             "client_ip": self.client_ip,
+            "trace": dict(self.trace),
         }
+        if self.fetched is not None:
+            data["fetched"] = self.fetched
         return jsoncodec.dumps(data)
 
     @classmethod
@@ -88,4 +97,6 @@ class Envelope:
             headers=dict(data.get("headers") or {}),
             query=dict(data.get("query") or {}),
             client_ip=data.get("client_ip"),
+            fetched=data.get("fetched"),
+            trace={str(k): str(v) for k, v in (data.get("trace") or {}).items()},
         )

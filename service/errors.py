@@ -10,11 +10,20 @@ never succeed as sent" (the submission ends ``rejected`` or ``dead``)::
     ├── TransientError         retry later
     │   ├── CloseUnavailable   5xx, timeout, connection lost: outcome of a POST unknown
     │   ├── CloseRateLimited   429 after the in-request retries
-    │   └── CloseAuthFailed    401/403: delivery pauses, nothing is dead-lettered
+    │   ├── CloseAuthFailed    401/403: delivery pauses, nothing is dead-lettered
+    │   └── FetchError (transient kinds)  hydration: fetching the person from a provider
+    │       ├── FetchUnavailable   5xx, timeout, connection lost
+    │       │   └── FetchNotFound  the person is not there (yet): a few tries, then dead
+    │       ├── FetchRateLimited   the provider asked us to slow down (shared pause)
+    │       └── FetchAuthFailed    the provider refused the token: the source's delivery pauses
     └── PermanentError         never succeeds as sent
         ├── Rejected           the payload itself is unusable (state ``rejected``)
         │   └── MappingRejected  a mapping expression failed or a required field is missing
+        ├── FetchRefused       the provider will never give this person (state ``dead``)
         └── CloseRefused       Close answered 400/402/404/405/415 (state ``dead``)
+
+A rejection carries a stable reason ``code`` (``REJECTION_CODES``) beside its sentence, so an
+operator (and the dashboard) can tell "this provider sends only ids" from "the form was empty".
 
 Redis out of reach is redis-py's ``RedisError`` (or an ``OSError``), caught where it matters: the
 door answers 503, the worker leaves the entry pending for another attempt.
@@ -71,12 +80,32 @@ class PermanentError(IntakeError):
     """The submission can never succeed as sent."""
 
 
-class Rejected(PermanentError):
-    """The payload is unusable; ``reason`` names what is wrong in words a user understands."""
+REJECTION_CODES: dict[str, str] = {
+    "missing-required": "a required field (email, phone, name...) is missing or unusable",
+    "empty-payload": "the payload holds no answer at all",
+    "ids-only": "the provider sends only ids and the source does not fetch the person",
+    "no-person": "the provider's submission names no person (nobody to fetch)",
+    "expression-failed": "a mapping expression failed on this payload",
+    "not-found": "the provider says the person to fetch does not exist",
+    "fetch-refused": "the provider refuses to give this person (permissions)",
+    "corrupt-envelope": "the stored submission could not be read",
+    "source-removed": "the submission's source is no longer configured",
+    "spam": "the honeypot field was filled",
+}
+"""Every stable reason code a rejection (or a permanent fetch failure) carries."""
 
-    def __init__(self, reason: str, detail: dict[str, Any] | None = None) -> None:
+
+class Rejected(PermanentError):
+    """The payload is unusable; ``reason`` names what is wrong in words a user understands,
+    ``code`` (one of ``REJECTION_CODES``) says it for programs."""
+
+    def __init__(
+        self, reason: str, detail: dict[str, Any] | None = None, *, code: str = "missing-required"
+    ) -> None:
         self.reason = reason
-        self.detail = detail or {}
+        self.code = code
+        self.detail: dict[str, Any] = {"code": code, **(detail or {})}
+        """What the history event and the record's ``last_error`` show (``code`` first)."""
         super().__init__(reason)
 
 
@@ -128,6 +157,60 @@ class CloseAuthFailed(CloseError, TransientError):
 
 class CloseRefused(CloseError, PermanentError):
     """Close refused the request for good (400, 402, 404, 405, 415)."""
+
+
+class FetchError(IntakeError):
+    """Base of the errors of a provider fetch (hydration); ``provider`` names the provider,
+    ``status`` and ``body`` what it answered (when it answered)."""
+
+    def __init__(
+        self, message: str, *, provider: str, status: int | None = None, body: Any = None
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.body = body
+        super().__init__(message)
+
+    def as_detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"error": str(self), "provider": self.provider}
+        if self.status is not None:
+            detail["status"] = self.status
+        return detail
+
+
+class FetchUnavailable(FetchError, TransientError):
+    """The provider did not answer usefully (5xx, timeout, connection, a 404 that may be a
+    race with the webhook): try again later."""
+
+
+class FetchNotFound(FetchUnavailable):
+    """The provider says the person does not exist (yet): tried again a few times (a webhook
+    can arrive before the person is readable), then ``dead`` with ``not-found``."""
+
+
+class FetchRateLimited(FetchError, TransientError):
+    """The provider asked us to slow down; ``retry_after`` seconds (a shared pause)."""
+
+    def __init__(self, message: str, *, provider: str, retry_after: float, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, **kw)
+
+
+class FetchAuthFailed(FetchError, TransientError):
+    """The provider refused the token (expired, revoked, missing): the source's delivery
+    pauses until a fetch succeeds again; nothing is used up."""
+
+
+class FetchRefused(FetchError, PermanentError):
+    """The provider will never give this person as asked (not found after retries,
+    permission denied): the submission ends ``dead`` with ``code`` (replayable)."""
+
+    def __init__(self, message: str, *, provider: str, code: str, **kw: Any) -> None:
+        self.code = code
+        super().__init__(message, provider=provider, **kw)
+
+    def as_detail(self) -> dict[str, Any]:
+        return {"code": self.code, "reason": str(self), **super().as_detail()}
 
 
 def field_errors(body: Any) -> Sequence[str]:

@@ -14,6 +14,11 @@ from typing import Literal
 GROUP = "workers"
 """The consumer group every worker reads the work stream through."""
 
+MARKER_TTL_SECONDS = 30 * 24 * 3600
+"""The data marker's life; every readiness probe and worker read that checks it refreshes it."""
+DATA_LOST_TTL_SECONDS = 7 * 24 * 3600
+"""How long a recorded loss of the data is shown (readiness, dashboard, admin API)."""
+
 
 def identity_key(kind: Literal["email", "phone"], normalised: str) -> str:
     """A person in key names: ``e:`` or ``p:`` and 32 hex characters of a SHA-256 of the
@@ -55,6 +60,17 @@ class Keys:
         """Dead-letter stream: one entry per submission that ended ``dead``; trimmed by age."""
         return f"{self.tag}:dead"
 
+    @property
+    def marker(self) -> str:
+        """Hash (``id``, ``created_at``): the marker of this prefix's data, made with the
+        consumer group; gone together with the group means Redis lost the data."""
+        return f"{self.tag}:marker"
+
+    @property
+    def data_lost(self) -> str:
+        """JSON (``at``, ``marker``): when Redis was last found without its data."""
+        return f"{self.tag}:data_lost"
+
     def state(self, state: str) -> str:
         """Sorted set of the ids of submissions currently in ``state``, scored by receipt time
         (the index behind listing and counting; members whose record expired are pruned)."""
@@ -93,6 +109,18 @@ class Keys:
         ``fields`` (custom field id → name, for the admin plane; as long as a record)."""
         return f"{self.tag}:close:{name}"
 
+    def admin_revoked(self, digest: str) -> str:
+        """Set when the dashboard session whose cookie has this digest logged out; kept until
+        that cookie would have expired anyway."""
+        return f"{self.tag}:admin:revoked:{digest}"
+
     def throttle(self, scope: str) -> str:
-        """A token bucket of the door's rate limits, e.g. ``ip:<source>:<address>``."""
+        """A token bucket of the door's rate limits, e.g. ``ip:<source>:<address>``, and of
+        wrong admin tokens, ``admin-login:<address>``."""
         return f"{self.tag}:throttle:{scope}"
+
+    def provider(self, name: str) -> str:
+        """Hydration state of one source shared by all workers: ``auth:<source>`` (the
+        provider refuses its token: delivery paused), ``pause:<source>`` (the provider's rate
+        limit), ``probe:<source>`` (who tries the token again)."""
+        return f"{self.tag}:provider:{name}"

@@ -19,7 +19,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web_protocol import RequestPayloadError
 
 SUBMISSION: ContextVar[tuple[str, str] | None] = ContextVar("submission", default=None)
 """(submission id, source) of the submission being handled in this task, if any."""
@@ -134,4 +136,43 @@ class AccessLogger(AbstractAccessLogger):
                 "status": response.status,
                 "duration_ms": round(time * 1000, 2),
             },
+        )
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, made quiet about requests that are broken on the client's side.
+
+    aiohttp logs every request it cannot parse (a bad request line, conflicting lengths, a
+    body that breaks its framing) at ERROR with a traceback, so any client could fill the
+    error log. Here each is one WARNING line without a traceback, at most ``per_minute`` a
+    minute; the next line after a quiet spell says how many were left out. Everything else
+    (a real unhandled error) is logged as aiohttp would. Give it to the server as
+    ``handler_args={"logger": ServerLog()}``.
+    """
+
+    def __init__(self, per_minute: int = 10, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger("aiohttp.server"), {})
+        self.per_minute = per_minute
+        self._window = 0.0
+        self._logged = 0
+        self._dropped = 0
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if not isinstance(error, (HttpProcessingError, RequestPayloadError)):
+            self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
+            return
+        now = time.monotonic()
+        if now - self._window >= 60:
+            self._window, self._logged = now, 0
+        if self._logged >= self.per_minute:
+            self._dropped += 1
+            return
+        self._logged += 1
+        left_out = f" ({self._dropped} more left out before this one)" if self._dropped else ""
+        self._dropped = 0
+        peer = str(args[0]) if args else "?"
+        reason = " ".join(str(getattr(error, "message", "") or error).split())[:200]
+        self.logger.warning(
+            "malformed HTTP request from %s: %s%s", peer, reason or type(error).__name__, left_out
         )

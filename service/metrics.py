@@ -7,11 +7,14 @@ state shared by all processes, so they are read from Redis when ``/metrics`` is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service import __version__
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -87,6 +90,19 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.provider_requests = Counter(
+            "intake_provider_requests_total",
+            "Hydration requests to a provider's API by answer (status code or error)",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.provider_seconds = Histogram(
+            "intake_provider_request_duration_seconds",
+            "Time a provider's API took to answer a hydration request",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.stream_length = Gauge("intake_stream_length", "Entries in the work stream", registry=r)
         self.stream_pending = Gauge(
             "intake_stream_pending", "Entries read by a worker and not finished yet", registry=r
@@ -97,11 +113,53 @@ class Metrics:
         self.dead = Gauge("intake_dead_letters", "Entries in the dead-letter stream", registry=r)
         self.delivery_paused = Gauge(
             "intake_delivery_paused",
-            "1 while delivery to Close is paused (reason: auth, or a rate-limited group)",
+            "1 while delivery is paused (reason: auth (Close's key), rate_limit:<group>, or "
+            "hydration:<source> (a provider refuses the source's token))",
             ["reason"],
             registry=r,
         )
+        self.oldest_entry_age = Gauge(
+            "intake_stream_oldest_entry_age_seconds",
+            "Age of the oldest entry in the work stream (waiting or in work); 0 when empty",
+            registry=r,
+        )
         self.redis_up = Gauge("intake_redis_up", "1 when the last scrape reached Redis", registry=r)
+        self.redis_data_losses = Counter(
+            "intake_redis_data_losses_total",
+            "Times this process found Redis back without its data (stream, group, marker gone)",
+            registry=r,
+        )
+        self.redis_data_lost_at = Gauge(
+            "intake_redis_data_lost_timestamp_seconds",
+            "When Redis was last found without its data (0: not within the record's life)",
+            registry=r,
+        )
+        self.redis_volatile = Gauge(
+            "intake_redis_volatile",
+            "1 while Redis has no persistence (AOF off, no snapshots)",
+            registry=r,
+        )
+        # NaN until a scrape reached Redis: unknown, so no alert compares it with 0.
+        self.redis_aof = Gauge(
+            "intake_redis_aof_enabled", "1 when AOF is on on every Redis node", registry=r
+        )
+        self.redis_noeviction = Gauge(
+            "intake_redis_noeviction",
+            "1 when every Redis node's maxmemory-policy is noeviction",
+            registry=r,
+        )
+        self.redis_aof.set(math.nan)
+        self.redis_noeviction.set(math.nan)
+        self.worker_heartbeat = Gauge(
+            "intake_worker_heartbeat_timestamp_seconds",
+            "Unix time of the worker's last completed maintenance round (workers only)",
+            ["consumer"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "intake_build_info", "Always 1: the version this process runs", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
 
     def observe_http(self, source: str, status: int, seconds: float) -> None:
         """One answered hook request (``source``: a configured source's name or "unknown")."""
@@ -122,11 +180,17 @@ class Metrics:
         pending: int,
         retry_scheduled: int,
         dead_letters: int,
+        oldest_entry_age: float,
         auth_paused: bool,
         rate_limited: Mapping[str, bool],
+        aof_enabled: bool,
+        noeviction: bool,
     ) -> None:
         """The shared queue state, as read from Redis when ``/metrics`` is scraped."""
         self.redis_up.set(1)
+        self.redis_aof.set(1 if aof_enabled else 0)
+        self.redis_noeviction.set(1 if noeviction else 0)
+        self.oldest_entry_age.set(oldest_entry_age)
         self.stream_length.set(stream_length)
         self.stream_pending.set(pending)
         self.retry_scheduled.set(retry_scheduled)
@@ -134,6 +198,11 @@ class Metrics:
         self.delivery_paused.labels("auth").set(1 if auth_paused else 0)
         for group, limited in rate_limited.items():
             self.delivery_paused.labels(f"rate_limit:{group}").set(1 if limited else 0)
+
+    def set_hydration_paused(self, paused: Mapping[str, bool]) -> None:
+        """Each hydrating source's pause (its provider refuses the token), read from Redis."""
+        for source, is_paused in paused.items():
+            self.delivery_paused.labels(f"hydration:{source}").set(1 if is_paused else 0)
 
     def redis_unreachable(self) -> None:
         self.redis_up.set(0)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ TITLES: dict[str, str] = {
     "rate-limited": "Too many requests",
     "request-timeout": "The request body did not arrive in time",
     "origin-not-allowed": "Cross-origin request refused",
+    "handshake-refused": "The endpoint verification was refused",
     "captcha-failed": "The CAPTCHA was not solved",
     "captcha-unavailable": "The CAPTCHA cannot be checked right now",
     "queue-unavailable": "Submissions cannot be accepted right now",
@@ -77,6 +79,25 @@ class ProblemError(Exception):
 
     def response(self) -> web.Response:
         return problem(self.status, self.slug, self.detail, headers=self.headers, **self.extra)
+
+
+def retry_after(wait: float) -> int:
+    """A ``Retry-After`` in whole seconds (at least 1) for a wait of ``wait`` seconds."""
+    return max(1, math.ceil(wait))
+
+
+def rate_limited(
+    wait: float, detail: str, headers: Mapping[str, str] | None = None
+) -> ProblemError:
+    """The ``429`` for a client that must wait ``wait`` seconds, with ``Retry-After`` (and
+    ``headers`` besides)."""
+    seconds = retry_after(wait)
+    return ProblemError(
+        429,
+        "rate-limited",
+        f"{detail}; try again in {seconds} s",
+        headers={**(headers or {}), "Retry-After": str(seconds)},
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -25,6 +25,7 @@ from close_emulator import (
     RequestRecord,
     create_emulator_app,
 )
+from provider_emulator import create_provider_emulator_app
 from service.config.settings import Settings
 from service.config.sources import Sources, load_sources, parse_sources
 from service.dev.redis_server import RedisServer
@@ -36,6 +37,10 @@ from service.worker.pool import Worker
 from service.worker.runtime import open_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# tests/image builds the container image and runs it with podman: `make image-check` runs it
+# (INTAKE_IMAGE_CHECK=1); the everyday `make test` leaves it out.
+collect_ignore = [] if os.environ.get("INTAKE_IMAGE_CHECK") == "1" else ["image"]
 API_KEY = "test-close-key"
 ADMIN_TOKEN = "test-admin-token"
 
@@ -91,6 +96,24 @@ def lead_posts(state: EmulatorState) -> list[RequestRecord]:
 
 
 @pytest.fixture
+async def providers() -> AsyncIterator[TestServer]:
+    """The provider emulator (Graph API, HubSpot CRM, Calendly) with its bundled fixtures."""
+    server = TestServer(create_provider_emulator_app(), host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+def provider_urls(server: TestServer) -> dict[str, str]:
+    """Settings pointing hydration at the provider emulator."""
+    return {
+        "meta_graph_url": str(server.make_url("/meta/v25.0")),
+        "hubspot_api_url": str(server.make_url("/hubspot")),
+        "calendly_api_url": str(server.make_url("/calendly")),
+    }
+
+
+@pytest.fixture
 def sources() -> Sources:
     return load_sources(ROOT / "tests" / "sources.yaml")
 
@@ -117,6 +140,9 @@ def make_settings(
             "identity_lock_seconds": 3.0,
             "auth_probe_seconds": 0.2,
             "close_rate_limit": 1000.0,
+            # The tests that send many wrong tokens on purpose are not about the throttle
+            # (tests/admin/test_sessions.py is).
+            "admin_login_attempts": 1000,
         }
         values.update(overrides)
         return Settings(**values)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
 from aiohttp.test_utils import TestServer
 
-from service.dev.redis_server import RedisServer
+from provider_emulator.state import bundled_fixtures
+from service import __version__
+from service.dev.redis_server import RedisServer, free_port
 from service.envelope import Envelope, new_submission_id
 from service.queue import Queue, Selection, Transition
 from tests.conftest import API_KEY, ROOT
@@ -138,12 +143,34 @@ async def test_map_multipart_without_boundary_parameter(tmp_path: Path) -> None:
     assert json.loads(out)["identity"]["email"] == "bo@example.com"
 
 
+async def test_map_shows_the_fetch_a_thin_payload_needs_then_maps_the_answer(
+    tmp_path: Path,
+) -> None:
+    batch = str(PAYLOADS / "meta-lead-ads-batch.json")
+    code, out, _ = await run_cli("map", "--preset", "meta-lead-ads", batch, "--item", "1")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["items"] == 2
+    assert shown["fetch"]["id"] == "125"
+    assert shown["fetch"]["request"].startswith("GET https://graph.facebook.com/v25.0/125?fields=")
+    answer = tmp_path / "lead.json"
+    answer.write_text(json.dumps(bundled_fixtures()["meta"]["125"]))
+    code, out, _ = await run_cli(
+        "map", "--preset", "meta-lead-ads", batch, "--item", "1", "--fetched", str(answer)
+    )
+    assert code == 0, out
+    mapped = json.loads(out)
+    assert mapped["lead"]["name"] == "Casey Lee"
+    assert mapped["identity"]["phone"] == "+442079460958"
+
+
 async def test_map_rejected_payload_exits_3_with_reason(tmp_path: Path) -> None:
     body = tmp_path / "empty.json"
     body.write_text(json.dumps({"contact": {"note": "no way to reach me"}}))
     code, out, _ = await run_cli("map", "--source", "partner", str(body))
     assert code == 3
     assert "missing required field" in json.loads(out)["rejected"]
+    assert json.loads(out)["detail"]["code"] == "missing-required"
 
 
 async def test_map_resolves_custom_field_names_through_close(
@@ -205,6 +232,53 @@ async def test_replay_command_requeues_dead_letters(
     code, out, _ = await run_cli("replay", "--id", dead_ids[0], "--id", "sub_gone", env=env_vars)
     assert code == 1
     assert f"{dead_ids[0]}: replayed" in out and "sub_gone: unknown" in out
+
+
+async def test_version_is_the_package_version_everywhere() -> None:
+    code, out, _ = await run_cli("--version")
+    assert code == 0
+    assert out.strip() == f"lead-intake {__version__}"
+    # The distribution's version is read from the same place (pyproject: hatch's version path).
+    assert importlib.metadata.version("lead-intake") == __version__
+
+
+async def test_emulator_stops_on_sigterm() -> None:
+    """As a container's PID 1 a process without a SIGTERM handler ignores the signal: the
+    emulator handles it and exits 0 at once, instead of dying of it."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/_emulator/leads") as resp:
+                        assert resp.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the emulator did not start")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 10)
+        assert code == 0, f"exit {code}: the signal was not handled"
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 SCHEMA_AND_MAPPING_ERRORS = """

@@ -24,29 +24,42 @@ from contextlib import contextmanager
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from service.admin.context import ADMIN, AdminContext, context, matching_token
+from service.admin.context import ADMIN, AdminContext, context, matching_token, request_text
 from service.admin.params import parse_listing, parse_replay_request
+from service.admin.sessions import attempts_wait, wrong_token
 from service.admin.views import public, queue_overview, summary
-from service.problems import ProblemError
+from service.problems import ProblemError, rate_limited
 from service.queue import Queue, Selection
 
 
-def check_token(request: web.Request, tokens: tuple[str, ...]) -> None:
-    """Raise 401 unless the request carries one of ``tokens`` as a bearer token."""
+def has_token(request: web.Request, tokens: tuple[str, ...]) -> bool:
+    """Whether the request carries one of ``tokens`` as a bearer token."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given.strip() or not matching_token(given.strip(), tokens):
-        raise ProblemError(
-            401,
-            "unauthorized",
-            "a valid admin bearer token is required",
-            headers={"WWW-Authenticate": 'Bearer realm="lead-intake admin"'},
-        )
+    return (
+        scheme.lower() == "bearer"
+        and bool(given.strip())
+        and bool(matching_token(given.strip(), tokens))
+    )
 
 
-def _authorized(request: web.Request) -> tuple[Queue, AdminContext]:
+async def _authorized(request: web.Request) -> tuple[Queue, AdminContext]:
+    """The queue, once the bearer token is right: 401 when not (counted against the client),
+    429 while the client used up its wrong tokens (``sessions.py``)."""
     admin = context(request)
-    check_token(request, admin.tokens)
+    with redis_errors():
+        wait = await attempts_wait(request)
+        if wait > 0:
+            raise rate_limited(wait, "too many wrong admin tokens from your address")
+        if not has_token(request, admin.tokens):
+            if "Authorization" in request.headers:  # a guess; a bare request is none
+                await wrong_token(request)
+            raise ProblemError(
+                401,
+                "unauthorized",
+                "a valid admin bearer token is required",
+                headers={"WWW-Authenticate": 'Bearer realm="lead-intake admin"'},
+            )
     return admin.the_queue(), admin
 
 
@@ -64,7 +77,7 @@ def _not_found(sub_id: str) -> ProblemError:
 
 
 async def list_submissions(request: web.Request) -> web.Response:
-    queue, admin = _authorized(request)
+    queue, admin = await _authorized(request)
     selection, include = parse_listing(request.query)
     with redis_errors():
         records, more = await queue.index.page(selection)
@@ -78,7 +91,7 @@ async def list_submissions(request: web.Request) -> web.Response:
 
 
 async def get_submission(request: web.Request) -> web.Response:
-    queue, admin = _authorized(request)
+    queue, admin = await _authorized(request)
     sub_id = request.match_info["id"]
     with redis_errors():
         record = await queue.records.get(sub_id)
@@ -89,7 +102,7 @@ async def get_submission(request: web.Request) -> web.Response:
 
 async def replay_submission(request: web.Request) -> web.Response:
     """Queue a finished submission again; the lookup runs again, so no second lead is made."""
-    queue, _ = _authorized(request)
+    queue, _ = await _authorized(request)
     sub_id = request.match_info["id"]
     with redis_errors():
         outcome = await queue.records.replay(sub_id)
@@ -105,9 +118,10 @@ async def replay_submission(request: web.Request) -> web.Response:
 
 
 async def replay_many(request: web.Request) -> web.Response:
-    queue, _ = _authorized(request)
+    queue, _ = await _authorized(request)
+    text = await request_text(request, "the body")
     try:
-        body = json.loads(await request.read())
+        body = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ProblemError(400, "malformed-body", "the body is not JSON") from None
     chosen = parse_replay_request(body)
@@ -129,7 +143,7 @@ async def replay_many(request: web.Request) -> web.Response:
 
 async def erase_submission(request: web.Request) -> web.Response:
     """Remove the submission's personal data; the tombstone (id, source, times) stays."""
-    queue, admin = _authorized(request)
+    queue, admin = await _authorized(request)
     sub_id = request.match_info["id"]
     with redis_errors():
         outcome = await queue.records.erase(sub_id)
@@ -140,7 +154,7 @@ async def erase_submission(request: web.Request) -> web.Response:
 
 
 async def counts(request: web.Request) -> web.Response:
-    queue, _ = _authorized(request)
+    queue, _ = await _authorized(request)
     with redis_errors():
         return web.json_response(await queue_overview(queue))
 

@@ -7,12 +7,12 @@ or lead id: ``people.py``), and ``/admin/submissions/{id}`` (one record with its
 history; replay and erase). Only that last page shows personal data; the search page shows the
 searched email or phone back, and rows without payloads.
 
-Sessions. ``POST /admin/login`` with one of the admin tokens sets the cookie
-``intake_admin=<issued>.<HMAC-SHA256(token, issued)>``: never the token, and nothing stored on
-the server, so every receiver replica with the same tokens accepts it. It lasts 12 hours;
-taking a token out of ``INTAKE_ADMIN_TOKEN`` ends the sessions opened with it. The cookie is
-HttpOnly, SameSite=Strict, limited to ``/admin``, and Secure when the page came over https
-(directly, or per ``X-Forwarded-Proto`` from a trusted proxy).
+Sessions (``sessions.py``). ``POST /admin/login`` with one of the admin tokens sets a signed
+cookie (never the token) that every replica accepts, until it expires
+(``INTAKE_ADMIN_SESSION_SECONDS``), its token is withdrawn, or it logs out (revoked on every
+replica); wrong tokens are throttled per client (429). The cookie is HttpOnly,
+SameSite=Strict, limited to ``/admin``, and Secure when the page came over https (directly, or
+per ``X-Forwarded-Proto`` from a trusted proxy).
 
 CSRF. Besides SameSite=Strict, every POST form carries the session's CSRF token, an HMAC of
 the session's signature under the same admin token, compared in constant time. Pages send a
@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import hmac
 import ipaddress
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
@@ -39,17 +36,25 @@ from redis.exceptions import RedisError
 
 from service.admin import dashboard_html as html
 from service.admin.activity import hourly_activity
-from service.admin.context import ADMIN, AdminContext, context, matching_token
+from service.admin.context import ADMIN, AdminContext, context, matching_token, request_text
 from service.admin.params import MAX_LIMIT
 from service.admin.people import BadQuery
+from service.admin.sessions import (
+    COOKIE,
+    Session,
+    attempts_wait,
+    revoke,
+    session_cookie,
+    session_of,
+    wrong_token,
+)
 from service.admin.views import queue_overview
+from service.problems import ProblemError, retry_after
 from service.queue import Selection
 from service.queue.records import STATES, as_state
 
 logger = logging.getLogger(__name__)
 
-COOKIE = "intake_admin"
-SESSION_SECONDS = 12 * 3600
 RECENT = 50
 HEADERS = {
     "Content-Security-Policy": (
@@ -62,8 +67,10 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 _NEXT = re.compile(r"/admin(?:/dead|/submissions/[A-Za-z0-9_-]{1,100})?")
-_SESSION = re.compile(r"([0-9]{1,12})\.([0-9a-f]{64})")
 _COUNT = re.compile(r"[0-9]{1,6}")
+MAX_FORM_FIELDS = 20
+"""The dashboard's forms have a handful of fields; more is not one of them."""
+_FORM = web.RequestKey("form", MultiDictProxy[str])
 MESSAGES = {
     "replayed": "Queued again: the person is looked up in Close again before anything is made.",
     "in-progress": "Not replayed: the submission is still in progress.",
@@ -76,40 +83,7 @@ MESSAGES = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-# -- sessions and CSRF --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    csrf: str
-
-
-def _mac(token: str, message: str) -> str:
-    return hmac.new(token.encode(), message.encode(), hashlib.sha256).hexdigest()
-
-
-def session_cookie(token: str, now: float | None = None) -> str:
-    issued = int(time.time() if now is None else now)
-    return f"{issued}.{_mac(token, f'lead-intake dashboard session|{issued}')}"
-
-
-def session_of(request: web.Request) -> Session | None:
-    """The request's valid session, or None (no cookie, forged, expired, token withdrawn)."""
-    match = _SESSION.fullmatch(request.cookies.get(COOKIE, ""))
-    if match is None:
-        return None
-    issued, signature = int(match[1]), match[2]
-    now = time.time()
-    if not now - SESSION_SECONDS <= issued <= now + 60:
-        return None
-    found = None
-    for token in context(request).tokens:
-        expected = _mac(token, f"lead-intake dashboard session|{issued}")
-        if hmac.compare_digest(expected, signature):
-            found = token
-    if found is None:
-        return None
-    return Session(csrf=_mac(found, f"lead-intake dashboard csrf|{signature}")[:32])
+# -- sessions and CSRF (the sessions themselves: sessions.py) ------------------------------
 
 
 def _https(request: web.Request) -> bool:
@@ -141,15 +115,20 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, **HEADERS})
 
 
-async def _form(request: web.Request) -> MultiDictProxy[Any]:
+async def _form(request: web.Request) -> MultiDictProxy[str]:
     """The fields of the dashboard's forms (url-encoded, as browsers post them); any other body
-    counts as an empty form."""
-    if request.content_type == "application/x-www-form-urlencoded":
-        try:
-            return await request.post()
-        except ValueError:  # bytes that are not UTF-8
-            pass
-    return MultiDictProxy(MultiDict())
+    counts as an empty form. A body that cannot be read is a ``400`` problem."""
+    if _FORM in request:  # a button's check and its handler both look at the form
+        return request[_FORM]
+    if request.content_type != "application/x-www-form-urlencoded":
+        return MultiDictProxy(MultiDict())
+    text = await request_text(request, "the form")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise ProblemError(400, "malformed-body", "not a form of this dashboard") from None
+    request[_FORM] = form = MultiDictProxy(MultiDict(pairs))
+    return form
 
 
 def _message(request: web.Request) -> str | None:
@@ -168,12 +147,12 @@ def _pages(handler: Callable[[web.Request, Session], Awaitable[web.Response]]) -
 
     @functools.wraps(handler)
     async def page(request: web.Request) -> web.StreamResponse:
-        session = session_of(request)
-        if session is None:
-            if request.path == "/admin":
-                return _login_form(request, error=None, next_path=request.query.get("next"))
-            return _see_other(f"/admin?next={_safe_next(request.path)}")
         try:
+            session = await session_of(request)
+            if session is None:
+                if request.path == "/admin":
+                    return _login_form(request, error=None, next_path=request.query.get("next"))
+                return _see_other(f"/admin?next={_safe_next(request.path)}")
             return await handler(request, session)
         except (RedisError, OSError):
             return _page(html.message_page("Unavailable", "Redis is unreachable."), 503)
@@ -186,8 +165,12 @@ def _actions(handler: Callable[[web.Request, Session], Awaitable[web.Response]])
 
     @functools.wraps(handler)
     async def action(request: web.Request) -> web.StreamResponse:
-        session = session_of(request)
         form = await _form(request)
+        try:
+            session = await session_of(request)
+        except (RedisError, OSError):
+            text = "Redis is unreachable; nothing was changed."
+            return _page(html.message_page("Unavailable", text), 503)
         given = form.get("csrf")
         if (
             session is None
@@ -217,8 +200,15 @@ def _login_form(request: web.Request, *, error: str | None, next_path: object) -
 async def login(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     given, next_path = form.get("token"), form.get("next")
-    tokens = context(request).tokens
-    token = matching_token(given.strip(), tokens) if isinstance(given, str) else None
+    try:
+        wait = await attempts_wait(request)
+        if wait > 0:
+            return _too_many_attempts(wait)
+        token = _matching(given, context(request).tokens)
+        if not token:
+            await wrong_token(request)
+    except (RedisError, OSError):
+        return _page(html.message_page("Unavailable", "Redis is unreachable."), 503)
     if not token:
         logger.warning("dashboard: login refused (not an admin token)")
         return _login_form(request, error="That is not an admin token.", next_path=next_path)
@@ -226,7 +216,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     response.set_cookie(
         COOKIE,
         session_cookie(token),
-        max_age=SESSION_SECONDS,
+        max_age=context(request).session_seconds,
         path="/admin",
         httponly=True,
         secure=_https(request),
@@ -235,8 +225,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _matching(given: object, tokens: tuple[str, ...]) -> str | None:
+    return matching_token(given.strip(), tokens) if isinstance(given, str) else None
+
+
+def _too_many_attempts(wait: float) -> web.Response:
+    seconds = retry_after(wait)
+    text = f"Too many wrong tokens from your address; try again in {seconds} s."
+    response = _page(html.message_page("Too many attempts", text), 429)
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 @_actions
 async def logout(request: web.Request, session: Session) -> web.Response:
+    """Ends the session on every replica (the cookie is revoked), not only in this browser."""
+    await revoke(request, session)
     response = _see_other("/admin")
     response.del_cookie(COOKIE, path="/admin")
     return response

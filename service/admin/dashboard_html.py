@@ -224,6 +224,7 @@ def overview_page(
     more_note = '<p class="muted">Showing the newest only.</p>' if more else ""
     body = (
         "<h1>Overview</h1>"
+        + data_loss_alert(overview)
         + overview_cards(overview)
         + "<h2>Received in the last 24 hours (per hour, UTC)</h2>"
         + hourly_chart(activity)
@@ -233,6 +234,18 @@ def overview_page(
         + more_note
     )
     return page("Overview", body, csrf=csrf)
+
+
+def data_loss_alert(overview: Mapping[str, Any]) -> str:
+    """A red line while Redis's loss of its data is on record."""
+    lost_at = (overview.get("redis") or {}).get("data_lost_at")
+    if not lost_at:
+        return ""
+    return (
+        f'<p class="error" role="alert" id="data-lost">Redis came back without its data at '
+        f"{esc(lost_at)}: submissions accepted before then and not yet delivered are lost. "
+        "Redis needs persistence (AOF on).</p>"
+    )
 
 
 def dead_page(

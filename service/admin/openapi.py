@@ -56,6 +56,13 @@ UNAUTHORIZED = {
         "WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer realm=...`"}
     },
 }
+THROTTLED = {
+    **_problem(
+        "Too many wrong admin tokens from this address (`rate-limited`); every request from it "
+        "is refused until `Retry-After` seconds have passed."
+    ),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
 UNAVAILABLE = _problem("Redis cannot be reached (`queue-unavailable`); try again later.")
 NOT_FOUND = _problem("No such submission: never received, or its record expired.")
 INVALID = _problem(
@@ -128,6 +135,13 @@ SCHEMAS: dict[str, Any] = {
             **_RECORD_PROPERTIES,
             "last_error": {"description": "What the last failed attempt met (object or text)."},
             "payload": {"description": "The body as received: personal data."},
+            "fetched": {
+                "type": "object",
+                "description": (
+                    "What hydration fetched from the provider for a thin payload (provider, "
+                    "request, at, body): personal data."
+                ),
+            },
             "erased_from": {"type": "string", "description": "The state before erasure."},
             "history": {"type": "array", "items": _ref("HistoryEvent")},
         },
@@ -229,7 +243,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Counts": {
         "type": "object",
-        "required": ["states", "total", "queue", "delivery"],
+        "required": ["states", "total", "queue", "delivery", "redis"],
         "properties": {
             "states": {
                 "type": "object",
@@ -274,6 +288,20 @@ SCHEMAS: dict[str, Any] = {
                         "properties": {g: {"type": "number", "minimum": 0} for g in GROUPS},
                         "additionalProperties": False,
                     },
+                },
+                "additionalProperties": False,
+            },
+            "redis": {
+                "type": "object",
+                "required": ["data_lost_at"],
+                "properties": {
+                    "data_lost_at": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "When Redis was last found back without its data (a "
+                        "restart without persistence): what was accepted before and not yet "
+                        "delivered is lost. Kept a week; null when none.",
+                    }
                 },
                 "additionalProperties": False,
             },
@@ -347,6 +375,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("SubmissionList"), "The submissions."),
                 "400": INVALID,
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "503": UNAVAILABLE,
             },
         }
@@ -376,6 +405,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("ReplayResults"), "What happened to each submission."),
                 "400": _problem("Not JSON, or not one of the two forms (`invalid-parameter`)."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "413": _problem("The body is too large."),
                 "503": UNAVAILABLE,
             },
@@ -389,6 +419,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Submission"), "The record."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "503": UNAVAILABLE,
             },
@@ -405,6 +436,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Submission"), "The tombstone."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "503": UNAVAILABLE,
             },
@@ -418,6 +450,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "202": _json(_ref("Queued"), "Queued again."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "404": NOT_FOUND,
                 "409": _problem("Still in progress, or erased (`conflict`)."),
                 "503": UNAVAILABLE,
@@ -431,6 +464,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Counts"), "The figures."),
                 "401": UNAUTHORIZED,
+                "429": THROTTLED,
                 "503": UNAVAILABLE,
             },
         }

@@ -94,8 +94,11 @@ def error_reason(record: Record) -> str | None:
 
 
 async def queue_overview(queue: Queue) -> dict[str, Any]:
-    """Submissions per state, queue depth and whether delivery to Close is paused."""
-    counts, status = await asyncio.gather(queue.index.counts(), read_status(queue))
+    """Submissions per state, queue depth, whether delivery to Close is paused, and when
+    Redis last lost its data."""
+    counts, status, loss = await asyncio.gather(
+        queue.index.counts(), read_status(queue), queue.marker.last_loss()
+    )
     depth, delivery = status.depth, status.delivery
     return {
         "states": counts,
@@ -111,4 +114,7 @@ async def queue_overview(queue: Queue) -> dict[str, Any]:
             "paused_reason": delivery.auth_pause,
             "rate_limit_pauses": delivery.rate_limit_pauses,
         },
+        # When Redis was last found without its data (queue/marker.py): what was accepted
+        # before and not delivered is gone; kept a week.
+        "redis": {"data_lost_at": iso(loss.at) if loss else None},
     }

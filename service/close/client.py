@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp_retry import RetryClient, RetryOptionsBase
 from pydantic import SecretStr
 
-from service import __version__, jsoncodec
+from service import __version__, jsoncodec, tracing
 from service.backoff import retry_delay
 from service.close.pacing import Pacer, endpoint_group
 from service.close.ratelimit import RateLimitInfo, parse_ratelimit, wait_after_429
@@ -152,6 +152,25 @@ class CloseClient:
         rules = self._rules["GET" if method == "GET" else "WRITE"]
         endpoint = f"{method} /{path.lstrip('/')}"
         group = endpoint_group(method, path)
+        with tracing.close_call(method, self.base_url, path, group) as span:
+            status, headers, raw = await self._send(
+                method, url, rules=rules, endpoint=endpoint, group=group, body=body, params=params
+            )
+            span.status(status)
+        return self._result(endpoint, status, headers, raw)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        rules: CloseRetry,
+        endpoint: str,
+        group: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """The request through the shared limiter and the in-request retries, counted."""
         if self.pacer is not None:
             await self.pacer.before(group)
         started = time.monotonic()
@@ -180,7 +199,7 @@ class CloseClient:
         self._count(group, str(status), started, info)
         if self.pacer is not None:
             await self.pacer.observe(group, status, headers, raw, info=info)
-        return self._result(endpoint, status, headers, raw)
+        return status, headers, raw
 
     def _count(
         self, group: str, status: str, started: float, info: RateLimitInfo | None = None

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from service.close.pacing import DeliveryState, delivery_state
 from service.metrics import Metrics
 from service.queue import Queue, QueueDepth
+from service.queue.connection import read_durability
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,7 @@ async def read_status(queue: Queue) -> Status:
 async def refresh_metrics(metrics: Metrics, queue: Queue) -> None:
     """Read the shared state from Redis into the gauges (``redis_up`` 0 when unreachable)."""
     try:
-        status = await read_status(queue)
+        status, durability = await asyncio.gather(read_status(queue), read_durability(queue.redis))
     except (RedisError, OSError):
         metrics.redis_unreachable()
         return
@@ -39,6 +40,9 @@ async def refresh_metrics(metrics: Metrics, queue: Queue) -> None:
         pending=depth.pending,
         retry_scheduled=depth.retry_scheduled,
         dead_letters=depth.dead_letters,
+        oldest_entry_age=depth.oldest_entry_age,
         auth_paused=delivery.auth_pause is not None,
         rate_limited={group: wait > 0 for group, wait in delivery.rate_limit_pauses.items()},
+        aof_enabled=durability.aof_enabled,
+        noeviction=durability.noeviction,
     )

@@ -33,6 +33,17 @@ from service.config.secretref import SecretRef, SecretReference, describe_missin
 TOLERANCE = Field(default=300, ge=1, le=24 * 3600)
 
 
+def readable(refs: tuple[SecretRef, ...], info: ValidationInfo) -> tuple[SecretRef, ...]:
+    """``refs`` when each can be read, or when the source starts without them anyway."""
+    missing = [describe_missing(ref) for ref in refs if not ref.available]
+    if missing and info.data.get("if_secret_missing", "fail-start") == "fail-start":
+        raise ValueError(
+            f"cannot read {'; '.join(missing)}. Provide it, or set if_secret_missing: "
+            "refuse-requests to start with this source closed (401)"
+        )
+    return refs
+
+
 class _AuthBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,13 +56,7 @@ class _AuthBase(BaseModel):
     @field_validator("secrets")
     @classmethod
     def _readable(cls, refs: tuple[SecretRef, ...], info: ValidationInfo) -> tuple[SecretRef, ...]:
-        missing = [describe_missing(ref) for ref in refs if not ref.available]
-        if missing and info.data.get("if_secret_missing", "fail-start") == "fail-start":
-            raise ValueError(
-                f"cannot read {'; '.join(missing)}. Provide it, or set if_secret_missing: "
-                "refuse-requests to start with this source closed (401)"
-            )
-        return refs
+        return readable(refs, info)
 
     def secret_values(self) -> list[str]:
         return [ref.value.get_secret_value() for ref in self.secrets if ref.value is not None]
@@ -168,17 +173,65 @@ class TimestampedAuth(_AuthBase):
         return data
 
 
-class HubSpotAuth(_AuthBase):
-    """HubSpot v3: base64 HMAC-SHA256 of method + URL + body + timestamp (milliseconds)."""
+HubSpotVersion = Literal["v1", "v2", "v3"]
 
-    scheme: Literal["hubspot-v3"]
+
+class HubSpotAuth(_AuthBase):
+    """HubSpot's request signatures, every version whose headers a request carries checked:
+
+    - v1: ``X-HubSpot-Signature`` = hex SHA-256 of client secret + body (no timestamp);
+    - v2: the same header = hex SHA-256 of client secret + method + URL + body;
+    - v3: ``X-HubSpot-Signature-v3`` = base64 HMAC-SHA256 of method + URL + body + timestamp
+      (``X-HubSpot-Request-Timestamp``, milliseconds, within ``tolerance_seconds``).
+
+    ``hubspot`` accepts all three (app webhooks sign with v1); ``hubspot-v3`` only v3.
+    """
+
+    scheme: Literal["hubspot", "hubspot-v3"]
+    versions: tuple[HubSpotVersion, ...] = ()
+    """The versions accepted (default: v1, v2 and v3 for ``hubspot``, v3 for ``hubspot-v3``)."""
     header: str = "X-HubSpot-Signature-v3"
     timestamp_header: str = "X-HubSpot-Request-Timestamp"
+    legacy_header: str = "X-HubSpot-Signature"
+    """v1 and v2's signature; ``X-HubSpot-Signature-Version`` says which (v1 when absent)."""
+    version_header: str = "X-HubSpot-Signature-Version"
     tolerance_seconds: int = TOLERANCE
     url: str | None = None
     """The endpoint's URL as HubSpot calls it (``https://intake.example.com/hooks/hubspot``);
     needed behind a proxy or load balancer, where the receiver sees another scheme or host.
     The request's query string is added to it."""
+
+    @model_validator(mode="after")
+    def _default_versions(self) -> HubSpotAuth:
+        if not self.versions:
+            versions: tuple[HubSpotVersion, ...] = (
+                ("v3",) if self.scheme == "hubspot-v3" else ("v1", "v2", "v3")
+            )
+            object.__setattr__(self, "versions", versions)
+        return self
+
+
+class MetaAuth(_AuthBase):
+    """Meta (Facebook / Instagram) webhooks: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of
+    the body>`` keyed with the App Secret (``secrets``: several while it is rotated), and the
+    subscription handshake: ``GET /hooks/<source>?hub.mode=subscribe&hub.verify_token=...&
+    hub.challenge=...`` is answered with the challenge when the token is one of
+    ``verify_tokens``."""
+
+    scheme: Literal["meta"]
+    header: str = "X-Hub-Signature-256"
+    verify_tokens: tuple[SecretReference, ...] = ()
+    """The Verify Token(s) set in the app's webhook settings (references, like secrets)."""
+
+    @field_validator("verify_tokens")
+    @classmethod
+    def _tokens_readable(
+        cls, refs: tuple[SecretRef, ...], info: ValidationInfo
+    ) -> tuple[SecretRef, ...]:
+        return readable(refs, info)
+
+    def verify_token_values(self) -> list[str]:
+        return [r.value.get_secret_value() for r in self.verify_tokens if r.value is not None]
 
 
 class NetlifyAuth(_AuthBase):
@@ -218,6 +271,8 @@ _FAMILIES: Mapping[str, str] = {
     **{name: "hmac" for name in ("hmac", *HMAC_PROVIDERS)},
     **{name: "timestamped" for name in TIMESTAMPED_PROVIDERS},
     "hubspot-v3": "hubspot-v3",
+    "hubspot": "hubspot-v3",
+    "meta": "meta",
     "netlify": "netlify",
     "bearer": "bearer",
     "basic": "basic",
@@ -236,6 +291,7 @@ AuthSpec = Annotated[
     | Annotated[HmacAuth, Tag("hmac")]
     | Annotated[TimestampedAuth, Tag("timestamped")]
     | Annotated[HubSpotAuth, Tag("hubspot-v3")]
+    | Annotated[MetaAuth, Tag("meta")]
     | Annotated[NetlifyAuth, Tag("netlify")]
     | Annotated[BearerAuth, Tag("bearer")]
     | Annotated[BasicAuth, Tag("basic")]

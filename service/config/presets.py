@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from service.config.auth import AuthSpec, preset_auth_problem
+from service.config.hydration import PROVIDER_TITLES, preset_hydrate_problem
 from service.errors import ConfigError, ConfigIssue
 from service.mapping.jmes import compile_expression
 from service.mapping.spec import MappingPreset, canonical_field_error
@@ -43,6 +44,11 @@ class Preset(MappingPreset):
     auth: Mapping[str, Any] | None = None
     """The provider's signature scheme and headers (never secrets)."""
     docs: str | None = None
+    hydrate: Mapping[str, Any] | None = None
+    """The provider's fetch: ``provider``, ``id`` (and ``account``...), never tokens."""
+    always_accept: bool = False
+    """The provider treats any answer but 2xx as a failed delivery (it retries, then drops
+    it): the door never refuses a payload of this preset with 422, the worker rejects it."""
 
 
 class _PresetFile(BaseModel):
@@ -57,6 +63,9 @@ class _PresetFile(BaseModel):
     auth: dict[str, Any] | None = None
     note_title: str | None = None
     note_fields: str | None = None
+    split: str | None = None
+    hydrate: dict[str, Any] | None = None
+    always_accept: bool = False
     extract: dict[str, str]
 
 
@@ -79,6 +88,11 @@ class PresetRegistry:
     def __iter__(self) -> Iterator[Preset]:
         return iter(self.presets[name] for name in self.names())
 
+    def hydrate_of(self, name: str | None) -> Mapping[str, Any] | None:
+        """The ``hydrate`` block of the preset called ``name`` (None: it sends whole people)."""
+        preset = self.presets.get(name) if name else None
+        return preset.hydrate if preset is not None else None
+
     def auth_of(self, name: str | None) -> Mapping[str, Any] | None:
         """The ``auth`` block of the preset called ``name`` (None: unknown, or it does not
         sign)."""
@@ -100,7 +114,7 @@ def _issues_of(data: _PresetFile, where: str) -> list[ConfigIssue]:
             _, problem = compile_expression(expression)
         if problem:
             issues.append(ConfigIssue(f"extract.{path}", problem, where))
-    for key in ("event_id", "note_fields"):
+    for key in ("event_id", "note_fields", "split"):
         expression = getattr(data, key)
         if expression is not None:
             _, problem = compile_expression(expression)
@@ -108,6 +122,13 @@ def _issues_of(data: _PresetFile, where: str) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(key, problem, where))
     if data.auth is not None:
         issues.extend(_auth_issues(data.auth, where))
+    if data.hydrate is not None:
+        problem = preset_hydrate_problem(data.hydrate)
+        for key in ("id", "account"):
+            if problem is None and data.hydrate.get(key) is not None:
+                _, problem = compile_expression(str(data.hydrate[key]))
+        if problem:
+            issues.append(ConfigIssue("hydrate", problem, where))
     return issues
 
 
@@ -157,6 +178,11 @@ def parse_preset(text: str, where: str, expected_name: str | None = None) -> Pre
         docs=data.docs,
         note_fields=data.note_fields,
         note_title=data.note_title,
+        split=data.split,
+        fetch_id=str(data.hydrate["id"]) if data.hydrate else None,
+        provider=PROVIDER_TITLES.get(str(data.hydrate.get("provider"))) if data.hydrate else None,
+        hydrate=MappingProxyType(dict(data.hydrate)) if data.hydrate is not None else None,
+        always_accept=data.always_accept,
     )
 
 

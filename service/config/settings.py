@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.queue.connection import RedisOptions
+
 DEFAULT_CLOSE_BASE_URL = "https://api.close.com/api/v1"
 DEFAULT_CLOSE_APP_URL = "https://app.close.com"
 
@@ -35,6 +37,27 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     key_prefix: str = Field(default="intake", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     record_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    ack_replicas: int = Field(default=0, ge=0, le=16)
+    """The door answers 2xx only after the submission reached this many Redis replicas
+    (``WAIT``), 503 when it did not within ``ack_replica_timeout_seconds``. 0: after the
+    master stored it (a failover may lose the last writes)."""
+    ack_replica_timeout_seconds: float = Field(default=1.0, gt=0)
+    allow_volatile_redis: bool = False
+    """In production the door answers 503 while Redis has no persistence (AOF off, no
+    snapshots): a restart would lose what it accepted. True accepts anyway."""
+    redis_watch_seconds: float = Field(default=5.0, gt=0)
+    """How often the receiver checks Redis's data marker and persistence."""
+    redis_retry_attempts: int = Field(default=3, ge=0, le=20)
+    """How often a Redis command whose connection died (a restart, a failover, a dropped idle
+    connection) is sent again on a new one before the caller sees the error (a 503)."""
+    redis_retry_backoff_seconds: float = Field(default=0.05, gt=0)
+    """The first wait before such a try; it doubles each time (with full jitter)..."""
+    redis_retry_backoff_max_seconds: float = Field(default=0.5, gt=0)
+    """... up to this."""
+    redis_max_connections: int = Field(default=100, ge=2)
+    """Connections one process opens to Redis at most (per node of a cluster)."""
+    redis_pool_wait_seconds: float = Field(default=5.0, gt=0)
+    """While all are busy, how long a command waits for one (then the request fails, 503)."""
 
     # Close: no API key means "use the built-in emulator" (only `lead-intake dev` does that).
     close_base_url: str = DEFAULT_CLOSE_BASE_URL
@@ -48,6 +71,12 @@ class Settings(BaseSettings):
 
     sources_file: Path = Path("config/sources.yaml")
     admin_token: SecretStr | None = None
+    admin_session_seconds: int = Field(default=12 * 3600, ge=60)
+    """A dashboard session ends this long after login (or at logout, on every replica)."""
+    admin_login_attempts: int = Field(default=10, ge=1)
+    """Wrong admin tokens (dashboard login, API bearer) one client may send per window..."""
+    admin_login_window_seconds: float = Field(default=600.0, gt=0)
+    """... after which it is refused (429) until the bucket refills."""
 
     # Receiver.
     host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces in a container
@@ -89,8 +118,32 @@ class Settings(BaseSettings):
     emulator_org_file: Path = Path("config/emulator-org.yaml")
     """The emulated organisation (users, lead statuses, custom fields): see
     docs/operations.md. ``check-config`` without an API key checks sources against it."""
+    provider_emulator_port: int = Field(default=8082, ge=0, le=65535)
+    """The built-in provider emulator's port (Meta Graph, HubSpot CRM, Calendly) while no Close
+    API key is set (0: any free port)."""
 
-    @field_validator("close_base_url", "close_app_url")
+    # Hydration: fetching the person a thin provider payload names (config/hydration.py).
+    meta_graph_url: str = "https://graph.facebook.com/v25.0"
+    """The Graph API, with its version (leads are read at ``<url>/<leadgen_id>``)."""
+    hubspot_api_url: str = "https://api.hubapi.com"
+    calendly_api_url: str = "https://api.calendly.com"
+    """Calendly's API: a submitter URI is fetched only when it is under this address (the
+    payload names the URL; nothing else is ever sent the token)."""
+    hydration_timeout_seconds: float = Field(default=10.0, gt=0)
+    hydration_inrequest_attempts: int = Field(default=3, ge=1, le=10)
+    """Tries of one fetch within an attempt (timeouts, connection errors, 5xx)."""
+    hydration_not_found_retries: int = Field(default=3, ge=0, le=50)
+    """Attempts at a person the provider says does not exist before the submission ends
+    ``dead`` (a webhook can arrive before the person is readable)."""
+    hydration_probe_seconds: float = Field(default=30.0, gt=0)
+    """While a provider refuses a source's token, how often one submission tries again."""
+    provider_emulator_token: SecretStr | None = None
+    """Set by ``lead-intake dev`` when the provider emulator stands in: the token of every
+    hydrating source whose own token is not set."""
+
+    @field_validator(
+        "close_base_url", "close_app_url", "meta_graph_url", "hubspot_api_url", "calendly_api_url"
+    )
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -99,6 +152,16 @@ class Settings(BaseSettings):
     def lead_url_template(self) -> str:
         """A lead's page in Close, ``{}`` standing for the lead id."""
         return self.close_app_url + "/lead/{}/"
+
+    @property
+    def redis_options(self) -> RedisOptions:
+        return RedisOptions(
+            attempts=self.redis_retry_attempts,
+            backoff_seconds=self.redis_retry_backoff_seconds,
+            backoff_max_seconds=self.redis_retry_backoff_max_seconds,
+            max_connections=self.redis_max_connections,
+            pool_wait_seconds=self.redis_pool_wait_seconds,
+        )
 
     @property
     def admin_tokens(self) -> tuple[str, ...]:

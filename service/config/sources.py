@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from service.config.auth import AuthSpec, validate_source_auth
+from service.config.hydration import HydrateSpec, inherit_preset_hydrate
 from service.config.policy import (
     BodyLimits,
     CaptchaSpec,
@@ -90,12 +91,17 @@ class SourceConfig(MappingSpec):
     rate_limit: RateLimitSpec | None = None
     files: FilesPolicy = "drop"
     body_limits: BodyLimits = Field(default_factory=BodyLimits)
+    hydrate: HydrateSpec | None = None
+    """Fetch the person a thin payload names from the provider (``config/hydration.py``);
+    with a preset that hydrates, only the tokens are needed."""
 
     @model_validator(mode="before")
     @classmethod
     def _inherit_preset_auth(cls, data: Any, info: ValidationInfo) -> Any:
         presets = (info.context or {}).get("presets") or bundled_presets()
-        return inherit_preset_auth(data, presets)
+        data = inherit_preset_auth(data, presets)
+        preset = data.get("preset") if isinstance(data, dict) else None
+        return inherit_preset_hydrate(data, presets.hydrate_of(preset))
 
     @field_validator("auth", mode="wrap")
     @classmethod
@@ -150,6 +156,10 @@ class Sources:
 
     def items(self) -> list[tuple[str, SourceConfig]]:
         return sorted(self._by_name.items())
+
+    def hydrating(self) -> list[str]:
+        """The sources that fetch people from a provider (a ``hydrate`` block)."""
+        return [name for name, source in self.items() if source.hydrate is not None]
 
 
 def loc_path(loc: tuple[int | str, ...]) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from service.envelope import Envelope, new_submission_id
-from service.receiver.bodies import BodyError, media_type_of, parse_body
+from service.httpbody import BodyError
+from service.receiver.bodies import media_type_of, parse_body
 
 
 class BadPayload(Exception):

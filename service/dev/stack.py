@@ -7,6 +7,8 @@ and the start-up banner says so loudly; lead links then point at the emulator's 
 Browser redirects to pages that are not on this machine land on the service's own thank-you
 page (``thanks.py``). The ports are checked before anything starts: a taken one stops the start
 with one line naming the port and the setting that changes it (``ports.PortInUse``).
+Thin provider payloads are then fetched from the built-in provider emulator
+(``INTAKE_PROVIDER_EMULATOR_PORT``) instead of Meta, HubSpot and Calendly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from close_emulator import create_emulator_app
+from provider_emulator import create_provider_emulator_app
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.dev.ports import Port, PortInUse, check_free
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 EMULATOR_KEY = "dev-emulator-key"
 RECEIVER_ACCESS = logging.getLogger("lead_intake.access")
 EMULATOR_ACCESS = logging.getLogger("close_emulator.access")
+PROVIDERS_ACCESS = logging.getLogger("provider_emulator.access")
 
 
 async def _serve(
@@ -55,20 +59,40 @@ async def _serve(
         raise
 
 
-def _ports(settings: Settings) -> tuple[Port, Port | None]:
-    """The receiver's port and, without an API key, the emulator's (0 chosen now: the banner
+PROVIDER_TOKEN = "dev-provider-token"  # noqa: S105 - the emulator's, not a secret
+PROVIDERS_LINE = (
+    "Providers: the built-in PROVIDER EMULATOR (Meta Graph, HubSpot CRM, Calendly) on port "
+    "{port} answers hydration fetches"
+)
+
+
+async def _provider_emulator(port: Port, stack: AsyncExitStack, updates: dict[str, object]) -> None:
+    """With the Close emulator, thin provider payloads are fetched from the provider emulator
+    (its bundled fixtures), with a token it accepts for sources whose own is not set."""
+    await _serve(create_provider_emulator_app(), port, stack, PROVIDERS_ACCESS)
+    base = f"http://127.0.0.1:{port.port}"
+    updates["meta_graph_url"] = f"{base}/meta/v25.0"
+    updates["hubspot_api_url"] = f"{base}/hubspot"
+    updates["calendly_api_url"] = f"{base}/calendly"
+    updates["provider_emulator_token"] = SecretStr(PROVIDER_TOKEN)
+
+
+def _ports(settings: Settings) -> tuple[Port, Port | None, Port | None]:
+    """The receiver's port and, without an API key, the emulators' (0 chosen now: the banner
     and the redirect pages need the number before anything listens)."""
     receiver = Port(settings.host, settings.port or free_port(), "receiver", "INTAKE_PORT")
-    emulator = None
+    emulator = providers = None
     if settings.close_api_key is None:
         number = settings.emulator_port or free_port()
         emulator = Port("127.0.0.1", number, "Close emulator", "INTAKE_EMULATOR_PORT")
-    return receiver, emulator
+        number = settings.provider_emulator_port or free_port()
+        providers = Port("127.0.0.1", number, "provider emulator", "INTAKE_PROVIDER_EMULATOR_PORT")
+    return receiver, emulator, providers
 
 
 async def run_dev(settings: Settings, sources: Sources) -> None:
-    receiver_port, emulator_port = _ports(settings)
-    check_free([receiver_port, *([emulator_port] if emulator_port else [])])
+    receiver_port, emulator_port, provider_port = _ports(settings)
+    check_free([p for p in (receiver_port, emulator_port, provider_port) if p is not None])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,12 +100,13 @@ async def run_dev(settings: Settings, sources: Sources) -> None:
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     lines: list[str] = []
     async with AsyncExitStack() as stack:
-        updates: dict[str, object] = {}
+        updates: dict[str, object] = {"env": "dev"}
         if not settings.redis_url:
             server = RedisServer()
             await asyncio.to_thread(server.start)
             stack.callback(server.stop)
             updates["redis_url"] = server.url
+            updates["allow_volatile_redis"] = True  # its data is thrown away on exit anyway
             lines.append(
                 f"Redis:    private redis-server at {server.url} (data is thrown away on exit)"
             )
@@ -102,6 +127,9 @@ async def run_dev(settings: Settings, sources: Sources) -> None:
                 f"          see them at {base}/ (JSON: {base}/_emulator/leads); organisation "
                 f"from {organisation_name(settings)}"
             )
+            assert provider_port is not None
+            await _provider_emulator(provider_port, stack, updates)
+            lines.append(PROVIDERS_LINE.format(port=provider_port.port))
         else:
             lines.append(f"Close:    {settings.close_base_url}")
         generated = not settings.admin_tokens
@@ -116,7 +144,7 @@ async def run_dev(settings: Settings, sources: Sources) -> None:
                 f"Redirects: browser posts to {', '.join(redirected)} land on "
                 f"{receiver_base}/thanks (dev only; the sources file's pages are not local)"
             )
-        redis = redis_from_url(settings.redis_url or "")
+        redis = redis_from_url(settings.redis_url or "", settings.redis_options)
         stack.push_async_callback(redis.aclose)
         app = create_app(settings, sources, redis=redis)
         add_thanks_routes(app)

@@ -24,6 +24,7 @@ from service.errors import ConfigError, ConfigIssue, MappingRejected
 from service.mapping.lead import lead_body
 from service.mapping.normalize import Notice, RecordBuilder
 from service.mapping.note import NoteContext, NoteRenderer, iso_utc, template_problem
+from service.mapping.rejections import NAME_FIELDS, missing_required, where_looked
 from service.mapping.schema import CloseSchema
 from service.mapping.spec import (
     NAME_ALIAS,
@@ -40,12 +41,11 @@ from service.mapping.template import (
     Issues,
     compile_template,
     evaluate,
+    id_text,
 )
-from service.mapping.text import is_empty, scalar_text
+from service.mapping.text import is_empty
 
 logger = logging.getLogger(__name__)
-
-_NAME_FIELDS = ("full_name", "first_name", "last_name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +81,11 @@ class MappedLead:
 
 
 def root_document(envelope: Envelope) -> dict[str, Any]:
-    """What extract expressions read: body, headers, query, client_ip, received_at, source."""
+    """What extract expressions read: body, fetched (hydration), headers, query, client_ip,
+    received_at, source."""
     return {
         "body": envelope.body,
+        "fetched": envelope.fetched,
         "headers": {str(k).lower(): v for k, v in envelope.headers.items()},
         "query": dict(envelope.query),
         "client_ip": envelope.client_ip,
@@ -129,6 +131,8 @@ class Mapper:
             raise ConfigError(issues.items)
         self._note = NoteRenderer(spec.note.template, spec.limits)
         self._check = self._check_plan()
+        self._where = where_looked(self.template)
+        self.provider = self.preset.provider if self.preset is not None else None
 
     def with_schema(self, schema: CloseSchema | None) -> Mapper:
         """The same mapping checked and resolved against a newer Close schema."""
@@ -150,7 +154,7 @@ class Mapper:
                 continue  # already reported as an unknown field
             names = [n for n in group if n != NAME_ALIAS]
             if NAME_ALIAS in group:
-                names.extend(_NAME_FIELDS)
+                names.extend(NAME_FIELDS)
             if not extracted & set(names):
                 issues.add(
                     f"required[{index}]",
@@ -161,14 +165,32 @@ class Mapper:
     def event_id(self, envelope: Envelope) -> str | None:
         """The provider's event id per the preset (delivery dedup), if it has one."""
         expr = self.template.event_id
+        return id_text(expr.run if expr else None, root_document(envelope))
+
+    @property
+    def splits(self) -> bool:
+        """True when one delivery of this source may hold several submissions."""
+        return self.template.split is not None
+
+    def split(self, envelope: Envelope) -> list[Any]:
+        """The items of one delivery (each becomes a submission whose body is the item);
+        ``[envelope.body]`` when the source does not split. A split that finds nothing (or
+        fails on the data) gives ``[]``: the delivery holds no submission."""
+        expr = self.template.split
         if expr is None:
-            return None
+            return [envelope.body]
         try:
-            value = expr.run(root_document(envelope))
+            items = expr.run(root_document(envelope))
         except DATA_ERRORS:
-            return None
-        text = scalar_text(value) if not isinstance(value, (list, dict)) else None
-        return text.strip() if text and text.strip() else None
+            return []
+        if items is None:
+            return []
+        return [item for item in (items if isinstance(items, list) else [items]) if item]
+
+    def fetch_id(self, envelope: Envelope) -> str | None:
+        """The id of the person a thin payload names (hydration), or None."""
+        expr = self.template.fetch_id
+        return id_text(expr.run if expr else None, root_document(envelope))
 
     def _check_plan(self) -> _CheckPlan | None:
         """What ``check`` evaluates; None when it must run the whole mapping (a template
@@ -179,13 +201,13 @@ class Mapper:
         if not all(expr.cannot_fail for expr in template):
             return None
         position = {path: index for index, path in enumerate(t.extract)}
-        names = tuple(name for name in _NAME_FIELDS if name in position)
+        names = tuple(name for name in NAME_FIELDS if name in position)
         groups = []
         for group in required_groups(self.spec):
             members = []
             for name in group:
                 # full_name is derived from first and last name, and back: one unit.
-                if name == NAME_ALIAS or name in _NAME_FIELDS:
+                if name == NAME_ALIAS or name in NAME_FIELDS:
                     members.append(names)
                 else:
                     members.append((name,) if name in position else ())
@@ -232,7 +254,7 @@ class Mapper:
                 for notice in builder.notices[start:]:
                     tagged.append((position, len(tagged), notice))
                 done.add(path)
-            if paths[0] in _NAME_FIELDS:
+            if paths[0] in NAME_FIELDS:
                 builder.derive_names(record)
 
         for group, members in plan.groups:
@@ -241,7 +263,8 @@ class Mapper:
                 if _present(record, name):
                     break
             else:
-                raise _missing_required(group, [notice for _, _, notice in sorted(tagged)])
+                noticed = [notice for _, _, notice in sorted(tagged)]
+                raise self._missing(group, noticed, document)
 
     def map(self, envelope: Envelope) -> MappedLead:
         """Map one submission; MappingRejected when it cannot become a lead."""
@@ -253,7 +276,7 @@ class Mapper:
         builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)
         record = builder.build(raw)
         notices = builder.notices
-        self._require(record, notices)
+        self._require(record, notices, document)
         record.update(
             source=envelope.source, received_at=document["received_at"], submission_id=envelope.id
         )
@@ -282,10 +305,24 @@ class Mapper:
             warnings=tuple(n.message for n in notices),
         )
 
-    def _require(self, record: dict[str, Any], notices: list[Notice]) -> None:
+    def _require(
+        self, record: dict[str, Any], notices: list[Notice], document: dict[str, Any]
+    ) -> None:
         for group in required_groups(self.spec):
             if not any(_present(record, name) for name in group):
-                raise _missing_required(group, notices)
+                raise self._missing(group, notices, document)
+
+    def _missing(
+        self, group: tuple[str, ...], notices: list[Notice], document: dict[str, Any]
+    ) -> MappingRejected:
+        return missing_required(
+            group,
+            notices,
+            template=self.template,
+            where=self._where,
+            document=document,
+            provider=self.provider,
+        )
 
     def _note_fields(self, document: dict[str, Any], notices: list[Notice]) -> Any:
         expr = self.template.note_fields
@@ -299,22 +336,9 @@ class Mapper:
         return document["body"] if is_empty(value) else value
 
 
-def _missing_required(group: tuple[str, ...], notices: list[Notice]) -> MappingRejected:
-    """The rejection for a required group with no member present; ``notices`` in extract
-    order (those about the group's fields are named in the reason)."""
-    wanted = f"'{group[0]}'" if len(group) == 1 else "one of " + ", ".join(group)
-    related = [n.message for n in notices if n.message.split(" ", 1)[0] in group]
-    reason = f"missing required field: {wanted}"
-    if related:
-        reason += " (" + "; ".join(related) + ")"
-    return MappingRejected(
-        reason, {"missing": list(group), "warnings": [n.message for n in notices]}
-    )
-
-
 def _present(record: dict[str, Any], path: str) -> bool:
     if path == NAME_ALIAS:
-        return any(record.get(name) for name in _NAME_FIELDS)
+        return any(record.get(name) for name in NAME_FIELDS)
     group, _, name = path.partition(".")
     value = record.get(group)
     if name:

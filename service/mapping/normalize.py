@@ -26,6 +26,7 @@ from service.mapping.text import (
     key_token,
     scalar_text,
     split_full_name,
+    to_e164,
 )
 
 _MAX_DEPTH = 8
@@ -151,6 +152,12 @@ def normalize_phone(
     if raw is None or not raw.strip():
         return None, None
     text = clean_text(raw).removeprefix("tel:")
+    if region is None and text.isdigit() and 8 <= len(text) <= 15:
+        # All digits with no region to read them in: a country code without its "+" (Webflow
+        # sends the phone as a JSON number). Read so when that gives a valid number.
+        international = to_e164("+" + text, None)
+        if international is not None:
+            return international, None
     where = f"default region {region}" if region else "no default region set"
     try:
         number = phonenumbers.parse(text, region)

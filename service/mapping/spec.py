@@ -42,6 +42,13 @@ class MappingPreset:
     note_fields: str | None = None
     """Which part of the payload the note lists."""
     note_title: str | None = None
+    split: str | None = None
+    """The items of one delivery (JMESPath over the document), each its own submission."""
+    fetch_id: str | None = None
+    """The id of the person a thin payload names (JMESPath over the document): the payload
+    carries only ids and the person is fetched from the provider (hydration)."""
+    provider: str | None = None
+    """The provider's name, for explanations ("Meta Lead Ads")."""
 
 
 class PresetLookup(Protocol):
@@ -86,6 +93,7 @@ RECORD_ROOTS: frozenset[str] = frozenset(
 #: Names at the top of the document extract expressions read.
 DOCUMENT_ROOTS: tuple[str, ...] = (
     "body",
+    "fetched",
     "headers",
     "query",
     "client_ip",
@@ -200,6 +208,10 @@ class MappingSpec(_Frozen):
     event_id: str | None = None
     """JMESPath over the extract document giving the sender's event id (delivery dedup);
     overrides the preset's. ``""`` switches the preset's off."""
+    split: str | None = None
+    """JMESPath over the document giving the items of one delivery (a list); each item is
+    stored as its own submission, its body the item. Overrides the preset's; ``""`` switches
+    it off."""
 
 
 def required_groups(spec: MappingSpec) -> list[tuple[str, ...]]:

@@ -10,6 +10,7 @@ its Mapper is built (again when a newer Close schema arrives), never per submiss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from service.mapping.spec import (
     required_field_error,
     required_groups,
 )
+from service.mapping.text import scalar_text
 
 #: What an expression raises on data it cannot handle (the payload's fault, not the config's).
 DATA_ERRORS = (JMESPathError, ValueError, TypeError, RecursionError)
@@ -74,7 +76,21 @@ def evaluate(expr: Expr, document: Any) -> Any:
         raise MappingRejected(
             f"mapping expression {expr.path} failed: {expr.text!r}: {error}",
             {"path": expr.path, "expression": expr.text, "error": error},
+            code="expression-failed",
         ) from exc
+
+
+def id_text(run: Callable[[Any], Any] | None, document: Any) -> str | None:
+    """What an id expression gives on ``document`` as trimmed text; None when it gives
+    nothing usable (no expression, a failure, a list or an object, blank)."""
+    if run is None:
+        return None
+    try:
+        value = run(document)
+    except DATA_ERRORS:
+        return None
+    text = scalar_text(value) if not isinstance(value, (list, dict)) else None
+    return text.strip() if text and text.strip() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +117,10 @@ class CompiledTemplate:
     note_fields: Expr | None
     note_title: str
     message_elsewhere: bool = False
+    split: Expr | None = None
+    """The items one delivery holds, each its own submission (None: the delivery is one)."""
+    fetch_id: Expr | None = None
+    """The id of the person a thin payload names (hydration), from the preset."""
 
 
 def _compile(path: str, text: str, issues: Issues, *, record: bool) -> Expr | None:
@@ -229,6 +249,10 @@ def compile_template(
     event_text = preset.event_id if preset is not None else None
     if spec.event_id is not None:
         event_text = spec.event_id or None
+    split_text = preset.split if preset is not None else None
+    if spec.split is not None:
+        split_text = spec.split or None
+    fetch_text = preset.fetch_id if preset is not None else None
     extract = _compile_extract(spec, preset, issues)
     lead = _compile_keys(template, ("name", "url", "description", "status"), "lead", issues)
     _check_status(lead.get("status"), issues, schema)
@@ -251,6 +275,8 @@ def compile_template(
         message_elsewhere=any(expr.reads_message for expr in elsewhere),
         event_id=_compile("event_id", event_text, issues, record=False) if event_text else None,
         note_fields=note_fields,
+        split=_compile("split", split_text, issues, record=False) if split_text else None,
+        fetch_id=_compile("fetch_id", fetch_text, issues, record=False) if fetch_text else None,
         note_title=spec.note.title
         or (preset.note_title if preset is not None and preset.note_title else None)
         or "Web form submission",

@@ -4,6 +4,7 @@ key prefix (``service/keys.py``). One :class:`Queue` holds the parts, each with 
 - ``intake``: what the door stores (rate-limit tokens + delivery idempotency + record + stream
   entry, one script);
 - ``stream``: the consumer group, reading, taking over, the retry schedule, the depth;
+- ``marker``: the marker of the data, which tells a Redis that came back empty (``marker.py``);
 - ``steps``: a worker's claim of an entry and every state change after it (:class:`Transition`);
 - ``records``: reading a record, replay and erase;
 - ``index``: counting and listing by state.
@@ -20,6 +21,7 @@ from service.keys import Keys
 from service.queue.connection import RedisClient
 from service.queue.index import Selection, StateIndex
 from service.queue.intake import DeliveryKey, Intake, Throttle
+from service.queue.marker import DataLoss, DataMarker
 from service.queue.progress import Progress, StepMark
 from service.queue.records import Record, State
 from service.queue.store import RecordStore, ReplayOutcome
@@ -45,7 +47,8 @@ class Queue:
         self.keys = keys
         self.record_ttl = record_ttl
         self.intake = Intake(redis, keys, record_ttl=record_ttl)
-        self.stream = WorkStream(redis, keys)
+        self.marker = DataMarker(redis, keys)
+        self.stream = WorkStream(redis, keys, self.marker)
         self.steps = Transitions(redis, keys, record_ttl=record_ttl)
         self.records = RecordStore(redis, keys, record_ttl=record_ttl)
         self.index = StateIndex(redis, keys, record_ttl=record_ttl)
@@ -67,6 +70,7 @@ class Queue:
 
 __all__ = [
     "Claimed",
+    "DataLoss",
     "DeliveryKey",
     "Entry",
     "PersonUpdate",

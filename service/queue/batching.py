@@ -18,7 +18,7 @@ from typing import Any, Generic
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
 
 from service.queue.connection import RedisClient
 from service.queue.lua import ArgsT, BoundScript, KeysT
@@ -26,6 +26,10 @@ from service.queue.lua import ArgsT, BoundScript, KeysT
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+
+
+class NotReplicated(RedisError):
+    """The batch's writes did not reach the replicas asked for in time: not acknowledged."""
 
 
 class ScriptBatcher(Generic[KeysT, ArgsT]):
@@ -38,6 +42,15 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         self._pending: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
+        self.replicas = 0
+        """When above 0, each batch ends with ``WAIT replicas timeout``; a batch fewer replicas
+        acknowledged in time fails whole (:class:`NotReplicated`)."""
+        self.replica_timeout_ms = 0
+
+    def wait_for_replicas(self, replicas: int, timeout_seconds: float) -> None:
+        """Answer each caller only once its write reached ``replicas`` replicas (0: off)."""
+        self.replicas = replicas
+        self.replica_timeout_ms = max(1, round(timeout_seconds * 1000))
 
     async def __call__(
         self,
@@ -74,27 +87,31 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
                     future.set_result(result)
 
     async def _run(self, batch: list[tuple[Sequence[Any], Sequence[Any], Any]]) -> list[Any]:
-        if isinstance(self.redis, Redis):
-            results = await self._send(self.redis, batch)
-        else:
-            # A cluster client routes each command to its node, and refuses EVALSHA in its
-            # pipelines: the scripts go as concurrent calls.
-            results = list(
-                await asyncio.gather(
-                    *(self._call(keys, args) for keys, args, _ in batch),
-                )
-            )
-        if any(isinstance(r, NoScriptError) for r in results):
-            # Redis lost its script cache (a restart): load it, then run those again.
-            self.script.sha = await self.redis.script_load(self.script.script)
-            for index, result in enumerate(results):
-                if isinstance(result, NoScriptError):
-                    keys, args, _ = batch[index]
-                    try:
-                        results[index] = await self.script(keys=keys, args=args)
-                    except RedisError as exc:
-                        results[index] = exc
+        # On a cluster (no single connection) the scripts go as concurrent calls: its client
+        # routes each command to its node and refuses EVALSHA in its pipelines.
+        results = await self._run_once(batch)
+        for pause in _AGAIN_AFTER:
+            again = [i for i, r in enumerate(results) if isinstance(r, _NOT_RUN)]
+            if not again:
+                break
+            # Redis lost its script cache (a restart, a failover), or is still loading its
+            # data: neither ran the script. Load it, then run those again the same way (on a
+            # single server, through this connection, so the WAIT covers them too).
+            if any(isinstance(results[i], BusyLoadingError) for i in again):
+                await asyncio.sleep(pause)
+            try:
+                self.script.sha = await self.redis.script_load(self.script.script)
+            except BusyLoadingError:
+                continue
+            retried = await self._run_once([batch[i] for i in again])
+            for index, result in zip(again, retried, strict=True):
+                results[index] = result
         return results
+
+    async def _run_once(self, batch: list[tuple[Sequence[Any], Sequence[Any], Any]]) -> list[Any]:
+        if isinstance(self.redis, Redis):
+            return await self._send(self.redis, batch)
+        return list(await asyncio.gather(*(self._call(keys, args) for keys, args, _ in batch)))
 
     async def _call(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
@@ -113,29 +130,64 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         command's result; a broken connection fails the whole batch (what Redis ran of it
         cannot be known) and is closed; the next batch connects again. The client's
         ``aclose`` closes this connection with the rest of its pool.
+
+        A connection that died while idle (Redis restarted, the master moved) is found before
+        the batch is written (it reads as closed) and replaced: nothing of the batch was sent
+        on it, so nothing is lost or doubled, and the requests get their answers.
         """
         if self._connection is None:
             self._connection = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         connection = self._connection
+        if connection.is_connected and await _closed(connection):
+            await connection.disconnect()
+        await connection.connect()  # a new socket when closed (with the client's retry)
         sha = self.script.sha
-        packed = b"".join(
-            [_pack(("EVALSHA", sha, len(keys), *keys, *args)) for keys, args, _ in batch]
-        )
+        commands = [_pack(("EVALSHA", sha, len(keys), *keys, *args)) for keys, args, _ in batch]
+        if self.replicas:
+            # WAIT counts the replicas that have every write this connection made so far:
+            # after the batch, that is the batch's writes.
+            commands.append(_pack(("WAIT", self.replicas, self.replica_timeout_ms)))
         results: list[Any] = []
         try:
-            await connection.send_packed_command(packed, check_health=False)
+            await connection.send_packed_command(b"".join(commands), check_health=False)
             # One time limit for the whole batch's replies, not one per reply (math.inf: no
             # per-read limit of redis-py's own).
-            async with asyncio.timeout(connection.socket_timeout):
+            limit = (connection.socket_timeout or 0) + self.replica_timeout_ms / 1000
+            async with asyncio.timeout(limit or None):
                 for _ in batch:
                     try:
                         results.append(await connection.read_response(timeout=math.inf))
-                    except ResponseError as exc:  # read whole: the next reply is intact
+                    except (ResponseError, BusyLoadingError) as exc:  # the next reply is intact
                         results.append(exc)
+                if self.replicas:
+                    acked = int(await connection.read_response(timeout=math.inf))
         except BaseException:
             await connection.disconnect()
             raise
+        if self.replicas and acked < self.replicas:
+            # Stored on the master, not known to survive its loss: not acknowledged (the
+            # sender sends again, and a repeat is recognised as the same delivery).
+            failure = NotReplicated(
+                f"the write reached {acked} of {self.replicas} replicas within "
+                f"{self.replica_timeout_ms} ms"
+            )
+            return [r if isinstance(r, Exception) else failure for r in results]
         return results
+
+
+async def _closed(connection: AbstractConnection) -> bool:
+    """Whether the server closed this idle connection. Nothing is ever left unread on it, so
+    anything to read means it was closed."""
+    try:
+        return await connection.can_read()
+    except (RedisError, OSError):
+        return True
+
+
+_NOT_RUN = (NoScriptError, BusyLoadingError)
+_AGAIN_AFTER = (0.1, 0.2, 0.4, 0.8)
+"""Waits before running again scripts Redis did not run because it was loading its data."""
+"""Error replies that say the script did not run: safe to run it again."""
 
 
 def _pack(command: tuple[Any, ...]) -> bytes:

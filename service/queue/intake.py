@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from redis.exceptions import RedisError
+
 from service.envelope import Envelope
 from service.errors import OverLimit
 from service.keys import Keys
@@ -156,15 +158,26 @@ return take_door_tokens() or {1}
 )
 
 
+class WritesRefused(RedisError):
+    """The door stores nothing now (``Intake.refusal`` says why): the sender gets a 503."""
+
+
 class Intake:
     """The door's writes."""
 
     def __init__(self, redis: RedisClient, keys: Keys, *, record_ttl: int) -> None:
         self.keys = keys
         self.record_ttl = record_ttl
+        self.refusal: str | None = None
+        """Set while nothing may be stored (a Redis without persistence in production)."""
         self._index = index_keys(keys)
         self._store = ScriptBatcher(redis, _STORE.bind(redis))
         self._tokens = ScriptBatcher(redis, _TOKENS.bind(redis))
+
+    def acknowledge_after(self, replicas: int, timeout_seconds: float) -> None:
+        """Answer a stored submission only once it reached ``replicas`` replicas (Redis
+        ``WAIT``), failing it (a 503 at the door) when that took longer than the timeout."""
+        self._store.wait_for_replicas(replicas, timeout_seconds)
 
     async def enqueue(
         self,
@@ -229,6 +242,8 @@ class Intake:
         throttles: Sequence[Throttle],
         reason: str = "",
     ) -> tuple[str, bool]:
+        if self.refusal is not None:
+            raise WritesRefused(self.refusal)
         client, source = _by_kind(throttles)
         keys = _StoreKeys(
             client_bucket=self._bucket(client),

@@ -66,7 +66,7 @@ def history_event_head(ts: float, state: str, detail_key: str) -> str:
 # -- the record ---------------------------------------------------------------------------------
 
 # Fields holding JSON rather than plain strings.
-_JSON_FIELDS = frozenset({"last_error", "close_response", "warnings"})
+_JSON_FIELDS = frozenset({"last_error", "close_response", "warnings", "fetched"})
 # Every field of the hash this module knows (anything else is shown as ``unknown``).
 _KNOWN = frozenset(
     {
@@ -90,6 +90,8 @@ _KNOWN = frozenset(
         *LEGACY_PROGRESS,
     }
 )
+ENVELOPE_FIELD = "envelope"
+"""The field holding the envelope as received (read alone by the worker's tracing)."""
 REPLAY_CLEARS: tuple[str, ...] = ("dead_entry", *LEGACY_PROGRESS)
 """The hash fields a replay deletes (besides writing the progress it keeps)."""
 
@@ -115,6 +117,10 @@ class Record:
     """Close's answer to a refused request."""
     warnings: tuple[str, ...] = ()
     """What the mapping dropped or changed (no personal data)."""
+    fetched: Any = None
+    """What hydration fetched from the provider for a thin payload (:class:`Fetched` as
+    JSON: ``provider``, ``request``, ``at``, ``body``); personal data. Kept by a replay (the
+    provider may have deleted it since), removed by an erase."""
     delivery_key: str | None = None
     """What identified the delivery at the door (``webhook-id``, ``body-hash``...)."""
     reason: str | None = None
@@ -195,6 +201,8 @@ class Record:
         out.update(self.unknown)
         if include_payload and self.envelope:
             out["payload"] = self.payload()
+        if include_payload and self.fetched is not None:
+            out["fetched"] = self.fetched
         out["history"] = list(self.history)
         return out
 

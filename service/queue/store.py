@@ -17,7 +17,13 @@ from service.keys import Keys
 from service.queue.connection import RedisClient
 from service.queue.index import INDEX_LUA, index_keys
 from service.queue.lua import Script
-from service.queue.records import FINAL_STATES, REPLAY_CLEARS, Record, history_event
+from service.queue.records import (
+    ENVELOPE_FIELD,
+    FINAL_STATES,
+    REPLAY_CLEARS,
+    Record,
+    history_event,
+)
 
 ReplayOutcome = Literal["replayed", "in-progress", "erased", "unknown"]
 EraseOutcome = Literal["erased", "already-erased", "unknown"]
@@ -129,6 +135,11 @@ class RecordStore:
     async def get(self, sub_id: str) -> Record | None:
         raw: dict[str, str] = await self.redis.hgetall(self.keys.sub(sub_id))  # type: ignore[assignment]
         return Record.from_hash(raw) if raw else None
+
+    async def envelope(self, sub_id: str) -> str | None:
+        """The envelope's JSON alone (None when the record is gone or erased)."""
+        raw = await self.redis.hget(self.keys.sub(sub_id), ENVELOPE_FIELD)
+        return raw if isinstance(raw, str) else None
 
     def _keys(self, sub_id: str) -> _RecordKeys:
         return _RecordKeys(self.keys.sub(sub_id), self.keys.stream, self.keys.dead)

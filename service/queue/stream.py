@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from service.keys import GROUP, Keys
 from service.queue.connection import RedisClient
 from service.queue.lua import Script
+from service.queue.marker import DataMarker
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class QueueDepth:
     pending: int
     retry_scheduled: int
     dead_letters: int
+    oldest_entry_age: float = 0.0
+    """Seconds since the oldest entry still in the stream (waiting or in work) was added: 0
+    when the stream is empty. A retry's age starts again when it comes back into the stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +92,16 @@ def _is_nogroup(exc: ResponseError) -> bool:
 class WorkStream:
     """The stream, its consumer group and the retry schedule."""
 
-    def __init__(self, redis: RedisClient, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, marker: DataMarker) -> None:
         self.redis = redis
         self.keys = keys
+        self.marker = marker
         self._move_due = _MOVE_DUE.bind(redis)
 
     async def ensure_group(self) -> None:
-        """Create the stream and its consumer group; an existing group (BUSYGROUP) is fine."""
-        try:
-            await self.redis.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
+        """Create the stream and its consumer group if missing, with the data marker, and
+        find out whether Redis lost the data (``marker.py``)."""
+        await self.marker.ensure()
 
     async def group_exists(self) -> bool:
         try:
@@ -117,7 +119,7 @@ class WorkStream:
         except ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
-            logger.warning("consumer group missing (Redis restarted without data?); recreating")
+            logger.warning("consumer group missing; recreating it")
             await self.ensure_group()
             return []
         entries: list[Entry] = []
@@ -178,13 +180,14 @@ class WorkStream:
         return int(moved)
 
     async def depth(self) -> QueueDepth:
-        """Stream length, pending, retry-scheduled and dead counts in one pipelined round trip
-        (plus one XPENDING when the stream holds entries)."""
+        """Stream length, pending, retry-scheduled and dead counts and the oldest entry in one
+        pipelined round trip (plus one XPENDING when the stream holds entries)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.xlen(self.keys.stream)
         pipe.zcard(self.keys.retry)
         pipe.xlen(self.keys.dead)
-        stream_length, retry, dead = await pipe.execute()
+        pipe.xrange(self.keys.stream, count=1)
+        stream_length, retry, dead, oldest = await pipe.execute()
         pending = 0
         if stream_length:
             try:
@@ -197,7 +200,14 @@ class WorkStream:
             pending=pending,
             retry_scheduled=int(retry),
             dead_letters=int(dead),
+            oldest_entry_age=_age(oldest[0][0]) if oldest else 0.0,
         )
+
+
+def _age(entry_id: str) -> float:
+    """Seconds since an entry id's time (``<milliseconds>-<sequence>``, Redis's clock)."""
+    millis = int(str(entry_id).partition("-")[0])
+    return max(0.0, time.time() - millis / 1000)
 
 
 def _entries(messages: Sequence[Any]) -> list[Entry]:

@@ -71,6 +71,8 @@ class Transition:
     last_error: Any = None
     close_response: Any = None
     warnings: Sequence[str] = ()
+    fetched: Any = None
+    """What hydration fetched (JSON-able; None leaves the stored one)."""
     ack: Entry | None = None
     """Acknowledge and delete this stream entry (the attempt is over)."""
     retry_at: float | None = None
@@ -93,6 +95,7 @@ class Transition:
             ("last_error", self.last_error),
             ("close_response", self.close_response),
             ("warnings", list(self.warnings) or None),
+            ("fetched", self.fetched),
         ):
             if value is not None:
                 pairs += (name, json.dumps(value, separators=(",", ":"), default=str))

@@ -18,6 +18,18 @@ from service.config.policy import RedirectSpec, page_url_problem
 from service.problems import ProblemError
 
 
+def queue_down() -> ProblemError:
+    """The ``503`` for a submission Redis did not store."""
+    return ProblemError(
+        503, "queue-unavailable", "the submission was not stored; send it again later"
+    )
+
+
+def closes(exc: ProblemError) -> bool:
+    """Whether the answer must close the connection (the body was not read to its end)."""
+    return exc.status == 408 or (exc.headers or {}).get("Connection") == "close"
+
+
 def _ranges(accept: str) -> list[tuple[str, str, float]]:
     out = []
     for item in accept.split(","):
@@ -116,6 +128,19 @@ def accepted(
     if duplicate:
         return _json({"id": sub_id, "duplicate": True}, 200)
     return _json({"id": sub_id, "status": "queued"}, 202)
+
+
+def accepted_items(results: list[tuple[str, bool]]) -> web.Response:
+    """The answer to a delivery that held several submissions, once every one is stored:
+    ``202 {"status": "queued", "submissions": [{"id", "status": "queued" | "duplicate"}]}``;
+    ``200`` with ``"duplicate": true`` when every item was a repeat; ``200 {"status":
+    "ignored", "submissions": []}`` when it held none (a Meta change that is not a lead)."""
+    rows = [{"id": sub_id, "status": "queued" if new else "duplicate"} for sub_id, new in results]
+    if not results:
+        return _json({"status": "ignored", "submissions": []}, 200)
+    if not any(new for _, new in results):
+        return _json({"status": "duplicate", "duplicate": True, "submissions": rows}, 200)
+    return _json({"status": "queued", "submissions": rows}, 202)
 
 
 def _json(data: dict[str, Any], status: int) -> web.Response:

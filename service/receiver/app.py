@@ -4,12 +4,13 @@ A 2xx is answered only after Redis has stored the submission; when Redis cannot 
 answer is 503 and nothing is half-written (the record and the stream entry are one script).
 
 What a submission passes at the door, in order (each step answers with its own problem type):
-rate limits (429), content type (415), the body read in bounded size and time (413, 408), the
-sender's signature or token on the raw bytes (401), parsing within depth/key/field limits
-(400, 413, 415 for refused files), the honeypot (answered like a success, stored as spam), for
-forms the mapping's required fields (422), the CAPTCHA (403, 503), then delivery dedup and
-the enqueue (503). CORS headers go on every answer of a source with CORS settings; a browser
-posting a form is redirected (303) to the source's pages.
+rate limits (429; their tokens are taken by the script that stores the submission, or on their
+own when the request is refused earlier), content type (415), the body read in bounded size and
+time (413, 408), the sender's signature or token on the raw bytes (401), parsing within
+depth/key/field limits (400, 413, 415 for refused files), the honeypot (answered like a success,
+stored as spam), for forms the mapping's required fields (422), the CAPTCHA (403, 503), then
+delivery dedup and the enqueue (503). CORS headers go on every answer of a source with CORS
+settings; a browser posting a form is redirected (303) to the source's pages.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from service import admin
+from service import __version__, admin, tracing
 from service.admin.context import AdminContext
 from service.admin.people import PersonFinder
 from service.close.pacing import delivery_state
@@ -33,17 +35,17 @@ from service.close.status import refresh_metrics
 from service.config.settings import Settings
 from service.config.sources import SourceConfig, Sources, build_mappers
 from service.envelope import Envelope, new_submission_id
-from service.errors import MappingRejected, OverLimit
-from service.logs import SUBMISSION
+from service.errors import OverLimit
+from service.httpbody import BodyError
+from service.logs import SUBMISSION, ServerLog
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import ProblemError, problem, problem_middleware
-from service.queue import Queue, Throttle
+from service.providers import ProviderPauses, refresh_hydration_metrics
+from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
-from service.queue.intake import Intake
 from service.receiver import answers, cors, spam
 from service.receiver.bodies import (
-    BodyError,
     media_type_of,
     parse_body,
     supported,
@@ -62,6 +64,8 @@ from service.receiver.door import (
     read_body,
     request_client,
 )
+from service.receiver.handshake import handshake
+from service.receiver.items import accept_items, refuses_unmappable, unmappable
 from service.receiver.state import (
     ADMIN_PLANE,
     DRAINING,
@@ -72,6 +76,8 @@ from service.receiver.state import (
     SETTINGS,
     SOURCES,
 )
+from service.receiver.watch import WATCH, watch, watching
+from service.times import iso
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +93,6 @@ KEPT_HEADERS = (
 )
 
 
-def _queue_down() -> ProblemError:
-    return ProblemError(
-        503, "queue-unavailable", "the submission was not stored; send it again later"
-    )
-
-
 async def receive(request: web.Request) -> web.Response:
     name = request.match_info["source"]
     source = request.app[SOURCES].get(name)
@@ -102,49 +102,15 @@ async def receive(request: web.Request) -> web.Response:
         response = await _accept(request, name, source)
     except ProblemError as exc:
         response = answers.refused(request, source.redirect, exc)
-        if _closes(exc):
+        if answers.closes(exc):
             response.force_close()
     cors.decorate(request, response, source.cors)
     return response
 
 
-class _Tokens:
-    """A request's rate-limit tokens, taken exactly once: by the script that stores the
-    submission, or on their own when the request is refused before it gets there (then a
-    request over a limit is answered 429, as if the limits had been checked first)."""
-
-    def __init__(self, intake: Intake, throttles: tuple[Throttle, ...]) -> None:
-        self.intake = intake
-        self._unpaid = throttles
-
-    def hand_over(self) -> tuple[Throttle, ...]:
-        """The tokens still to take, for the script that stores the submission."""
-        throttles, self._unpaid = self._unpaid, ()
-        return throttles
-
-    async def take(self, refused: ProblemError | None = None) -> None:
-        """Take the tokens still to take now; 429 when over a limit (closing the connection
-        when ``refused`` did: a body that was not read)."""
-        throttles = self.hand_over()
-        if not throttles:
-            return
-        try:
-            await self.intake.take_tokens(throttles)
-        except OverLimit as exc:
-            closing = refused is not None and _closes(refused)
-            raise spam.limited(exc, {"Connection": "close"} if closing else None) from None
-        except (RedisError, OSError):
-            raise _queue_down() from None
-
-
-def _closes(exc: ProblemError) -> bool:
-    """Whether the answer must close the connection (the body was not read to its end)."""
-    return exc.status == 408 or (exc.headers or {}).get("Connection") == "close"
-
-
 async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.Response:
     client = request_client(request)
-    tokens = _Tokens(request.app[QUEUE].intake, spam.throttles(name, client, source.rate_limit))
+    tokens = spam.Tokens(request.app[QUEUE].intake, spam.throttles(name, client, source.rate_limit))
     try:
         return await _admit(request, name, source, client, tokens)
     except ProblemError as exc:
@@ -153,7 +119,7 @@ async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.
 
 
 async def _admit(
-    request: web.Request, name: str, source: SourceConfig, client: str | None, tokens: _Tokens
+    request: web.Request, name: str, source: SourceConfig, client: str | None, tokens: spam.Tokens
 ) -> web.Response:
     app = request.app
     settings, queue = app[SETTINGS], app[QUEUE]
@@ -188,17 +154,28 @@ async def _admit(
         headers={h: headers[h] for h in KEPT_HEADERS if h in headers},
         query={k: v for k, v in request.query.items() if k not in private} if request.query else {},
         client_ip=client,
+        trace=tracing.carried(),
     )
     if spam.honeypot_filled(body, source.honeypot):
         return await _spam(
             request, dataclasses.replace(envelope, body=body), source, requested_page, tokens
         )
     mapper = app[MAPPERS].get(name)
-    if source.kind == "form" and mapper is not None:
+    if mapper is not None and refuses_unmappable(app[SOURCES], source, mapper):
         _check_mappable(mapper, envelope)
     if source.captcha is not None:
         await tokens.take()  # a flood stops here, before it costs a call to the CAPTCHA service
         await app[CAPTCHA].check(source.captcha, name, token, client)
+    if mapper is not None and mapper.splits:  # one delivery, several submissions
+        await tokens.take()  # the items are stored by a script each: the tokens first, once
+        return await accept_items(
+            request,
+            sources=app[SOURCES],
+            source=source,
+            mapper=mapper,
+            envelope=envelope,
+            event_id=event_id,
+        )
     delivery = delivery_key(source, mapper, request.headers, envelope, event_id=event_id)
     try:
         sub_id, queued = await queue.intake.enqueue(envelope, delivery, tokens.hand_over())
@@ -206,7 +183,8 @@ async def _admit(
         raise spam.limited(exc) from None
     except (RedisError, OSError) as exc:
         logger.error("cannot queue a submission for %s: %s", name, type(exc).__name__)
-        raise _queue_down() from None
+        raise answers.queue_down() from None
+    tracing.name_submission(sub_id, duplicate=not queued)
     return answers.accepted(
         request, source.redirect, sub_id, duplicate=not queued, requested=requested_page
     )
@@ -229,11 +207,10 @@ def _controls(body: Any, source: SourceConfig) -> tuple[Any, Any, Any]:
 
 
 def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:
-    """A form post that can never become a lead is refused now, while the visitor can fix it."""
-    try:
-        mapper.check(envelope)  # the worker's decision and reason, without the lead and note
-    except MappingRejected as exc:
-        raise ProblemError(422, "unprocessable", exc.reason) from None
+    """A payload that can never become a lead is refused now, while the sender can fix it."""
+    refused = unmappable(mapper, envelope)
+    if refused is not None:
+        raise refused
 
 
 async def _spam(
@@ -241,7 +218,7 @@ async def _spam(
     envelope: Envelope,
     source: SourceConfig,
     requested_page: Any,
-    tokens: _Tokens,
+    tokens: spam.Tokens,
 ) -> web.Response:
     """A filled honeypot: stored as rejected spam, answered exactly like a success."""
     intake = request.app[QUEUE].intake
@@ -250,7 +227,7 @@ async def _spam(
     except OverLimit as exc:
         raise spam.limited(exc) from None
     except (RedisError, OSError):
-        raise _queue_down() from None
+        raise answers.queue_down() from None
     logger.info("submission %s rejected as spam (source %s)", sub_id, envelope.source)
     return answers.accepted(
         request, source.redirect, sub_id, duplicate=False, requested=requested_page
@@ -258,7 +235,7 @@ async def _spam(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "version": __version__})
 
 
 @web.middleware
@@ -270,6 +247,15 @@ async def door_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await problem_middleware(request, handler)
     name = request.match_info.get("source", "")
     label = name if request.app[SOURCES].get(name) is not None else "unknown"
+    if tracing.enabled():
+        with tracing.door(request.headers, request.method, label) as span:
+            response = await _observed(request, handler, label)
+            tracing.answered(span, response.status)
+            return response
+    return await _observed(request, handler, label)
+
+
+async def _observed(request: web.Request, handler: Handler, label: str) -> web.StreamResponse:
     started = time.monotonic()
     status = 500
     try:
@@ -284,32 +270,44 @@ async def door_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    await refresh_metrics(metrics, request.app[QUEUE])
+    metrics, queue = request.app[METRICS], request.app[QUEUE]
+    await refresh_metrics(metrics, queue)
+    hydrating = request.app[SOURCES].hydrating()
+    await refresh_hydration_metrics(metrics, queue.redis, queue.keys, hydrating)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def readyz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
         return problem(503, "not-ready", "shutting down: finishing the requests in flight")
-    queue = request.app[QUEUE]
+    queue, watcher = request.app[QUEUE], request.app[WATCH]
     try:
-        await queue.redis.ping()
-        group = await queue.stream.group_exists()
+        await watcher.check(queue)  # the group and the data marker: a loss is found here too
         paused = (await delivery_state(queue.redis, queue.keys)).auth_pause
+        hydrating = request.app[SOURCES].hydrating()
+        fetch_paused = await ProviderPauses(queue.redis, queue.keys).paused(hydrating)
         warnings = await durability_warnings(queue.redis)
+        loss = await queue.marker.last_loss()
     except (RedisError, OSError) as exc:
         return problem(503, "not-ready", f"Redis unreachable: {type(exc).__name__}")
-    if not group:
-        return problem(
-            503, "not-ready", "the consumer group does not exist yet (no worker started)"
-        )
+    lost: dict[str, Any] = {"data_lost_at": iso(loss.at)} if loss else {}
+    if watcher.refusal:
+        return problem(503, "not-ready", watcher.refusal, warnings=warnings, **lost)
     # Still ready while delivery to Close is paused: submissions are accepted and kept.
     delivery = f"paused: {paused}" if paused else "running"
-    body: dict[str, Any] = {"status": "ready", "delivery": delivery}
+    body: dict[str, Any] = {"status": "ready", "delivery": delivery, **lost}
+    if fetch_paused:  # a provider refuses a source's token: that source's submissions wait
+        body["hydration"] = {name: f"paused: {why}" for name, why in fetch_paused.items()}
     if warnings:
         body["warnings"] = warnings
     return web.json_response(body)
+
+
+def _acknowledge_after_replicas(queue: Queue, settings: Settings) -> None:
+    if isinstance(queue.redis, RedisCluster):
+        # WAIT counts one connection's writes; a cluster client has none of its own.
+        raise RuntimeError("INTAKE_ACK_REPLICAS needs one server or Sentinel, not a Cluster")
+    queue.intake.acknowledge_after(settings.ack_replicas, settings.ack_replica_timeout_seconds)
 
 
 def _redis_ctx(redis: RedisClient | None) -> object:
@@ -319,20 +317,17 @@ def _redis_ctx(redis: RedisClient | None) -> object:
         if redis is None:
             if not settings.redis_url:
                 raise RuntimeError("INTAKE_REDIS_URL is not set")
-            client = redis_from_url(settings.redis_url)
+            client = redis_from_url(settings.redis_url, settings.redis_options)
         else:
             client = redis
         app[REDIS] = client
         app[QUEUE] = queue = Queue.from_settings(client, settings)
+        if settings.ack_replicas:
+            _acknowledge_after_replicas(queue, settings)
         app[ADMIN_PLANE].attach(queue)
-        try:
-            await queue.stream.ensure_group()
-        except (RedisError, OSError) as exc:
-            logger.warning(
-                "Redis not reachable at start (%s); answering 503 until it is",
-                type(exc).__name__,
-            )
-        yield
+        app[WATCH] = watcher = watch(queue, settings, app[METRICS])
+        async with watching(watcher, queue):  # the group and marker made at start, and kept
+            yield
         app[ADMIN_PLANE].attach(None)
         if own:
             await client.aclose()
@@ -351,9 +346,15 @@ def create_app(
     app = web.Application(
         middlewares=[door_middleware],
         client_max_size=settings.max_body_bytes,
-        # A connection gets this long to send its request line and headers (after it opens or
-        # after the previous answer); the body has its own bound (read_timeout_seconds).
-        handler_args={"keepalive_timeout": settings.header_timeout_seconds},
+        handler_args={
+            # A connection gets this long to send its request line and headers (after it opens
+            # or after the previous answer); the body has its own bound (read_timeout_seconds).
+            "keepalive_timeout": settings.header_timeout_seconds,
+            # Bodies are decoded by service/httpbody.py, bounded, with a 400 when broken.
+            "auto_decompress": False,
+            # A malformed request is one WARNING line (rate-limited), not an ERROR traceback.
+            "logger": ServerLog(),
+        },
     )
     app[SETTINGS] = settings
     app[SOURCES] = sources
@@ -368,15 +369,11 @@ def create_app(
     needs_captcha = any(source.captcha for _, source in sources.items())
     app.cleanup_ctx.append(captcha_ctx(settings, needs_captcha))
     app.router.add_post("/hooks/{source}", receive)
+    app.router.add_get("/hooks/{source}", handshake)  # Meta's subscription check
     app.router.add_route("OPTIONS", "/hooks/{source}", cors.preflight)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
-    admin_context = AdminContext(
-        settings.admin_tokens,
-        settings.trusted_networks,
-        lead_url=settings.lead_url_template,
-        people=PersonFinder(mappers),
-    )
+    admin_context = AdminContext.from_settings(settings, PersonFinder(mappers))
     app[ADMIN_PLANE] = admin.mount(app, admin_context)
     return app

@@ -1,9 +1,12 @@
 """Request bodies → Python values. Used by the receiver and by ``lead-intake map``.
 
-JSON must be UTF-8; form bodies become ``dict[str, str | list[str]]`` (a repeated field becomes a
-list); multipart keeps its fields and drops file parts (their names are listed under
-``_files_dropped``) or refuses them. :class:`ParseLimits` bounds what a body may hold besides
-its size: JSON nesting depth, JSON keys and items, form fields.
+Text is read in its declared charset, UTF-8 when there is none, a UTF-8 byte order mark
+skipped; bytes that do not fit the charset are refused (400), as is a charset Python does not
+know (415) (``service/httpbody.py``, shared with the admin routes). Form bodies become
+``dict[str, str | list[str]]`` (a repeated field becomes a list); multipart keeps its fields
+and drops file parts (their names are listed under ``_files_dropped``) or refuses them.
+:class:`ParseLimits` bounds what a body may hold besides its size: JSON nesting depth, JSON
+keys and items, form fields.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from service import jsoncodec
+from service.httpbody import BodyError, codec_name, decode_text, without_bom
 
 JSON_TYPES = ("application/json",)
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -38,16 +42,6 @@ class ParseLimits:
 
 
 DEFAULT_LIMITS = ParseLimits()
-
-
-class BodyError(ValueError):
-    """The body does not parse; ``status`` and ``slug`` say how the door answers."""
-
-    def __init__(self, status: int, slug: str, detail: str) -> None:
-        self.status = status
-        self.slug = slug
-        self.detail = detail
-        super().__init__(detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,28 +92,27 @@ def _fold(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
-def _decode(raw: bytes, what: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BodyError(
-            400, "malformed-body", f"{what} is not valid UTF-8 (byte {exc.start})"
-        ) from None
-
-
 def parse_body(
     content_type: str | None, raw: bytes, limits: ParseLimits = DEFAULT_LIMITS
 ) -> ParsedBody:
     """Parse ``raw`` per ``content_type`` within ``limits``; BodyError (400/413/415) if not."""
     media_type, params = media_type_of(content_type)
+    charset = params.get("charset")
     if is_json(media_type):
-        return ParsedBody(media_type, _parse_json(raw, limits))
+        if codec_name(charset) != "utf-8":
+            raw = decode_text(raw, charset, "JSON body").encode()
+        return ParsedBody(media_type, _parse_json(without_bom(raw), limits))
     if media_type == FORM_TYPE:
-        text = _decode(raw, "form body")
+        text = decode_text(raw, charset, "form body")
         if text.count("&") >= limits.form_fields:
             raise BodyError(413, "too-large", f"the form has more than {limits.form_fields} fields")
         try:
-            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=limits.form_fields)
+            pairs = parse_qsl(
+                text,
+                keep_blank_values=True,
+                max_num_fields=limits.form_fields,
+                encoding=codec_name(charset),  # percent-escapes too (replaced where broken)
+            )
         except ValueError as exc:
             raise BodyError(400, "malformed-body", f"invalid form body: {exc}") from None
         return ParsedBody(media_type, _fold(pairs))
@@ -153,7 +146,7 @@ def _parse_json(raw: bytes, limits: ParseLimits) -> Any:
     :mod:`json` with its keys counted while parsing."""
     value = jsoncodec.fast_loads(raw)
     if value is jsoncodec.UNPARSED:
-        return _parse_json_text(_decode(raw, "JSON body"), limits)
+        return _parse_json_text(decode_text(raw, None, "JSON body"), limits)
     # The walk is needed only when the text could break a limit: nesting is at most the
     # count of brackets, keys and items at most the count of bytes.
     if raw.count(b"[") + raw.count(b"{") > limits.json_depth or len(raw) > limits.json_keys:

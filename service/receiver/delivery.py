@@ -5,6 +5,10 @@ id the source's verified signature scheme carries (``svix-id``, ``X-GitHub-Deliv
 event's ``id``...), the event id the source's preset (or ``event_id`` expression) reads from the
 payload; otherwise, when the source allows it, a hash of the normalised body within a short
 window, so a double click on a form's submit button makes one submission.
+
+One delivery that holds several submissions (a Meta POST with several leadgen changes, a
+HubSpot array of events: the source's ``split``) names each item by its own event id
+(:func:`item_key`): the delivery's headers name the whole POST, not its items.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service import jsoncodec
-from service.config.sources import SourceConfig
+from service.config.sources import DedupSpec, SourceConfig
 from service.envelope import Envelope
 from service.mapping import Mapper
 from service.queue.intake import DeliveryKey
@@ -44,6 +48,17 @@ def normalised_body(body: Any, ignored: frozenset[str]) -> Any:
     return body
 
 
+def _body_hash(envelope: Envelope, dedup: DedupSpec) -> DeliveryKey | None:
+    """The normalised body's hash within the source's body window (None: window off)."""
+    if dedup.body_window_seconds <= 0:
+        return None
+    canonical = jsoncodec.dumps(
+        normalised_body(envelope.body, frozenset(dedup.hash_ignored_fields)), sort_keys=True
+    )
+    digest = hashlib.sha256(b"body\x1f" + canonical).hexdigest()[:40]  # as _digest
+    return DeliveryKey("body-hash", digest, dedup.body_window_seconds)
+
+
 def delivery_key(
     source: SourceConfig,
     mapper: Mapper | None,
@@ -65,10 +80,34 @@ def delivery_key(
     event_id = mapper.event_id(envelope) if mapper is not None else None
     if event_id:
         return DeliveryKey("event-id", _digest("event-id", event_id), dedup.event_ttl_seconds)
-    if dedup.body_window_seconds > 0:
-        canonical = jsoncodec.dumps(
-            normalised_body(envelope.body, frozenset(dedup.hash_ignored_fields)), sort_keys=True
-        )
-        digest = hashlib.sha256(b"body\x1f" + canonical).hexdigest()[:40]  # as _digest
-        return DeliveryKey("body-hash", digest, dedup.body_window_seconds)
-    return None
+    return _body_hash(envelope, dedup)
+
+
+def item_key(
+    source: SourceConfig,
+    mapper: Mapper,
+    envelope: Envelope,
+    *,
+    delivery_id: str | None,
+    index: int,
+) -> DeliveryKey | None:
+    """The key of one item of a split delivery: the item's event id (the preset's
+    ``event_id`` over the item), else the delivery's id and the item's position, else a hash
+    of the item within the body window."""
+    dedup = source.dedup
+    event_id = mapper.event_id(envelope)
+    if event_id:
+        return DeliveryKey("event-id", _digest("event-id", event_id), dedup.event_ttl_seconds)
+    if delivery_id:
+        digest = _digest("item", delivery_id, str(index))
+        return DeliveryKey("delivery-item", digest, dedup.event_ttl_seconds)
+    return _body_hash(envelope, dedup)
+
+
+def delivery_id(headers: Mapping[str, str], event_id: str | None) -> str | None:
+    """What names a whole delivery: Idempotency-Key, webhook-id, the scheme's event id."""
+    for header, _ in ID_HEADERS:
+        value = (headers.get(header) or "").strip()
+        if value:
+            return f"{header}:{value}"
+    return event_id.strip() if event_id and event_id.strip() else None

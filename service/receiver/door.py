@@ -6,13 +6,13 @@ order of the whole walk is in ``app.receive``; every step here raises ``ProblemE
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
 from aiohttp import web
 
+from service import httpbody
 from service.clientip import Network, client_ip
 from service.config.sources import Sources
 from service.problems import ProblemError
@@ -88,39 +88,15 @@ def request_client(request: web.Request) -> str | None:
     return client_ip(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
 
 
-def _too_large(limit: int) -> ProblemError:
-    return ProblemError(413, "too-large", f"the body may be at most {limit} bytes")
-
-
 async def read_body(request: web.Request, limit: int, within: float) -> bytes:
-    """The raw body: 413 past ``limit`` bytes (without reading the rest), 408 when it does
-    not arrive within ``within`` seconds."""
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-    content = request.content
-    if content.is_eof():
-        # The whole body came with the headers (a small post): nothing left to wait for.
-        raw = await content.read()
-        if len(raw) > limit:
-            raise _too_large(limit)
-        return raw
-    chunks: list[bytes] = []
-    size = 0
+    """The raw body, its ``Content-Encoding`` decoded (``service/httpbody.py``): 413 past
+    ``limit`` bytes, 408 when it does not arrive within ``within`` seconds, 400 when it is
+    broken, 415 for an encoding that is not decoded."""
     try:
-        async with asyncio.timeout(within):
-            async for chunk in content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ProblemError(
-            408,
-            "request-timeout",
-            f"the body did not arrive within {within:g} seconds",
-            headers={"Connection": "close"},
-        ) from None
-    return b"".join(chunks)
+        return await httpbody.read_body(request, limit, within)
+    except httpbody.BodyError as exc:
+        headers = {"Connection": "close"} if exc.status == 408 else None
+        raise ProblemError(exc.status, exc.slug, exc.detail, headers=headers) from None
 
 
 def _refuse(request: web.Request, source: str, verifier: Verifier, reason: str) -> ProblemError:

@@ -9,14 +9,17 @@ over the limit is 429 with ``Retry-After`` in whole seconds.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from service.config.policy import HoneypotSpec, RateLimitSpec
 from service.errors import OverLimit
-from service.problems import ProblemError
+from service.problems import ProblemError, rate_limited
 from service.queue import Throttle
+from service.queue.intake import Intake
+from service.receiver.answers import closes, queue_down
 
 
 def honeypot_filled(body: Any, spec: HoneypotSpec | None) -> bool:
@@ -54,14 +57,37 @@ def throttles(source: str, client: str | None, spec: RateLimitSpec | None) -> tu
 
 def limited(exc: OverLimit, headers: Mapping[str, str] | None = None) -> ProblemError:
     """The 429 for a request over a limit, with ``Retry-After`` in whole seconds."""
-    seconds = max(1, math.ceil(exc.wait))
     detail = {
         "client": "too many submissions from your address",
         "source": "this endpoint is receiving too many submissions",
     }.get(exc.kind, "too many submissions")
-    return ProblemError(
-        429,
-        "rate-limited",
-        f"{detail}; try again in {seconds} s",
-        headers={**(headers or {}), "Retry-After": str(seconds)},
-    )
+    return rate_limited(exc.wait, detail, headers)
+
+
+class Tokens:
+    """A request's rate-limit tokens, taken exactly once: by the script that stores the
+    submission, or on their own when the request is refused before it gets there (then a
+    request over a limit is answered 429, as if the limits had been checked first)."""
+
+    def __init__(self, intake: Intake, throttles: tuple[Throttle, ...]) -> None:
+        self.intake = intake
+        self._unpaid = throttles
+
+    def hand_over(self) -> tuple[Throttle, ...]:
+        """The tokens still to take, for the script that stores the submission."""
+        throttles, self._unpaid = self._unpaid, ()
+        return throttles
+
+    async def take(self, refused: ProblemError | None = None) -> None:
+        """Take the tokens still to take now; 429 when over a limit (closing the connection
+        when ``refused`` did: a body that was not read)."""
+        throttles = self.hand_over()
+        if not throttles:
+            return
+        try:
+            await self.intake.take_tokens(throttles)
+        except OverLimit as exc:
+            closing = refused is not None and closes(refused)
+            raise limited(exc, {"Connection": "close"} if closing else None) from None
+        except (RedisError, OSError):
+            raise queue_down() from None

@@ -11,9 +11,11 @@ import time
 
 from aiohttp import web
 
+from service import __version__
 from service.close.status import refresh_metrics
 from service.metrics import CONTENT_TYPE, Metrics
 from service.problems import problem
+from service.providers import refresh_hydration_metrics
 from service.worker.pool import Worker
 
 WORKER = web.AppKey("worker", Worker)
@@ -27,14 +29,25 @@ async def healthz(request: web.Request) -> web.Response:
     if age > stale_after:
         return problem(503, "not-ready", f"worker heartbeat is {age:.0f}s old")
     return web.json_response(
-        {"status": "ok", "heartbeat_age_seconds": round(age, 3), "consumer": worker.consumer}
+        {
+            "status": "ok",
+            "version": __version__,
+            "heartbeat_age_seconds": round(age, 3),
+            "consumer": worker.consumer,
+        }
     )
 
 
 async def metrics(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
     metrics = request.app[METRICS]
-    await refresh_metrics(metrics, worker.queue)
+    queue = worker.queue
+    await refresh_metrics(metrics, queue)
+    hydrating = worker.pipeline.sources.hydrating()
+    await refresh_hydration_metrics(metrics, queue.redis, queue.keys, hydrating)
+    # The heartbeat as wall-clock time, so an alert can compare it with Prometheus' time().
+    beat = time.time() - (time.monotonic() - worker.heartbeat)
+    metrics.worker_heartbeat.labels(worker.consumer).set(round(beat, 3))
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

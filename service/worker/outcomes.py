@@ -177,6 +177,12 @@ class Outcomes:
         await self._retrying(entry, attempt, detail, due, held, attempts_delta=-1)
         return "retrying"
 
+    async def wait(self, entry: Entry, attempt: Attempt, detail: dict[str, Any], due: float) -> str:
+        """Back on the schedule at ``due`` without using up an attempt: the submission waits
+        for something that is not its fault (a paused source, a provider's rate limit)."""
+        await self._retrying(entry, attempt, detail, due, None, attempts_delta=-1)
+        return "retrying"
+
     async def _retrying(
         self,
         entry: Entry,
@@ -238,6 +244,8 @@ class Outcomes:
         """Record the outcome and acknowledge the entry; with ``held``, the person's locks are
         released in the same step."""
         record = attempt.record
+        if state == "rejected" and last_error is None:
+            last_error = detail  # the reason (and its code) stays readable on the record
         await self.queue.steps.apply(
             attempt.transition(
                 state,

@@ -46,6 +46,7 @@ from service.mapping import MappedLead, Mapper
 from service.metrics import Metrics
 from service.queue import Entry, PersonUpdate, Queue, State
 from service.worker.gate import DeliveryGate
+from service.worker.hydrate import Hydrate
 from service.worker.identity import Held, IdentityLocks, LeadCache, identity_keys
 from service.worker.lookup import find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
@@ -82,6 +83,7 @@ class Pipeline:
         gate: DeliveryGate,
         unknown_outcome_grace: float,
         metrics: Metrics | None = None,
+        hydrate: Hydrate | None = None,
     ) -> None:
         self.queue = queue
         self.close = close
@@ -92,6 +94,7 @@ class Pipeline:
         self.unknown_outcome_grace = unknown_outcome_grace
         self.outcomes = Outcomes(queue, retry, gate=gate, metrics=metrics)
         self.steps = StepRunner(self._step, metrics)
+        self.hydrate = hydrate
 
     async def give_up(self, entry: Entry, reason: str) -> str:
         """Dead-letter an entry that cannot be processed at all (never retried again)."""
@@ -124,6 +127,11 @@ class Pipeline:
         if mapper is None or source is None:
             reason = f"source {record.source!r} is no longer configured"
             return await self.outcomes.end(entry, attempt, "dead", {"reason": reason})
+        if self.hydrate is not None:  # fetch the person a thin payload names (worker/hydrate.py)
+            hydrated = await self.hydrate(entry, attempt, envelope)
+            if isinstance(hydrated, str):
+                return hydrated  # the attempt ended: waiting for the provider, or refused
+            envelope = hydrated
         try:
             mapped = mapper.map(envelope)
         except MappingRejected as exc:

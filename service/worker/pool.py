@@ -23,6 +23,8 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from service import tracing
+from service.envelope import Envelope
 from service.logs import submission_context
 from service.queue import Entry, Queue
 from service.worker.gate import DeliveryGate
@@ -206,7 +208,7 @@ class Worker:
             self._active[entry.entry_id] = entry
             try:
                 with submission_context(entry.sub_id, entry.source):
-                    await self.pipeline.handle(entry)
+                    await self._handle(entry)
                 self.processed += 1
             except (RedisError, OSError) as exc:
                 # Outcome not recorded: the entry stays pending and is reclaimed later.
@@ -219,6 +221,24 @@ class Worker:
                 del self._active[entry.entry_id]
                 self._busy.discard(me)
                 self._slot_free.set()
+
+    async def _handle(self, entry: Entry) -> None:
+        if not tracing.enabled():
+            await self.pipeline.handle(entry)
+            return
+        carrier = await self._trace_context(entry)
+        stream = self.queue.keys.stream
+        with tracing.attempt(carrier, entry.sub_id, entry.source, stream) as span:
+            tracing.outcome(span, await self.pipeline.handle(entry))
+
+    async def _trace_context(self, entry: Entry) -> dict[str, str]:
+        """The trace context the envelope carries (one extra read, only while tracing is on);
+        empty, so the attempt starts a trace of its own, when it cannot be read."""
+        try:
+            raw = await self.queue.records.envelope(entry.sub_id)
+            return dict(Envelope.from_json(raw).trace) if raw else {}
+        except (RedisError, OSError, ValueError, KeyError, TypeError):
+            return {}
 
     async def _maintenance_loop(self) -> None:
         min_idle_ms = int(self.visibility_timeout * 1000)

@@ -15,16 +15,57 @@ from service.config.settings import Settings
 from service.config.sources import Sources
 from service.errors import ConfigError, ConfigIssue
 from service.metrics import Metrics
+from service.providers import ProviderClients, ProviderHTTP, ProviderPauses
 from service.queue import Queue
 from service.queue.connection import RedisClient, redis_from_url
 from service.worker.gate import DeliveryGate
+from service.worker.hydrate import Hydrator
 from service.worker.identity import IdentityLocks, LeadCache
 from service.worker.mappers import MapperSet
-from service.worker.outcomes import RetryPolicy
+from service.worker.outcomes import Outcomes, RetryPolicy
 from service.worker.pipeline import Pipeline
 from service.worker.pool import Worker
 
 logger = logging.getLogger(__name__)
+
+
+def hydrator(
+    settings: Settings,
+    *,
+    sources: Sources,
+    mappers: MapperSet,
+    queue: Queue,
+    session: aiohttp.ClientSession,
+    retry: RetryPolicy,
+    gate: DeliveryGate,
+    metrics: Metrics | None,
+) -> Hydrator | None:
+    """The hydrate step, when a source fetches people from a provider (else None)."""
+    if not any(source.hydrate is not None for _, source in sources.items()):
+        return None
+    http = ProviderHTTP(
+        session,
+        timeout=settings.hydration_timeout_seconds,
+        attempts=settings.hydration_inrequest_attempts,
+        metrics=metrics,
+    )
+    clients = ProviderClients(
+        http,
+        meta_url=settings.meta_graph_url,
+        hubspot_url=settings.hubspot_api_url,
+        calendly_url=settings.calendly_api_url,
+    )
+    return Hydrator(
+        queue,
+        sources=sources,
+        mappers=mappers,
+        clients=clients,
+        pauses=ProviderPauses(queue.redis, queue.keys),
+        outcomes=Outcomes(queue, retry, gate=gate, metrics=metrics),
+        not_found_retries=settings.hydration_not_found_retries,
+        probe_seconds=settings.hydration_probe_seconds,
+        fallback_token=settings.provider_emulator_token,
+    )
 
 
 @asynccontextmanager
@@ -46,13 +87,15 @@ async def open_worker(
         if redis is None:
             if not settings.redis_url:
                 raise RuntimeError("INTAKE_REDIS_URL is not set")
-            redis = redis_from_url(settings.redis_url)
+            redis = redis_from_url(settings.redis_url, settings.redis_options)
             stack.push_async_callback(redis.aclose)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 2)
         )
         stack.push_async_callback(session.close)
         queue = Queue.from_settings(redis, settings)
+        if metrics is not None:
+            queue.marker.on_loss = lambda _loss: metrics.redis_data_losses.inc()
         keys = queue.keys
         pacer = Pacer(
             redis,
@@ -77,17 +120,18 @@ async def open_worker(
             names=FieldNames(redis, keys, ttl=settings.record_ttl_seconds),
         )
         gate = DeliveryGate(pacer, close, probe_seconds=settings.auth_probe_seconds)
+        retry = RetryPolicy(
+            base=settings.retry_base_seconds,
+            cap=settings.retry_max_seconds,
+            max_attempts=settings.retry_max_attempts,
+            deadline=settings.retry_deadline_seconds,
+        )
         pipeline = Pipeline(
             queue,
             close,
             mappers,
             sources,
-            RetryPolicy(
-                base=settings.retry_base_seconds,
-                cap=settings.retry_max_seconds,
-                max_attempts=settings.retry_max_attempts,
-                deadline=settings.retry_deadline_seconds,
-            ),
+            retry,
             locks=IdentityLocks(
                 redis,
                 keys,
@@ -98,6 +142,16 @@ async def open_worker(
             gate=gate,
             unknown_outcome_grace=settings.unknown_outcome_grace_seconds,
             metrics=metrics,
+            hydrate=hydrator(
+                settings,
+                sources=sources,
+                mappers=mappers,
+                queue=queue,
+                session=session,
+                retry=retry,
+                gate=gate,
+                metrics=metrics,
+            ),
         )
         yield Worker(
             queue,

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from service.admin.dashboard import COOKIE, session_cookie
+from service.admin.sessions import COOKIE, session_cookie
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.queue import Queue, Transition
@@ -25,7 +25,9 @@ Client = TestClient[Any, Any]
 
 
 async def test_record_needs_a_valid_token(client: Client) -> None:
-    posted = await (await client.post("/hooks/partner", json={"a": 1})).json()
+    posted = await (
+        await client.post("/hooks/partner", json={"contact": {"email": "a@example.com"}})
+    ).json()
     url = f"/v1/submissions/{posted['id']}"
     for headers in (
         {},
@@ -40,7 +42,7 @@ async def test_record_needs_a_valid_token(client: Client) -> None:
     record = await response.json()
     assert record["id"] == posted["id"]
     assert record["state"] == "queued"
-    assert record["payload"] == {"a": 1}
+    assert record["payload"] == {"contact": {"email": "a@example.com"}}
     assert [event["state"] for event in record["history"]] == ["queued"]
 
 
@@ -95,17 +97,22 @@ async def test_login_sets_a_session_cookie_that_is_not_the_token(client: Client)
 
 
 async def test_a_body_that_is_not_a_form_logs_nobody_in(client: Client) -> None:
-    for content_type, body in (
-        ("multipart/form-data", b"token=" + ADMIN_TOKEN.encode()),  # no boundary
-        ("multipart/form-data; boundary=zz", b"--zz\r\nbroken"),
-        ("application/x-www-form-urlencoded", b"token=\xff"),
-        ("text/plain", b"token=" + ADMIN_TOKEN.encode()),
+    for content_type, body, status in (
+        ("multipart/form-data", b"token=" + ADMIN_TOKEN.encode(), 401),  # no boundary
+        ("multipart/form-data; boundary=zz", b"--zz\r\nbroken", 401),
+        ("text/plain", b"token=" + ADMIN_TOKEN.encode(), 401),
+        # A form that cannot be read is a 400 problem, as at the door.
+        ("application/x-www-form-urlencoded", b"token=\xff", 400),
+        ("application/x-www-form-urlencoded; charset=utf-16", b"token=abc", 400),  # odd length
+        ("application/x-www-form-urlencoded; charset=nope", b"token=x", 415),
     ):
         response = await client.post(
             "/admin/login", data=body, headers={"Content-Type": content_type}
         )
-        assert response.status == 401, content_type
+        assert response.status == status, content_type
         assert "Set-Cookie" not in response.headers
+        if status != 401:
+            assert response.content_type == "application/problem+json"
 
 
 async def test_session_cookie_is_secure_behind_a_trusted_https_proxy(

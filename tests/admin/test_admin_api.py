@@ -412,14 +412,19 @@ async def test_redis_down_is_503(make_settings: Callable[..., Settings], sources
     try:
         async with TestClient(TestServer(create_app(settings, sources))) as client:
             sub_id = await post(client, "m@example.com")
+            await client.post("/admin/login", data={"token": ADMIN_TOKEN})  # a session first
             server.stop(remove=False)
             for method, route in ROUTES:
                 url = route.format(id=sub_id)
                 body = {"ids": [sub_id]}
                 response = await client.request(method, url, headers=ADMIN, json=body)
                 await problem_of(response, 503, "queue-unavailable")
-            # The dashboard says so on a page (logging in needs no Redis).
-            await client.post("/admin/login", data={"token": ADMIN_TOKEN})
+            # The dashboard says so on a page; logging in needs Redis too (the revocation list
+            # and the throttle on wrong tokens live there).
+            login = await client.post(
+                "/admin/login", data={"token": ADMIN_TOKEN}, allow_redirects=False
+            )
+            assert login.status == 503 and "Set-Cookie" not in login.headers
             for page in ("/admin", "/admin/dead", f"/admin/submissions/{sub_id}"):
                 response = await client.get(page)
                 assert response.status == 503 and response.content_type == "text/html"

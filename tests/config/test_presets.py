@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from provider_emulator.state import bundled_fixtures
 from service.config.presets import load_presets
-from service.errors import ConfigError
+from service.errors import ConfigError, MappingRejected
 from service.mapping import Mapper, MappingSpec
 from tests.mapping import envelope, payload
 
@@ -126,6 +128,49 @@ EXPECTED: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    # Thin presets: the documented notification, mapped with what the provider emulator's
+    # fixture answers for its id (the Graph API lead, the CRM contact).
+    "meta-lead-ads": {
+        "name": "Smith Roofing",
+        "contacts": [
+            {
+                "name": "Jordan Smith",
+                "title": "Owner",
+                "emails": [{"email": "jordan.smith@example.com", "type": "office"}],
+                "phones": [{"phone": "+14155552671", "type": "office"}],
+            }
+        ],
+        "addresses": [
+            {
+                "label": "business",
+                "city": "Oakland",
+                "state": "CA",
+                "zipcode": "94607",
+                "country": "US",
+            }
+        ],
+    },
+    "hubspot": {
+        "name": "HubSpot",
+        "url": "https://hubspot.com",
+        "contacts": [
+            {
+                "name": "Brian Halligan",
+                "title": "CEO",
+                "emails": [{"email": "bh@hubspot.com", "type": "office"}],
+                "phones": [{"phone": "+16175550134", "type": "office"}],
+            }
+        ],
+        "addresses": [
+            {
+                "label": "business",
+                "city": "Cambridge",
+                "state": "MA",
+                "zipcode": "02141",
+                "country": "US",
+            }
+        ],
+    },
     "generic-json": {
         "name": "Rossi Logistica S.r.l.",
         "url": "https://rossi-logistica.example.it",
@@ -161,7 +206,11 @@ EVENT_IDS = {
     "netlify": "5f85b3fe4d5ab2000849d5fb",
     "generic-form": None,
     "generic-json": "evt_01HZX3N7",
+    "meta-lead-ads": "123",
+    "hubspot": "1",
 }
+FIXTURES = bundled_fixtures()
+THIN = {"meta-lead-ads": "meta", "hubspot": "hubspot"}
 
 
 def _mapper(name: str) -> Mapper:
@@ -173,10 +222,22 @@ def test_every_bundled_preset_is_covered() -> None:
     assert sorted(EXPECTED) == PRESETS.names()
 
 
+def _example(name: str, **kw: Any) -> Any:
+    """The preset's documented example as the worker maps it: a split delivery's first item,
+    and for a thin preset what the provider answers for the id it names."""
+    mapper = _mapper(name)
+    example = envelope(payload(name), source=name, **kw)
+    example = dataclasses.replace(example, body=mapper.split(example)[0])
+    if name in THIN:
+        fetched = FIXTURES[THIN[name]][str(mapper.fetch_id(example))]
+        example = dataclasses.replace(example, fetched=fetched)
+    return example
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_preset_maps_documented_example_to_exact_lead(name: str) -> None:
     headers = {"referer": "https://www.example.co.uk/contact?utm_source=linkedin"}
-    mapped = _mapper(name).map(envelope(payload(name), source=name, headers=headers))
+    mapped = _mapper(name).map(_example(name, headers=headers))
     assert mapped.lead == EXPECTED[name]
     assert mapped.contact == EXPECTED[name]["contacts"][0]
     assert mapped.note is not None
@@ -185,7 +246,32 @@ def test_preset_maps_documented_example_to_exact_lead(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EVENT_IDS))
 def test_preset_event_id(name: str) -> None:
-    assert _mapper(name).event_id(envelope(payload(name), source=name)) == EVENT_IDS[name]
+    assert _mapper(name).event_id(_example(name)) == EVENT_IDS[name]
+
+
+@pytest.mark.parametrize("name", sorted(THIN))
+def test_a_thin_preset_without_its_fetch_says_it_sends_only_ids(name: str) -> None:
+    thin = dataclasses.replace(_example(name), fetched=None)
+    with pytest.raises(MappingRejected) as caught:
+        _mapper(name).map(thin)
+    assert caught.value.code == "ids-only"
+    assert "sends only ids" in caught.value.reason
+    assert "configure hydration" in caught.value.reason
+
+
+def test_meta_custom_questions_go_to_extra_and_the_note() -> None:
+    mapped = _mapper("meta-lead-ads").map(_example("meta-lead-ads"))
+    assert mapped.record["extra"]["questions"] == {"how_many_roofs_per_month?": "10-20"}
+    assert mapped.record["extra"]["campaign_id"] == "444"
+    assert mapped.note is not None
+    assert "how_many_roofs_per_month?: 10-20" in mapped.note
+    assert mapped.record["attribution"]["utm_campaign"] == "Spring 2024"
+
+
+def test_meta_split_keeps_only_leadgen_changes() -> None:
+    mapper = _mapper("meta-lead-ads")
+    items = mapper.split(envelope(payload("meta-lead-ads-batch"), source="m"))
+    assert [item["leadgen_id"] for item in items] == [124, "125"]
 
 
 def test_webflow_documented_fictional_phone_is_a_warning_not_a_loss() -> None:
@@ -265,7 +351,7 @@ def test_presets_are_package_data_with_signature_facts() -> None:
     assert typeform.auth["header"] == "Typeform-Signature"
     assert PRESETS.get("unbounce").content_types == ("application/x-www-form-urlencoded",)
     with pytest.raises(KeyError):
-        PRESETS.get("hubspot")
+        PRESETS.get("acme-crm")
 
 
 def test_extra_preset_directory_adds_and_overrides(tmp_path: Path) -> None:
@@ -292,3 +378,56 @@ def test_invalid_preset_files_are_reported_together(tmp_path: Path) -> None:
         ("bad.yaml", "name"),
         ("worse.yaml", "description"),
     ]
+
+
+def _map(name: str, preset: str, region: str | None = None) -> Any:
+    spec = MappingSpec(preset=preset, default_region=region)
+    return Mapper(spec, source=name, presets=PRESETS).map(envelope(payload(name), source=name))
+
+
+def test_webflow_fields_are_matched_by_meaning_in_the_test_delivery() -> None:
+    mapped = _map("webflow-test-delivery", "webflow")  # "Email 2", and no default region
+    assert mapped.identity.email == "ford@betelgeuse.example"
+    assert mapped.record["full_name"] == "Ford Prefect"
+    # The phone is a JSON number with its country code and no "+": read as international.
+    assert mapped.identity.phone == "+14155552671"
+
+
+def test_webflow_legacy_v1_shape_is_read() -> None:
+    mapped = _map("webflow-v1", "webflow")
+    assert (mapped.identity.email, mapped.record["full_name"]) == ("some.one@home.com", "Some One")
+    assert _mapper("webflow").event_id(envelope(payload("webflow-v1"))) == (
+        "6321ca84df3949bfc6752327"
+    )
+
+
+def test_tally_name_from_a_payment_field_and_choices_as_their_texts() -> None:
+    mapped = _map("tally-choices", "tally")
+    assert mapped.record["full_name"] == "Léa Dubois"
+    assert mapped.identity.email == "lea.dubois@example.fr"
+    assert mapped.note is not None
+    for line in (
+        "Which track?: Sales",
+        "Topics: Pipelines, Sequences",
+        "Team size: 11-50",
+        "Tools you use: Close, Zapier",
+        "Rank the sessions: Afternoon, Morning",
+        "Rate us: Content: Great",
+    ):
+        assert line in mapped.note
+    assert "e1d7c6b5-" not in mapped.note  # no option id reaches the note
+
+
+def test_typeform_website_only_from_a_question_that_asks_for_one() -> None:
+    mapped = _map("typeform-booking", "typeform", "GB")
+    assert "url" not in mapped.lead  # the booking link is not the company's website
+    assert "website" not in mapped.record
+
+
+def test_an_all_digit_phone_without_region_reads_as_international_only_when_valid() -> None:
+    spec = MappingSpec(extract={"phone": "body.p", "email": "body.e"})
+    mapper = Mapper(spec, source="x", presets=PRESETS)
+    read = mapper.map(envelope({"p": 442079460958, "e": "a@example.com"}))
+    assert read.identity.phone == "+442079460958"
+    local = mapper.map(envelope({"p": "4155552671", "e": "a@example.com"}))
+    assert local.identity.phone is None  # no country code in it: still needs a region

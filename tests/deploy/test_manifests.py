@@ -34,12 +34,19 @@ from service.keys import GROUP, Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-KEDA_COMPONENT = DEPLOY / "components" / "keda"
+COMPONENTS = (
+    "components/keda",
+    "components/keda-cluster",
+    "components/keda-sentinel",
+    "monitoring",
+)
+"""The optional kustomize components (under deploy/), each rendered into every overlay."""
 OVERLAYS = sorted(
     p.name for p in (DEPLOY / "overlays").iterdir() if (p / "kustomization.yaml").is_file()
 )
 K8S_VERSION = "1.32"
-CRD_GROUPS = {"keda.sh"}  # no bundled schema: test_keda_component checks their shape
+# No bundled schema: test_keda_component* and test_monitoring_component check their shape.
+CRD_GROUPS = {"keda.sh", "monitoring.coreos.com"}
 KUBECTL = shutil.which("kubectl")
 SHUTDOWN_DEADLINE = 30  # terminationGracePeriodSeconds the code's shutdown is written for
 
@@ -59,6 +66,7 @@ def hadolint() -> str:
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
     """The Dockerfile's instructions as (KEYWORD, arguments), one list per build stage."""
     instructions: list[tuple[str, str]] = []
+    args: dict[str, str] = {}
     current = ""
     for raw in (ROOT / "Dockerfile").read_text().splitlines():
         line = raw.strip()
@@ -68,8 +76,14 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
             current += line[:-1] + " "
             continue
         keyword, _, rest = (current + line).partition(" ")
-        instructions.append((keyword.upper(), " ".join(rest.split())))
         current = ""
+        if keyword.upper() == "ARG" and not instructions:  # before the first FROM: global
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+            continue
+        if keyword.upper() == "FROM":  # a global ARG in FROM: its default
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest)
+        instructions.append((keyword.upper(), " ".join(rest.split())))
     stages: list[list[tuple[str, str]]] = []
     for keyword, rest in instructions:
         if keyword == "FROM":
@@ -117,8 +131,13 @@ def test_dockerfile_is_multi_stage_pinned_slim_and_non_root() -> None:
     assert len(stages) >= 2, "the wheel is built in a stage of its own"
     bases = [stage[0][1].split()[0] for stage in stages]
     for base in bases:
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base), f"{base}: pin x.y.z-slim"
+        assert re.fullmatch(r"(docker\.io/library/)?python:3\.11\.\d+-slim-[a-z]+", base), (
+            f"{base}: pin x.y.z-slim"
+        )
     assert len(set(bases)) == 1, f"the stages use different bases: {bases}"
+    labels = " ".join(rest for keyword, rest in stages[-1] if keyword == "LABEL")
+    for label in ("version", "source", "revision", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in labels, f"no {label} label"
 
     final = stages[-1]
     runs = " ".join(rest for keyword, rest in final if keyword == "RUN")
@@ -382,22 +401,24 @@ def mounted_volume(workload: Doc, container: Doc, mount_path: str) -> Doc:
 
 @pytest.fixture(scope="session")
 def renders(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Rendered]:
-    """`renders(overlay, keda=False)`: the overlay rendered (once per session)."""
+    """`renders(overlay, component=None)`: the overlay rendered (once per session), with one
+    of COMPONENTS enabled when given."""
     if KUBECTL is None:
         pytest.skip(
             "kubectl not found: the Kubernetes manifests under deploy/ were not rendered or "
             "validated (install kubectl 1.32+, which bundles kustomize 5, to run these checks)"
         )
-    cache: dict[tuple[str, bool], Rendered] = {}
+    cache: dict[tuple[str, str | None], Rendered] = {}
 
-    def get(overlay: str, *, keda: bool = False) -> Rendered:
-        if (overlay, keda) not in cache:
+    def get(overlay: str, component: str | None = None) -> Rendered:
+        if (overlay, component) not in cache:
             path = DEPLOY / "overlays" / overlay
-            if keda:
-                into = tmp_path_factory.mktemp(f"{overlay}-keda")
-                path = with_component(path, KEDA_COMPONENT, into)
-            cache[(overlay, keda)] = Rendered(overlay, kustomize(path, relaxed=keda))
-        return cache[(overlay, keda)]
+            if component is not None:
+                into = tmp_path_factory.mktemp(f"{overlay}-{component.replace('/', '-')}")
+                path = with_component(path, DEPLOY / component, into)
+            relaxed = component is not None
+            cache[(overlay, component)] = Rendered(overlay, kustomize(path, relaxed=relaxed))
+        return cache[(overlay, component)]
 
     return get
 
@@ -415,13 +436,13 @@ def test_there_is_a_dev_and_a_prod_overlay() -> None:
     assert {"dev", "prod"} <= set(OVERLAYS)
 
 
-@pytest.mark.parametrize("keda", [False, True], ids=["plain", "with-keda"])
+@pytest.mark.parametrize("component", [None, *COMPONENTS], ids=["plain", *COMPONENTS])
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_is_valid_kubernetes(
-    renders: Callable[..., Rendered], overlay: str, keda: bool
+    renders: Callable[..., Rendered], overlay: str, component: str | None
 ) -> None:
     problems = []
-    for doc in renders(overlay, keda=keda).docs:
+    for doc in renders(overlay, component).docs:
         what = f"{doc['kind']}/{doc['metadata']['name']}"
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -706,9 +727,9 @@ def test_network_policies(rendered: Rendered) -> None:
         assert (close.port or 443, "TCP") in worker_out
 
 
-def test_keda_component(rendered: Rendered, renders: Callable[..., Rendered]) -> None:
-    assert not rendered.all("ScaledObject"), "KEDA is optional: off unless enabled"
-    rendered = renders(rendered.overlay, keda=True)
+def keda_trigger(rendered: Rendered) -> tuple[Doc, dict[str, str]]:
+    """The one trigger of the ScaledObject a KEDA component added (its stream, group, lag and
+    target checked), and the worker's environment."""
     (scaled,) = rendered.all("ScaledObject")
     worker = rendered.deployment("worker")
     env = rendered.env(rendered.main_container("worker"))
@@ -720,13 +741,62 @@ def test_keda_component(rendered: Rendered, renders: Callable[..., Rendered]) ->
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "redis-streams"
     metadata = trigger["metadata"]
     prefix = env.get("INTAKE_KEY_PREFIX", Settings.model_fields["key_prefix"].default)
     assert metadata["stream"] == Keys(prefix).stream
     assert metadata["consumerGroup"] == GROUP
     assert int(metadata["lagCount"]) > 0
-    assert metadata["addressFromEnv"] in env, "KEDA reads the address from the worker's env"
+    return trigger, env
+
+
+def test_keda_component(rendered: Rendered, renders: Callable[..., Rendered]) -> None:
+    assert not rendered.all("ScaledObject"), "KEDA is optional: off unless enabled"
+    trigger, env = keda_trigger(renders(rendered.overlay, "components/keda"))
+    assert trigger["type"] == "redis-streams"
+    assert trigger["metadata"]["addressFromEnv"] in env, "KEDA reads the address from the env"
+
+
+def test_keda_components_for_cluster_and_sentinel(
+    rendered: Rendered, renders: Callable[..., Rendered]
+) -> None:
+    trigger, env = keda_trigger(renders(rendered.overlay, "components/keda-cluster"))
+    assert trigger["type"] == "redis-cluster-streams"
+    assert set(trigger["metadata"]) >= {"addressesFromEnv"}
+    assert "addressFromEnv" not in trigger["metadata"]
+    assert trigger["metadata"]["addressesFromEnv"] in env
+
+    trigger, env = keda_trigger(renders(rendered.overlay, "components/keda-sentinel"))
+    assert trigger["type"] == "redis-sentinel-streams"
+    assert trigger["metadata"]["addressesFromEnv"] in env
+    # The master's name is the overlay's to set (docs/operations.md says so, and the component).
+    master = trigger["metadata"]["sentinelMasterFromEnv"]
+    component = (DEPLOY / "components" / "keda-sentinel" / "kustomization.yaml").read_text()
+    assert master in component
+    assert master in (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_monitoring_component(rendered: Rendered, renders: Callable[..., Rendered]) -> None:
+    assert not rendered.all("PrometheusRule"), "monitoring is optional: off unless enabled"
+    rendered = renders(rendered.overlay, "monitoring")
+    namespace = rendered.deployment("worker")["metadata"].get("namespace")
+    (rule,) = rendered.all("PrometheusRule")
+    assert rule["metadata"].get("namespace") == namespace
+    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} >= {
+        "IntakeNoWorkerHeartbeat",
+        "IntakeDeadLettersRising",
+    }
+    (monitor,) = rendered.all("PodMonitor")
+    assert monitor["metadata"].get("namespace") == namespace
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    for role in ("receiver", "worker"):
+        labels = pod_labels(rendered.deployment(role))
+        assert subset(wanted, labels)
+        ports = [p["name"] for p in rendered.main_container(role)["ports"]]
+        assert all(e["port"] in ports for e in monitor["spec"]["podMetricsEndpoints"])
+    dashboard = rendered.named("ConfigMap", "lead-intake-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
+    assert json.loads(dashboard["data"]["grafana-dashboard.json"]) == shipped
 
 
 def test_secret_example_has_no_values_and_is_never_applied() -> None:

@@ -15,9 +15,11 @@ credentials (tests/reliability/test_abuse.py checks no such request ever succeed
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import string
+import zlib
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ from redis.asyncio import Redis
 from service.config.settings import Settings
 from service.logs import AccessLogger
 from service.receiver.app import create_app
-from tests.conftest import sources_from
+from tests.conftest import ADMIN_TOKEN, sources_from
 
 pytestmark = pytest.mark.usefixtures("captured_logs")
 
@@ -69,7 +71,7 @@ PATHS = [f"/hooks/{name}" for name in SOURCES] + [
     "/hooks/" + "x" * 300,
 ]
 # What the door may answer (no rate limits, no CAPTCHA configured here).
-ALLOWED = {200, 202, 303, 400, 401, 403, 404, 405, 408, 413, 415, 422}
+ALLOWED = {200, 202, 303, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422}
 FUZZ = settings(
     max_examples=int(os.environ.get("INTAKE_FUZZ_EXAMPLES", "60")),
     deadline=None,
@@ -257,6 +259,34 @@ async def check(response: Any, path: str) -> None:
         assert json.loads(text)["type"].startswith("urn:lead-intake:problem:")
 
 
+@st.composite
+def encoded(draw: st.DrawFn, raw: bytes) -> tuple[bytes, str]:
+    """``raw`` under a Content-Encoding: compressed right, cut short, compressed wrong, not
+    compressed at all, or an encoding nobody decodes."""
+    kind = draw(st.sampled_from(["gzip", "deflate", "cut", "wrong", "plain", "odd"]))
+    if kind == "gzip":
+        return gzip.compress(raw), draw(st.sampled_from(["gzip", "x-gzip", "GZIP"]))
+    if kind == "deflate":
+        return zlib.compress(raw), "deflate"
+    if kind == "cut":
+        packed = gzip.compress(raw)
+        return packed[: draw(st.integers(0, len(packed) - 1))], "gzip"
+    if kind == "wrong":  # deflate data called gzip, gzip twice called gzip once
+        return draw(
+            st.sampled_from(
+                [
+                    (zlib.compress(raw), "gzip"),
+                    (gzip.compress(gzip.compress(raw)), "gzip, gzip, gzip"),
+                ]
+            )
+        )
+    if kind == "plain":
+        return raw, draw(st.sampled_from(["gzip", "deflate", "gzip, deflate"]))
+    return raw, draw(
+        st.sampled_from(["br", "zstd", "compress", "identity", "", "gzip;q=1", "x" * 300])
+    )
+
+
 # -- the properties -----------------------------------------------------------------------------
 
 
@@ -313,6 +343,40 @@ NASTY_JSON = [
     b'{"email": "a@example.com", "x": "\xff\xfe"}',  # not UTF-8
     b"",
 ]
+
+
+@pytest.mark.timeout(120)
+@FUZZ
+@given(
+    path=st.sampled_from([*PATHS[:5], "/v1/submissions/replay", "/admin/login", "/admin/logout"]),
+    body=bodies(),
+    data=st.data(),
+    authorized=st.booleans(),
+)
+async def test_compressed_bodies_that_do_not_decode_get_a_4xx(
+    door: TestClient[Any, Any],
+    path: str,
+    body: tuple[bytes, str | None],
+    data: st.DataObject,
+    authorized: bool,
+) -> None:
+    raw, content_type = body
+    packed, encoding = data.draw(encoded(raw))
+    headers = {"Content-Encoding": encoding}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if authorized:
+        headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+    response = await door.post(
+        path,
+        data=packed,
+        headers=headers,
+        skip_auto_headers={"Content-Type"},
+        allow_redirects=False,
+    )
+    await check(response, path)
+    if response.status == 400 and path.startswith(("/hooks/", "/v1/")):
+        assert response.content_type == PROBLEM
 
 
 @pytest.mark.parametrize("raw", NASTY_JSON, ids=lambda raw: repr(raw[:24]))

@@ -41,12 +41,25 @@ def assert_agrees(m: Mapper, env: Envelope) -> str | None:
     return decided
 
 
-@pytest.mark.parametrize("name", PRESETS.names())
+THIN = ("hubspot", "meta-lead-ads")  # their examples name only ids: the person is fetched
+
+
+@pytest.mark.parametrize("name", [n for n in PRESETS.names() if n not in THIN])
 def test_check_accepts_every_preset_example(name: str) -> None:
     m = mapper(preset=name, default_region="US")
     env = envelope(payload(name), source=name, headers=REFERER)
     assert m.check(env) is None
     assert assert_agrees(m, env) is None
+
+
+@pytest.mark.parametrize("name", THIN)
+def test_check_and_map_agree_that_a_thin_example_needs_its_fetch(name: str) -> None:
+    m = mapper(preset=name, default_region="US")
+    env = envelope(m.split(envelope(payload(name)))[0], source=name)
+    with pytest.raises(MappingRejected) as caught:
+        m.check(env)
+    assert caught.value.code == "ids-only"
+    assert_agrees(m, env)
 
 
 @pytest.mark.parametrize("name", PRESETS.names())
@@ -167,7 +180,7 @@ def test_check_reason_names_dropped_values_and_failing_expressions() -> None:
         mapper(preset="generic-form").check(envelope({"email": "nope"}))
     assert caught.value.reason == (
         "missing required field: one of email, phone, name "
-        "(email is not a valid address; left out of the lead)"
+        "(email is not a valid address; left out of the lead); looked for in body"
     )
     m = mapper(preset="generic-form", extract={"extra.tags": "join(', ', body.tags)"})
     with pytest.raises(MappingRejected) as caught:

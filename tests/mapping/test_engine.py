@@ -162,8 +162,19 @@ def test_extract_reads_headers_query_and_metadata() -> None:
 def test_missing_required_rejects_with_reason() -> None:
     with pytest.raises(MappingRejected) as caught:
         mapper(preset="generic-form").map(envelope({"message": "hi", "company": "Co"}))
-    assert caught.value.reason == "missing required field: one of email, phone, name"
+    assert caught.value.reason == (
+        "missing required field: one of email, phone, name; looked for in body"
+    )
+    assert caught.value.code == "missing-required"
     assert caught.value.detail["missing"] == ["email", "phone", "name"]
+    assert caught.value.detail["looked_in"] == ["body"]
+
+
+def test_an_empty_payload_is_told_apart_from_a_missing_field() -> None:
+    with pytest.raises(MappingRejected) as caught:
+        mapper(preset="generic-form").map(envelope({"email": "", "message": " "}))
+    assert caught.value.code == "empty-payload"
+    assert caught.value.reason.startswith("the payload holds no answer at all")
 
 
 def test_missing_required_reason_mentions_dropped_values() -> None:
@@ -171,7 +182,7 @@ def test_missing_required_reason_mentions_dropped_values() -> None:
         mapper(preset="generic-form").map(envelope({"email": "nope"}))
     assert caught.value.reason == (
         "missing required field: one of email, phone, name "
-        "(email is not a valid address; left out of the lead)"
+        "(email is not a valid address; left out of the lead); looked for in body"
     )
 
 
@@ -179,10 +190,12 @@ def test_source_declared_required_fields() -> None:
     m = mapper(preset="generic-form", required=["email", ["company", "website"]])
     with pytest.raises(MappingRejected) as caught:
         m.map(envelope({"email": "a@example.com", "name": "Ann"}))
-    assert caught.value.reason == "missing required field: one of company, website"
+    assert caught.value.reason == (
+        "missing required field: one of company, website; looked for in body"
+    )
     with pytest.raises(MappingRejected) as caught:
         m.map(envelope({"company": "Co"}))
-    assert caught.value.reason == "missing required field: 'email'"
+    assert caught.value.reason == "missing required field: 'email'; looked for in body"
 
 
 def test_failing_expression_rejects_with_expression_and_error() -> None:
@@ -213,7 +226,7 @@ def test_failing_template_expression_rejects() -> None:
 def test_config_error_lists_every_problem_with_key_paths() -> None:
     spec = MappingSpec.model_validate(
         {
-            "preset": "hubspot",
+            "preset": "acme-crm",
             "extract": {
                 "emial": "body.email",
                 "email": "body.[",
@@ -241,7 +254,7 @@ def test_config_error_lists_every_problem_with_key_paths() -> None:
         "sources.web.note.template",
     ]
     messages = {issue.path: issue.message for issue in issues}
-    assert messages["sources.web.preset"].startswith("unknown preset 'hubspot'; known: calcom,")
+    assert messages["sources.web.preset"].startswith("unknown preset 'acme-crm'; known: calcom,")
     assert messages["sources.web.lead.status"].startswith(
         "reads record field 'Potential', which does not exist"
     )
@@ -250,8 +263,9 @@ def test_config_error_lists_every_problem_with_key_paths() -> None:
     )
     assert messages["sources.web.extract.phone"] == "e164() takes at most 2 arguments, 3 given"
     assert messages["sources.web.extract.company"] == (
-        "reads 'company_name' from the top of the document, which has only body, headers, "
-        "query, client_ip, received_at, source, submission_id; did you mean body.company_name?"
+        "reads 'company_name' from the top of the document, which has only body, fetched, "
+        "headers, query, client_ip, received_at, source, submission_id; did you mean "
+        "body.company_name?"
     )
     assert messages["sources.web.lead.custom.cf_x"] == "unknown function nope()"
     assert "unknown placeholder(s) colour" in messages["sources.web.note.template"]

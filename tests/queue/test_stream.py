@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from dataclasses import fields
@@ -207,6 +208,11 @@ def test_envelope_json_round_trip_keeps_every_field() -> None:
         headers={"referer": "https://x"},
         query={"q": "1"},
         client_ip="203.0.113.9",
+        fetched={"field_data": [{"name": "email", "values": ["a@example.com"]}]},
     )
     assert Envelope.from_json(env.to_json()) == env
     assert set(json.loads(env.to_json())) == {f.name for f in fields(Envelope)}
+    # What hydration fetched is written only when there is some.
+    thin = dataclasses.replace(env, fetched=None)
+    assert "fetched" not in json.loads(thin.to_json())
+    assert Envelope.from_json(thin.to_json()) == thin

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.config.settings import Settings
@@ -25,6 +26,8 @@ from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
 from service.receiver.app import create_app
 from tests.conftest import emulator_state, running_worker, wait_for_record
+
+RETRY = Settings().redis_options
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli not installed")
 
@@ -100,7 +103,7 @@ def cluster() -> Iterator[list[RedisServer]]:
 
 @pytest.fixture
 async def cluster_client(cluster: list[RedisServer]) -> AsyncIterator[RedisClient]:
-    client = redis_from_url(f"redis+cluster://127.0.0.1:{cluster[0].port}")
+    client = redis_from_url(f"redis+cluster://127.0.0.1:{cluster[0].port}", RETRY)
     assert isinstance(client, RedisCluster)
     # As the receiver and the worker do at start (ensure_group): redis-py's cluster client
     # discovers the nodes on its first command, and concurrent first commands race in that
@@ -197,7 +200,7 @@ async def test_sentinel_url_reaches_the_master(make_settings: Any) -> None:
     )
     try:
         sentinel.start()
-        client = redis_from_url(f"redis+sentinel://127.0.0.1:{sentinel_port}/leads/0")
+        client = redis_from_url(f"redis+sentinel://127.0.0.1:{sentinel_port}/leads/0", RETRY)
         try:
             queue = Queue(client, Keys("sentinel-test"), record_ttl=60)
             await queue.stream.ensure_group()
@@ -225,7 +228,7 @@ async def test_sentinel_url_reaches_the_master(make_settings: Any) -> None:
 
 async def test_readyz_warns_when_redis_could_lose_submissions() -> None:
     with RedisServer() as plain:
-        client = redis_from_url(plain.url)
+        client = redis_from_url(plain.url, RETRY)
         try:
             warnings = await durability_warnings(client)
             assert any("AOF is off" in w for w in warnings)
@@ -245,4 +248,22 @@ async def test_readyz_warns_when_redis_could_lose_submissions() -> None:
 
 def test_urls_are_understood() -> None:
     with pytest.raises(ValueError, match="names the service"):
-        redis_from_url("redis+sentinel://127.0.0.1:26379")
+        redis_from_url("redis+sentinel://127.0.0.1:26379", RETRY)
+
+
+async def test_every_kind_of_client_retries_a_dead_connection() -> None:
+    """One server, a Sentinel master and a cluster all get the settings' retry policy."""
+    policy = Settings(redis_retry_attempts=5).redis_options
+    single = redis_from_url("redis://127.0.0.1:1/0", policy)
+    sentinel = redis_from_url("redis+sentinel://127.0.0.1:1/leads", policy)
+    cluster = redis_from_url("redis+cluster://127.0.0.1:1", policy)
+    try:
+        for client in (single, sentinel):
+            assert isinstance(client, Redis)
+            retry = client.connection_pool.connection_kwargs["retry"]
+            assert retry.get_retries() == 5
+        assert isinstance(cluster, RedisCluster)
+        assert cluster.retry is not None and cluster.retry.get_retries() == 5
+    finally:
+        for client in (single, sentinel, cluster):
+            await client.aclose()

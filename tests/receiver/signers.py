@@ -90,6 +90,23 @@ def hubspot(
     }
 
 
+def meta(secret: str, body: bytes) -> dict[str, str]:
+    """Meta: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(App Secret, body)>``."""
+    return {"X-Hub-Signature-256": "sha256=" + _mac(secret, body).hex()}
+
+
+def hubspot_v1(secret: str, body: bytes) -> dict[str, str]:
+    """HubSpot v1: hex SHA-256 (not an HMAC) of client secret + body."""
+    digest = hashlib.sha256(secret.encode() + body).hexdigest()
+    return {"X-HubSpot-Signature": digest, "X-HubSpot-Signature-Version": "v1"}
+
+
+def hubspot_v2(secret: str, url: str, body: bytes, method: str = "POST") -> dict[str, str]:
+    """HubSpot v2: hex SHA-256 of client secret + method + URL + body."""
+    digest = hashlib.sha256(secret.encode() + method.encode() + url.encode() + body).hexdigest()
+    return {"X-HubSpot-Signature": digest, "X-HubSpot-Signature-Version": "v2"}
+
+
 def netlify(secret: str, body: bytes, iss: str = "netlify") -> dict[str, str]:
     def seg(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()

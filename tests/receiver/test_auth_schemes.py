@@ -72,6 +72,11 @@ def _hubspot(secret: str, payload: dict[str, Any], url: str, stale: bool = False
     return body, signers.hubspot(secret, url, body, ts_ms=ts_ms), {}
 
 
+def _hubspot_v2(secret: str, payload: dict[str, Any], url: str, stale: bool = False) -> Signed:
+    body = _json(payload)
+    return body, signers.hubspot_v2(secret, url, body), {}
+
+
 def _partner(secret: str, payload: dict[str, Any], url: str, stale: bool = False) -> Signed:
     body = _json(payload)
     ts = int(NOW() * 1000) - (600_000 if stale else 0)
@@ -107,6 +112,10 @@ CASES = [
     Case("stripe", {"scheme": "stripe"}, _stripe("Stripe-Signature"), stale=True),
     Case("calendly", {"scheme": "calendly"}, _stripe("Calendly-Webhook-Signature"), stale=True),
     Case("hubspot-v3", {"scheme": "hubspot-v3"}, _hubspot, stale=True),
+    Case("hubspot-signing-v3", {"scheme": "hubspot"}, _hubspot, stale=True),
+    Case("hubspot-v1", {"scheme": "hubspot"}, _headers(signers.hubspot_v1)),
+    Case("hubspot-v2", {"scheme": "hubspot"}, _hubspot_v2),
+    Case("meta", {"scheme": "meta"}, _headers(signers.meta)),
     Case("netlify", {"scheme": "netlify"}, _headers(signers.netlify)),
     Case(
         "hmac-sha512-base64-ms",

@@ -30,9 +30,19 @@ async def test_idempotency_key_repeat_answers_200_with_first_id(
     client: TestClient[Any, Any], redis: Redis, keys: Keys
 ) -> None:
     headers = {"Idempotency-Key": "order-77"}
-    status, first = await post(client, "/hooks/partner", json={"a": 1}, headers=headers)
+    status, first = await post(
+        client,
+        "/hooks/partner",
+        json={"contact": {"email": "a@example.com"}, "a": 1},
+        headers=headers,
+    )
     assert status == 202
-    status, again = await post(client, "/hooks/partner", json={"a": 2}, headers=headers)
+    status, again = await post(
+        client,
+        "/hooks/partner",
+        json={"contact": {"email": "a@example.com"}, "a": 2},
+        headers=headers,
+    )
     assert status == 200
     assert again == {"id": first["id"], "duplicate": True}
     assert await redis.xlen(keys.stream) == 1
@@ -41,16 +51,33 @@ async def test_idempotency_key_repeat_answers_200_with_first_id(
 async def test_webhook_id_header_is_the_delivery(
     client: TestClient[Any, Any], redis: Redis, keys: Keys
 ) -> None:
-    a = await post(client, "/hooks/partner", json={"x": 1}, headers={"webhook-id": "msg_1"})
-    b = await post(client, "/hooks/partner", json={"x": 1}, headers={"webhook-id": "msg_1"})
-    c = await post(client, "/hooks/partner", json={"x": 1}, headers={"webhook-id": "msg_2"})
+    a = await post(
+        client,
+        "/hooks/partner",
+        json={"contact": {"email": "x@example.com"}},
+        headers={"webhook-id": "msg_1"},
+    )
+    b = await post(
+        client,
+        "/hooks/partner",
+        json={"contact": {"email": "x@example.com"}},
+        headers={"webhook-id": "msg_1"},
+    )
+    c = await post(
+        client,
+        "/hooks/partner",
+        json={"contact": {"email": "x@example.com"}},
+        headers={"webhook-id": "msg_2"},
+    )
     assert [a[0], b[0], c[0]] == [202, 200, 202]
     assert b[1]["id"] == a[1]["id"] != c[1]["id"]
 
 
 async def test_same_key_on_two_sources_is_two_deliveries(client: TestClient[Any, Any]) -> None:
     headers = {"Idempotency-Key": "k"}
-    a = await post(client, "/hooks/partner", json={"email": "a@example.com"}, headers=headers)
+    a = await post(
+        client, "/hooks/partner", json={"contact": {"email": "a@example.com"}}, headers=headers
+    )
     b = await post(client, "/hooks/website", json={"email": "a@example.com"}, headers=headers)
     assert (a[0], b[0]) == (202, 202)
 
@@ -130,7 +157,12 @@ async def test_concurrent_repeats_at_the_door_queue_one(
 ) -> None:
     results = await asyncio.gather(
         *(
-            post(client, "/hooks/partner", json={"n": i}, headers={"Idempotency-Key": "burst"})
+            post(
+                client,
+                "/hooks/partner",
+                json={"contact": {"email": "n@example.com"}, "n": i},
+                headers={"Idempotency-Key": "burst"},
+            )
             for i in range(20)
         )
     )

@@ -180,12 +180,25 @@ async def test_a_browser_failure_goes_to_the_error_page(
     assert await redis.xlen(keys.stream) == 0
 
 
-async def test_only_forms_are_checked_for_required_fields_at_the_door(
-    settings: Settings, redis: Redis
+async def test_webhooks_that_can_never_map_are_refused_unless_their_provider_needs_2xx(
+    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch, queue: Queue
 ) -> None:
-    async with receiver(settings, redis, SITE) as client:
+    monkeypatch.setenv("GADS_KEY", "g-key")
+    sources = {
+        **SITE,
+        "gads": {"kind": "webhook", "preset": "google-ads", "auth": {"secrets": ["env:GADS_KEY"]}},
+    }
+    async with receiver(settings, redis, sources) as client:
         response = await client.post("/hooks/hook", json={"message": "no contact at all"})
-        assert response.status == 202  # a webhook's sender cannot fix it: rejected in the record
+        problem = await problem_of(response, 422, "unprocessable")
+        assert problem["code"] == "missing-required"
+        assert problem["detail"].startswith("missing required field: one of email, phone, name")
+        # Google Ads counts only a 200 as delivered: stored, and rejected by the worker.
+        doomed = {"lead_id": "L9", "google_key": "g-key", "user_column_data": []}
+        kept = await client.post("/hooks/gads", json=doomed)
+        assert kept.status == 202
+        kept_id = (await kept.json())["id"]
+    assert await queue.records.get(kept_id) is not None
 
 
 async def test_a_filled_honeypot_looks_like_success_and_is_kept_as_spam(

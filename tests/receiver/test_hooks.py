@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service import __version__
 from service.config.sources import Sources
 from service.dev.redis_server import RedisServer
 from service.keys import GROUP, Keys
@@ -104,7 +105,9 @@ async def test_oversized_body_is_413_declared_or_streamed(
             "/hooks/partner", data=chunks(), headers={"Content-Type": "application/json"}
         )
         await problem_of(response, 413, "too-large")
-        small = await client.post("/hooks/partner", json={"a": "b" * 1000})
+        small = await client.post(
+            "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": "b" * 1000}
+        )
         assert small.status == 202
 
 
@@ -115,7 +118,9 @@ async def test_wrong_method_is_405_problem(client: TestClient[Any, Any]) -> None
 
 
 async def test_healthz_and_readyz(client: TestClient[Any, Any]) -> None:
-    assert (await client.get("/healthz")).status == 200
+    health = await client.get("/healthz")
+    assert health.status == 200
+    assert await health.json() == {"status": "ok", "version": __version__}
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
 
@@ -126,9 +131,15 @@ async def test_redis_down_is_503_and_ready_fails(make_settings: Any, sources: So
     settings = make_settings(redis_url=server.url)
     try:
         async with TestClient(TestServer(create_app(settings, sources))) as client:
-            assert (await client.post("/hooks/partner", json={"a": 1})).status == 202
+            assert (
+                await client.post(
+                    "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 1}
+                )
+            ).status == 202
             server.stop(remove=False)
-            response = await client.post("/hooks/partner", json={"a": 2})
+            response = await client.post(
+                "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 2}
+            )
             body = await problem_of(response, 503, "queue-unavailable")
             assert "not stored" in body["detail"]
             await problem_of(await client.get("/readyz"), 503, "not-ready")
@@ -147,10 +158,16 @@ async def test_redis_refusing_writes_leaves_nothing_half_written(
         admin: Redis = Redis.from_url(server.url, decode_responses=True)
         try:
             async with TestClient(TestServer(create_app(settings, sources))) as client:
-                assert (await client.post("/hooks/partner", json={"a": 1})).status == 202
+                assert (
+                    await client.post(
+                        "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 1}
+                    )
+                ).status == 202
                 await admin.config_set("maxmemory-policy", "noeviction")
                 await admin.config_set("maxmemory", "1")
-                response = await client.post("/hooks/partner", json={"a": 2})
+                response = await client.post(
+                    "/hooks/partner", json={"contact": {"email": "a@example.com"}, "a": 2}
+                )
                 await problem_of(response, 503, "queue-unavailable")
                 await admin.config_set("maxmemory", "0")
                 assert await admin.xlen(keys.stream) == 1
@@ -160,9 +177,11 @@ async def test_redis_refusing_writes_leaves_nothing_half_written(
             await admin.aclose()
 
 
-async def test_readyz_without_group_is_503(
+async def test_readyz_recreates_a_deleted_group_without_calling_it_a_loss(
     client: TestClient[Any, Any], redis: Redis, keys: Keys
 ) -> None:
     await redis.xgroup_destroy(keys.stream, GROUP)
-    body = await problem_of(await client.get("/readyz"), 503, "not-ready")
-    assert "consumer group" in body["detail"]
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert "data_lost_at" not in await ready.json()  # the data marker is still there
+    assert [g["name"] for g in await redis.xinfo_groups(keys.stream)] == [GROUP]

@@ -114,6 +114,29 @@ def test_hubspot_library_vector(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_hubspot_docs_v1_and_v2_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    v = vector("hubspot-v1-v2.json")
+    verifier = verifier_for(monkeypatch, {"scheme": "hubspot"}, v["client_secret"])
+    at = 1_564_113_600.0  # v1 and v2 have no timestamp: any time is the same
+    v1 = {"X-HubSpot-Signature": v["v1"]["signature"], "X-HubSpot-Signature-Version": "v1"}
+    verify(verifier, request(v["v1"]["request_body"], v1, at))
+    assert refused(verifier, request(v["v1"]["request_body"] + " ", v1, at)) == "bad-signature"
+    # No version header: v1, as HubSpot's app webhooks sign.
+    verify(
+        verifier,
+        request(v["v1"]["request_body"], {"X-HubSpot-Signature": v1["X-HubSpot-Signature"]}, at),
+    )
+    v2 = {"X-HubSpot-Signature": v["v2"]["signature"], "X-HubSpot-Signature-Version": "v2"}
+    verify(verifier, request(v["v2"]["request_body"], v2, at, url=v["v2"]["url"]))
+    other = request(v["v2"]["request_body"], v2, at, url=v["v2"]["url"] + "?x=1")
+    assert refused(verifier, other) == "bad-signature"
+    get = {"X-HubSpot-Signature": v["v2_get"]["signature"], "X-HubSpot-Signature-Version": "v2"}
+    verify(verifier, request("", get, at, url=v["v2_get"]["url"], method="GET"))
+    # hubspot-v3 accepts only v3: the same v1 signature is not enough.
+    only_v3 = verifier_for(monkeypatch, {"scheme": "hubspot-v3"}, v["client_secret"])
+    assert refused(only_v3, request(v["v1"]["request_body"], v1, at)) == "missing-signature"
+
+
 def test_stripe_library_vector(monkeypatch: pytest.MonkeyPatch) -> None:
     v = vector("stripe.json")
     verifier = verifier_for(monkeypatch, {"scheme": "stripe"}, v["secret"])

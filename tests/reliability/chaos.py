@@ -5,7 +5,8 @@ The plan (deterministic for a seed): about 72% new persons, 20% submissions of a
 before (half to a source that attaches a note, half to one that skips), 5% repeat deliveries of
 an earlier submission (same ``Idempotency-Key``, sent after the first was answered), 2% new
 persons whose payload Close refuses for good (the injected permanent error: a number in a text
-custom field) and 1% payloads without email, phone or name (rejected by the mapping).
+custom field) and 1% payloads without email, phone or name (refused at the door with 422: they
+can never become a lead).
 
 Senders behave like a partner's retrying client: on a connection error, a timeout, a 5xx or a
 429 they send the same delivery again (same ``Idempotency-Key``), to the next receiver, until
@@ -77,6 +78,14 @@ class Delivery:
     http_attempts: int = 0
     first_status: int | None = None
     statuses: list[int] = field(default_factory=list)
+    refused: bool = False
+    """Answered 422: it can never become a lead (only a ``reject`` delivery may be)."""
+
+    @property
+    def never_a_lead(self) -> bool:
+        return self.kind == "reject" or (
+            self.original is not None and self.original.kind == "reject"
+        )
 
 
 def make_plan(plan: ChaosPlan, run: str) -> list[Delivery]:
@@ -199,6 +208,10 @@ class Senders:
             if status in (200, 202):
                 self._accepted(delivery, status, answer, attempt)
                 return
+            if status == 422 and delivery.never_a_lead:
+                delivery.refused = True  # refused at the door: nothing stored, nothing lost
+                delivery.answered.set()
+                return
             if status and status < 500 and status != 429:
                 self.errors.append(f"delivery {delivery.n}: refused {status} {answer}")
                 delivery.answered.set()
@@ -316,7 +329,7 @@ class Outcome:
         fail = self.failures
         fail.extend(self.senders.errors)
         fail.extend(self.stack.crashes())
-        firsts = [d for d in self.deliveries if d.original is None]
+        firsts = [d for d in self.deliveries if d.original is None and not d.refused]
         accepted = {d.accepted_id for d in firsts if d.accepted_id}
         by_state: Counter[str] = Counter()
         lost = []
@@ -403,6 +416,7 @@ class Outcome:
             "attached": by_state["attached"],
             "skipped": by_state["skipped"],
             "rejected": by_state["rejected"],
+            "refused at the door (422)": sum(d.refused for d in self.deliveries),
             "dead": by_state["dead"],
             "duplicates": sum(len(ids) - 1 for ids in duplicates.values()),
             "lost": len(lost),

@@ -26,7 +26,7 @@ from service.keys import GROUP, Keys
 from service.queue import Queue
 from service.queue.records import FINAL_STATES
 from service.receiver.app import create_app
-from tests.conftest import emulator_state, running_worker, wait_for_record
+from tests.conftest import ADMIN_TOKEN, emulator_state, running_worker, wait_for_record
 from tests.reliability.logcapture import CapturedLogs
 
 pytestmark = pytest.mark.usefixtures("captured_logs")
@@ -221,3 +221,94 @@ async def test_a_deleted_consumer_group_is_recreated_and_nothing_is_lost(
     assert {r.state for r in records} <= {"created", "attached"}
     for n in range(20):
         assert len(state.leads_with_email(f"rt{30 + n}@example.com")) == 1
+
+
+async def test_after_a_redis_restart_every_request_gets_its_2xx(
+    own_redis: RedisServer, make_settings: Callable[..., Settings], sources: Sources, keys: Keys
+) -> None:
+    """Pooled connections from before a restart died with the server: the first command on
+    each is retried on a new connection, so no request after Redis is back gets a 503."""
+    settings = make_settings(redis_url=own_redis.url)
+    token = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def burst(tag: str, count: int = 32) -> list[int]:
+        posts = [
+            client.post(
+                "/hooks/partner", json=person(200 + n), headers={"Idempotency-Key": f"{tag}{n}"}
+            )
+            for n in range(count)
+        ]
+        reads = [client.get("/v1/counts", headers=token) for _ in range(count)]
+        answers = await asyncio.gather(*posts, *reads, client.get("/readyz"))
+        return [a.status for a in answers]
+
+    async with TestClient(TestServer(create_app(settings, sources))) as client:
+        await post_until_accepted(client, person(199), "warm")
+        assert set(await burst("a")) <= {200, 202}  # many pooled connections now
+        await asyncio.to_thread(own_redis.stop, remove=False)
+        await asyncio.to_thread(own_redis.start)  # back (start returns once it answers PING)
+        statuses = await burst("b")
+        assert [s for s in statuses if s not in (200, 202)] == [], statuses
+        assert set(await burst("c")) <= {200, 202}
+
+
+async def test_a_restart_without_persistence_is_reported_as_data_loss(
+    redis_without_persistence: RedisServer,
+    make_settings: Callable[..., Settings],
+    sources: Sources,
+    keys: Keys,
+    captured_logs: CapturedLogs,
+) -> None:
+    """Redis comes back empty: CRITICAL in the log, counted in the metrics, and readiness,
+    the admin API and the dashboard say when the data was lost."""
+    server = redis_without_persistence
+    settings = make_settings(redis_url=server.url)
+    token = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with TestClient(TestServer(create_app(settings, sources))) as client:
+        await post_until_accepted(client, person(40), "lost-1")
+        before = await (await client.get("/readyz")).json()
+        assert "data_lost_at" not in before
+        await restart(server)  # comes back empty
+        ready = await client.get("/readyz")
+        assert ready.status == 200  # still ready: it accepts again (env dev here)
+        lost_at = (await ready.json())["data_lost_at"]
+        counts = await (await client.get("/v1/counts", headers=token)).json()
+        assert counts["redis"]["data_lost_at"] == lost_at
+        await client.post("/admin/login", data={"token": ADMIN_TOKEN})
+        page = await (await client.get("/admin")).text()
+        assert 'id="data-lost"' in page and lost_at in page
+        metrics = await (await client.get("/metrics")).text()
+        await post_until_accepted(client, person(41), "lost-2")  # the door works again
+    assert "intake_redis_data_losses_total 1.0" in metrics
+    critical = [line for line in captured_logs.text.splitlines() if '"level": "critical"' in line]
+    assert len(critical) == 1 and "WITHOUT its data" in critical[0]
+
+
+async def test_in_production_the_door_refuses_while_redis_keeps_nothing(
+    redis_without_persistence: RedisServer,
+    make_settings: Callable[..., Settings],
+    sources: Sources,
+) -> None:
+    server = redis_without_persistence
+    body, key = person(50), {"Idempotency-Key": "volatile"}
+    settings = make_settings(redis_url=server.url, env="production")
+    async with TestClient(TestServer(create_app(settings, sources))) as client:
+        refused = await client.post("/hooks/partner", json=body, headers=key)
+        assert refused.status == 503
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert "no persistence" in (await ready.json())["detail"]
+        async with Redis.from_url(server.url, decode_responses=True) as admin:
+            await admin.config_set("appendonly", "yes")  # persistence turned on: accepted
+            await asyncio.sleep(0.2)
+            assert (await client.get("/readyz")).status == 200
+            assert (await client.post("/hooks/partner", json=body, headers=key)).status == 202
+    allowed = make_settings(redis_url=server.url, env="production", allow_volatile_redis=True)
+    async with (
+        Redis.from_url(server.url, decode_responses=True) as admin,
+        TestClient(TestServer(create_app(allowed, sources))) as client,
+    ):
+        await admin.config_set("appendonly", "no")
+        assert (await client.get("/readyz")).status == 200
+        other = {"Idempotency-Key": "volatile-allowed"}
+        assert (await client.post("/hooks/partner", json=body, headers=other)).status == 202

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from service import __version__
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.worker.http import create_worker_app
@@ -23,6 +24,7 @@ async def test_healthz_follows_the_heartbeat(
             assert response.status == 200
             body: dict[str, Any] = await response.json()
             assert body["consumer"] == worker.consumer
+            assert body["version"] == __version__
             worker.heartbeat -= 3600  # as if the maintenance loop had been stuck for an hour
             stale = await client.get("/healthz")
             assert stale.status == 503

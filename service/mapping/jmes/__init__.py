@@ -9,6 +9,7 @@ from service.mapping.jmes.analysis import (
     cannot_fail,
     compile_expression,
     literal_value,
+    read_paths,
     reads_field,
     root_field,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "compile_expression",
     "evaluator",
     "literal_value",
+    "read_paths",
     "reads_field",
     "root_field",
 ]

@@ -94,6 +94,39 @@ def reads_field(compiled: ParsedResult, name: str) -> bool:
     return False
 
 
+def _field_chain(node: dict[str, Any]) -> list[str] | None:
+    """``["body", "payload", "data"]`` for a chain of plain fields, else None."""
+    if node.get("type") == "field":
+        return [str(node["value"])]
+    if node.get("type") != "subexpression":
+        return None
+    chain: list[str] = []
+    for child in node.get("children", []):
+        part = _field_chain(child) if isinstance(child, dict) else None
+        if part is None:
+            return None
+        chain += part
+    return chain
+
+
+def read_paths(compiled: ParsedResult, roots: tuple[str, ...]) -> tuple[str, ...]:
+    """The dotted paths an expression reads from the top of its input, those starting with
+    one of ``roots``, in order (``pick(body.payload.data, 'email')`` reads
+    ``body.payload.data``): where a rejection says it looked."""
+    found: list[str] = []
+    stack: list[dict[str, Any]] = [dict(compiled.parsed)]
+    while stack:
+        node = stack.pop()
+        chain = _field_chain(node)
+        if chain is not None:
+            if chain[0] in roots and ".".join(chain) not in found:
+                found.append(".".join(chain))
+            continue
+        children = [c for c in node.get("children", []) if isinstance(c, dict)]
+        stack.extend(reversed(children))
+    return tuple(found)
+
+
 # --- Expressions that cannot fail ---------------------------------------------------------
 # Mapper.check skips the extract and template expressions it does not need, but only those
 # that cannot raise on any input: otherwise map() would reject a payload that check() accepts.
@@ -105,6 +138,7 @@ _TOTAL_FUNCTIONS = frozenset(
     {
         "first",
         "pick",
+        "answer_text",
         "split_name",
         "join_any",
         "lower",

@@ -53,6 +53,34 @@ def arity_ok(signature: Any, given: int) -> bool:
     return given == len(signature)
 
 
+#: What a key means, read from its loose token (``key_token``): a pattern it must match, one
+#: it must not, and for emails and phones what the value must look like.
+MEANINGS: dict[str, tuple[str, str | None, str | None]] = {
+    "email": (r"e?mail", None, r"@"),
+    "phone": (r"phone|tel|mobile|cell|whatsapp", r"email", r"\d(?:\D*\d){5}"),
+    "first_name": (r"(?:first|given|fore)name|^fname$|^first$", None, None),
+    "last_name": (r"(?:last|sur|family)name|^lname$|^surname$|^last$", None, None),
+    "full_name": (
+        r"^(?:full|your|contact)?name\d*$|fullname",
+        r"first|last|sur|company|business|user|file|form|page|site|domain",
+        None,
+    ),
+    "company": (r"company|organi[sz]ation|business|employer", r"size|type|email|url|site", None),
+    "website": (r"website|homepage|domain|^url\d*$|^site$", r"email", None),
+}
+
+
+def _meaning_matches(meaning: str, key: str, value: Any) -> bool:
+    include, exclude, looks = MEANINGS[meaning]
+    token = key_token(key)
+    if not re.search(include, token) or (exclude and re.search(exclude, token)):
+        return False
+    if looks is None:
+        return True
+    text = text_of(value)
+    return text is not None and re.search(looks, text) is not None
+
+
 class IntakeFunctions(functions.Functions):
     """Functions added to JMESPath for Lead Intake mappings."""
 
@@ -78,6 +106,36 @@ class IntakeFunctions(functions.Functions):
                 if not is_empty(value):
                     return value
         return None
+
+    @functions.signature({"types": _ANY}, {"types": ["string"]})
+    def _func_pick_like(self, obj: Any, meaning: str) -> Any:
+        if meaning not in MEANINGS:
+            raise FunctionFailed(f"pick_like() knows {', '.join(MEANINGS)}, not {meaning!r}")
+        for candidate in obj if isinstance(obj, list) else [obj]:
+            if not isinstance(candidate, dict):
+                continue
+            for key, value in candidate.items():
+                if not is_empty(value) and _meaning_matches(meaning, str(key), value):
+                    return value
+        return None
+
+    @functions.signature({"types": _ANY})
+    def _func_answer_text(self, answer: Any) -> Any:
+        if not isinstance(answer, dict):
+            return answer
+        value = answer.get("value")
+        texts = _texts(answer.get("options"))
+        if isinstance(value, list) and texts:
+            return ", ".join(texts.get(str(item), text_of(item) or "") for item in value) or None
+        rows, columns = _texts(answer.get("rows")), _texts(answer.get("columns"))
+        if isinstance(value, dict) and (rows or columns):
+            parts = []
+            for row, chosen in value.items():
+                picked = chosen if isinstance(chosen, list) else [chosen]
+                names = ", ".join(columns.get(str(c), text_of(c) or "") for c in picked)
+                parts.append(f"{rows.get(str(row), str(row))}: {names}")
+            return "; ".join(parts) or None
+        return value
 
     @functions.signature({"types": _ANY})
     def _func_split_name(self, value: Any) -> Any:
@@ -224,6 +282,17 @@ class IntakeFunctions(functions.Functions):
         except ValueError:
             return None
         return values[0] if values else None
+
+
+def _texts(options: Any) -> dict[str, str]:
+    """``{id: text}`` of a list of ``{id, text}`` options (Tally choices, matrix rows...)."""
+    if not isinstance(options, list):
+        return {}
+    return {
+        str(o["id"]): str(o.get("text") or o.get("label") or o["id"])
+        for o in options
+        if isinstance(o, dict) and "id" in o
+    }
 
 
 FUNCTIONS = IntakeFunctions()

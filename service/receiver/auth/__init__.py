@@ -14,6 +14,7 @@ from service.config.auth import (
     BodyKeyAuth,
     HmacAuth,
     HubSpotAuth,
+    MetaAuth,
     NetlifyAuth,
     StandardWebhooksAuth,
     TimestampedAuth,
@@ -27,6 +28,7 @@ from service.receiver.auth.base import (
 from service.receiver.auth.signatures import (
     HmacVerifier,
     HubSpotVerifier,
+    MetaVerifier,
     NetlifyVerifier,
     StandardWebhooksVerifier,
     TimestampedVerifier,
@@ -44,6 +46,8 @@ def build_verifier(spec: AuthSpec) -> Verifier:
         return TimestampedVerifier(spec)
     if isinstance(spec, HubSpotAuth):
         return HubSpotVerifier(spec)
+    if isinstance(spec, MetaAuth):
+        return MetaVerifier(spec)
     if isinstance(spec, NetlifyAuth):
         return NetlifyVerifier(spec)
     if isinstance(spec, BearerAuth):

@@ -53,6 +53,8 @@ class Verifier(ABC):
     secrets: tuple[str, ...]
     signs_url: bool = False
     """True when the scheme signs the request URL (else the door does not build it)."""
+    handshakes: bool = False
+    """True when the sender verifies the endpoint with a GET first (Meta's subscription)."""
 
     @abstractmethod
     def verify(self, request: SignedRequest) -> str | None:
@@ -63,6 +65,10 @@ class Verifier(ABC):
         """Checks that need the parsed body (a key inside it); returns the body to store
         (without credentials) and an event id read from it, if any."""
         return body, None
+
+    def handshake(self, query: Mapping[str, str]) -> str:
+        """The answer to the sender's verification GET; AuthFailed when it is refused."""
+        raise AuthFailed("missing-credentials")
 
     def private_query(self) -> frozenset[str]:
         """Query parameters that carry credentials: never stored."""

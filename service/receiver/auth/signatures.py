@@ -14,11 +14,13 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from service.config.auth import (
     HmacAuth,
     HubSpotAuth,
+    MetaAuth,
     NetlifyAuth,
     StandardWebhooksAuth,
     TimestampedAuth,
@@ -194,7 +196,8 @@ def hubspot_uri(url: str) -> str:
 
 
 class HubSpotVerifier(Verifier):
-    """``X-HubSpot-Signature-v3``: base64 HMAC-SHA256 of method + URI + body + timestamp."""
+    """HubSpot v1, v2 and v3 (``HubSpotAuth``): every accepted version whose headers the
+    request carries must verify (v3 first); a request with none of them is refused."""
 
     signs_url = True
 
@@ -203,20 +206,38 @@ class HubSpotVerifier(Verifier):
         self.scheme = spec.scheme
         self.secrets = tuple(spec.secret_values())
 
+    def _url(self, request: SignedRequest) -> str:
+        url = request.url
+        if self.spec.url:
+            _, query_sep, query = url.partition("?")
+            url = self.spec.url + (f"?{query}" if query_sep else "")
+        return url
+
     def verify(self, request: SignedRequest) -> str | None:
+        spec = self.spec
+        checked = False
+        if "v3" in spec.versions and request.headers.get(spec.header, "").strip():
+            self._v3(request)
+            checked = True
+        legacy = request.headers.get(spec.legacy_header, "").strip()
+        version = request.headers.get(spec.version_header, "").strip().lower() or "v1"
+        if legacy and version in spec.versions and version in ("v1", "v2"):
+            self._v1_v2(request, legacy, version)
+            checked = True
+        if not checked:
+            raise AuthFailed("missing-signature")
+        return None
+
+    def _v3(self, request: SignedRequest) -> None:
         signature = _b64(_header(request, self.spec.header))
         if not signature:
             raise AuthFailed("malformed-signature")
         stamp = request.headers.get(self.spec.timestamp_header, "").strip()
         if not stamp:
             raise AuthFailed("missing-timestamp")
-        url = request.url
-        if self.spec.url:
-            _, query_sep, query = url.partition("?")
-            url = self.spec.url + (f"?{query}" if query_sep else "")
         message = (
             request.method.upper().encode()
-            + hubspot_uri(url).encode()
+            + hubspot_uri(self._url(request)).encode()
             + request.body
             + stamp.encode()
         )
@@ -224,7 +245,50 @@ class HubSpotVerifier(Verifier):
         if not constant_time_any(expected, [signature]):
             raise AuthFailed("bad-signature")
         check_window(stamp, request.now, self.spec.tolerance_seconds, millis=True)
+
+    def _v1_v2(self, request: SignedRequest, header: str, version: str) -> None:
+        given = _hex(header)
+        if not given:
+            raise AuthFailed("malformed-signature")
+        signed = request.body
+        if version == "v2":
+            signed = request.method.upper().encode() + self._url(request).encode() + request.body
+        expected = [hashlib.sha256(s.encode() + signed).digest() for s in self.secrets]
+        if not constant_time_any(expected, [given]):
+            raise AuthFailed("bad-signature")
+
+
+class MetaVerifier(Verifier):
+    """Meta's ``X-Hub-Signature-256: sha256=<hex>`` (HMAC of the body with the App Secret)
+    and its subscription handshake (``hub.mode``, ``hub.verify_token``, ``hub.challenge``)."""
+
+    handshakes = True
+
+    def __init__(self, spec: MetaAuth) -> None:
+        self.spec = spec
+        self.scheme = spec.scheme
+        self.secrets = tuple(spec.secret_values())
+        self.verify_tokens = tuple(spec.verify_token_values())
+
+    def verify(self, request: SignedRequest) -> str | None:
+        algorithm, _, value = _header(request, self.spec.header).partition("=")
+        given = _hex(value.strip())
+        if algorithm.strip().lower() != "sha256" or not given:
+            raise AuthFailed("malformed-signature")
+        expected = [_sign("sha256", s.encode(), request.body) for s in self.secrets]
+        if not constant_time_any(expected, [given]):
+            raise AuthFailed("bad-signature")
         return None
+
+    def handshake(self, query: Mapping[str, str]) -> str:
+        token = query.get("hub.verify_token", "")
+        challenge = query.get("hub.challenge", "")
+        if query.get("hub.mode") != "subscribe" or not token or not challenge:
+            raise AuthFailed("missing-credentials")
+        known = [t.encode() for t in self.verify_tokens]
+        if not constant_time_any(known, [token.encode()]):
+            raise AuthFailed("bad-credentials")
+        return challenge
 
 
 def _b64url_json(segment: str) -> Any:
