@@ -176,12 +176,13 @@ class Pipeline:
         created = attempt.progress.lead_created
         via = attempt.progress.matched_via or ""
         lead_id = attempt.lead_id
+        found = None
         if lead_id is None:
             match = None
             if dedup.on_match != "create":
                 match = await find_lead(self.close, held.cached_lead, mapped.identity, dedup.choose)
             if match is not None:
-                lead_id, via = match.lead_id, match.via
+                lead_id, via, found = match.lead_id, match.via, match.found
                 # A lead found by search is cached in the same step that records the match.
                 attempt.progress = attempt.progress.changed(
                     matched_via=via, candidates=match.candidates
@@ -197,7 +198,7 @@ class Pipeline:
             else:
                 lead_id = await self._create(attempt, mapped, held)
                 created = True
-        ctx = StepContext(attempt, mapped, lead_id, created, source, self.close)
+        ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, found)
         try:
             await self.steps.run(ctx, STEPS)
         except LeadGone as gone:
