@@ -57,7 +57,8 @@ def _intake(i: dict[str, Any]) -> list[str]:
         f"form post {i.get('form_body_bytes')} bytes, form-encoded."
     ]
     out += _table("server", "requests/s", "p50 ms", "p99 ms", "max ms",
-                  "server CPU per request", "server CPU use", "answers")  # fmt: skip
+                  "server CPU per request", "server CPU use", "Redis CPU per request",
+                  "core 1 (wrk, Redis) busy", "answers")  # fmt: skip
     servers = [
         ("ceiling", f"bare aiohttp, answers 202 (ceiling), {loop}"),
         ("xadd", f"bare aiohttp + one XADD per request (naive), {loop}"),
@@ -76,7 +77,9 @@ def _intake(i: dict[str, Any]) -> list[str]:
         out.append(
             f"| {label} | {_f(r['rps'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['max_ms']:.1f} | {_f(r.get('cpu_us_per_request'), 0, ' us')} | "
-            f"{_f(100 * r.get('cpu_share', float('nan')), 0, '%')} of a core | {answers} |"
+            f"{_f(100 * r.get('cpu_share', float('nan')), 0, '%')} of a core | "
+            f"{_f(r.get('redis_cpu_us_per_request'), 0, ' us')} | "
+            f"{_f(100 * r.get('load_core_busy', float('nan')), 0, '%')} | {answers} |"
         )
     ratios = i["ratios"]
     return [
@@ -345,7 +348,7 @@ def markdown(data: dict[str, Any]) -> str:
                 if key in seen:
                     continue
                 seen.add(key)
-                out.append(f"- **{name}**: {NOTES[key]}")
+                out.append(f"- **{name}**: {NOTES.get(key, key)}")
         out.append("")
 
     for key, title, body in _SECTIONS:
