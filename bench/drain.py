@@ -164,6 +164,22 @@ def _n_for(latency_ms: float, concurrency: int, *, quick: bool, seconds: float) 
     return max(rounds * concurrency, 8)
 
 
+def cpu_bound_drain(
+    stack: Stack,
+    procs: Procs,
+    redis_url: str,
+    emulator: tuple[str, int],
+    *,
+    n: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """``drain_run`` with Close answering at once and 16 tasks a process: the worker
+    CPU-bound, so any time Close (the emulator) or a limit adds shows."""
+    return drain_run(
+        stack, procs, redis_url, emulator, n=n, latency_ms=0, concurrency=16, **options
+    )
+
+
 def throughput(
     stack: Stack, logdir: Path, *, quick: bool, seconds: float, profile_dir: Path | None
 ) -> dict[str, Any]:
@@ -228,14 +244,12 @@ def scaleout(stack: Stack, logdir: Path, *, quick: bool) -> dict[str, Any]:
         redis_url = procs.redis(cores="0,1")
         emulator = procs.emulator(cores="0,1")
         for processes in (1, 2, 4):
-            row = drain_run(
+            row = cpu_bound_drain(
                 stack,
                 procs,
                 redis_url,
                 emulator,
                 n=n,
-                latency_ms=0,
-                concurrency=16,
                 processes=processes,
                 cores="0,1",
                 timeout=90,
@@ -269,14 +283,12 @@ def org_size(stack: Stack, logdir: Path, *, quick: bool, leads: int) -> dict[str
         runs: dict[str, list[dict[str, Any]]] = {"empty": [], "preloaded": []}
         for _ in range(rounds):
             for label, emulator in emulators.items():
-                row = drain_run(
+                row = cpu_bound_drain(
                     stack,
                     procs,
                     redis_url,
                     emulator,
                     n=n,
-                    latency_ms=0,
-                    concurrency=16,
                     timeout=120,
                     reset_emulator=label == "empty",
                 )
