@@ -8,6 +8,7 @@ idempotency never turns load into duplicates; wrk stops when the file is used up
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from bench.procs import (
     PYTHON,
     SERVER_CORE,
     Procs,
+    core_busy_seconds,
     cpu_seconds,
     service_env,
     service_pid,
@@ -52,20 +54,32 @@ def request_file(
     return path, size
 
 
-def _with_cpu(pid: int, run: Callable[[], WrkResult]) -> dict[str, Any]:
-    """The run's figures plus the server's CPU: microseconds per answer, share of a core."""
-    before = cpu_seconds(pid)
+def _with_cpu(pid: int, redis_pid: int, run: Callable[[], WrkResult]) -> dict[str, Any]:
+    """The run's figures plus the server's CPU (microseconds per answer, share of a core),
+    Redis's CPU per answer, and how busy the load's core (wrk and Redis) was."""
+    before, redis_before = cpu_seconds(pid), cpu_seconds(redis_pid)
+    load_before, started = core_busy_seconds(LOAD_CORE), time.monotonic()
     result = run()
     cpu = cpu_seconds(pid) - before
+    redis_cpu = cpu_seconds(redis_pid) - redis_before
+    load_busy = (core_busy_seconds(LOAD_CORE) - load_before) / (time.monotonic() - started)
     return {
         **result.as_dict(),
         "cpu_us_per_request": 1e6 * cpu / max(1, result.requests),
         "cpu_share": cpu / result.seconds if result.seconds else 0.0,
+        "redis_cpu_us_per_request": 1e6 * redis_cpu / max(1, result.requests),
+        "load_core_busy": load_busy,
     }
 
 
 def _measure_receiver(
-    stack: Stack, port: int, kind: str, seconds: float, warmup: float, tag: str, pid: int
+    stack: Stack,
+    port: int,
+    kind: str,
+    seconds: float,
+    warmup: float,
+    tag: str,
+    pids: tuple[int, int],
 ) -> tuple[dict[str, Any], int, int]:
     """The warm-up's and the run's requests are distinct; returns (run, 202s of the warm-up,
     mean body size)."""
@@ -74,7 +88,7 @@ def _measure_receiver(
     run, size = request_file(stack, f"{tag}-run", kind, run_count, tag, start=warm_count)
     warmed = run_wrk(port, warm, count=warm_count, wrap=False, seconds=warmup)
     result = _with_cpu(
-        pid, lambda: run_wrk(port, run, count=run_count, wrap=False, seconds=seconds)
+        *pids, lambda: run_wrk(port, run, count=run_count, wrap=False, seconds=seconds)
     )
     if result["exhausted"]:
         # wrk's main thread sleeps out -d: the rate it reports is then too low.
@@ -86,6 +100,8 @@ def _summary(r: dict[str, Any]) -> str:
     return (
         f"{r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
         f"{r['cpu_us_per_request']:5.0f} us CPU/request ({100 * r['cpu_share']:.0f}% of a core; "
+        f"Redis {r['redis_cpu_us_per_request']:.0f} us/request; load core "
+        f"{100 * r['load_core_busy']:.0f}% busy; "
         f"answers {r['statuses']})"
     )
 
@@ -125,6 +141,7 @@ def intake(
             run_wrk(port, base_file, count=10**9, wrap=True, seconds=warmup)
             out[key] = _with_cpu(
                 proc.pid,
+                procs.redis_pids[redis_url],
                 lambda port=port: run_wrk(port, base_file, count=10**9, wrap=True, seconds=seconds),
             )
             print(f"  {key:<16} {_summary(out[key])}", flush=True)
@@ -143,7 +160,13 @@ def intake(
                 wrapper=wrapper,
             )
             result, warm_ok, size = _measure_receiver(
-                stack, port, kind, seconds, warmup, f"in-{kind}", service_pid(proc)
+                stack,
+                port,
+                kind,
+                seconds,
+                warmup,
+                f"in-{kind}",
+                (service_pid(proc), procs.redis_pids[redis_url]),
             )
             accepted += warm_ok + result["statuses"].get("202", 0)
             out[label] = result
@@ -168,6 +191,11 @@ def intake(
         "form_vs_xadd": out["receiver_form"]["rps"] / xadd,
         "form_cpu_vs_json_cpu": out["receiver_form"]["cpu_us_per_request"]
         / out["receiver_json"]["cpu_us_per_request"],
+        # What one core of each would serve (1 / CPU per request), whatever bounds the run.
+        "receiver_vs_xadd_per_core": out["xadd"]["cpu_us_per_request"]
+        / out["receiver_json"]["cpu_us_per_request"],
+        "form_vs_xadd_per_core": out["xadd"]["cpu_us_per_request"]
+        / out["receiver_form"]["cpu_us_per_request"],
     }
     if "xadd_asyncio" in out:
         out["ratios"]["receiver_vs_xadd_asyncio"] = (

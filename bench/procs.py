@@ -39,6 +39,12 @@ def cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def core_busy_seconds(core: str) -> float:
+    """CPU seconds the core ``core`` spent busy so far (every process on it)."""
+    times = psutil.cpu_times(percpu=True)[int(core)]
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def service_pid(process: subprocess.Popen[bytes]) -> int:
     """The pid of the service itself: the process, or its child when py-spy wraps it."""
     children = psutil.Process(process.pid).children(recursive=True)
@@ -76,6 +82,10 @@ class Procs:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.emulator_pids: dict[int, int] = {}
+        """The pid of the emulator serving each port (for its CPU time)."""
+        self.redis_pids: dict[str, int] = {}
+        """The pid of each redis-server by its URL (for its CPU time)."""
 
     def __enter__(self) -> Procs:
         return self
@@ -182,7 +192,9 @@ class Procs:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(64).startswith(b"+PONG"):
-                    return f"redis://127.0.0.1:{port}/0"
+                    url = f"redis://127.0.0.1:{port}/0"
+                    self.redis_pids[url] = process.pid  # taskset execs redis: the same pid
+                    return url
             time.sleep(0.02)
         raise RuntimeError(f"{name} did not answer PING in 20s:\n{self.log_tail(name)}")
 
@@ -197,4 +209,5 @@ class Procs:
             argv += [f"--{key.replace('_', '-')}", str(value)]
         process = self.start(name, argv, cores=cores, env=service_env())
         self.wait_port(name, process, port)
+        self.emulator_pids[port] = process.pid  # taskset execs the emulator: the same pid
         return f"http://127.0.0.1:{port}/api/v1", port

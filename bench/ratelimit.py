@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.drain import CLOSE_GROUPS, drain_run
+from bench.drain import CLOSE_GROUPS, cpu_bound_drain
 from bench.procs import Procs
 from bench.stack import Stack
 
@@ -101,14 +101,12 @@ def rate_limit(stack: Stack, logdir: Path, *, quick: bool) -> dict[str, Any]:
             runs: dict[str, Any] = {"ours": ours}
             first: dict[str, Any] | None = None
             for people in ("new", "returning"):
-                row = drain_run(
+                row = cpu_bound_drain(
                     stack,
                     procs,
                     redis_url,
                     emulator,
                     n=n,
-                    latency_ms=0,
-                    concurrency=16,
                     processes=PROCESSES,
                     cores="0",
                     timeout=90,

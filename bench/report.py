@@ -58,7 +58,8 @@ def _intake(i: dict[str, Any]) -> list[str]:
         f"form post {i.get('form_body_bytes')} bytes, form-encoded."
     ]
     out += _table("server", "requests/s", "p50 ms", "p99 ms", "max ms",
-                  "server CPU per request", "server CPU use", "answers")  # fmt: skip
+                  "server CPU per request", "server CPU use", "Redis CPU per request",
+                  "core 1 (wrk, Redis) busy", "answers")  # fmt: skip
     servers = [
         ("ceiling", f"bare aiohttp, answers 202 (ceiling), {loop}"),
         ("xadd", f"bare aiohttp + one XADD per request (naive), {loop}"),
@@ -77,7 +78,9 @@ def _intake(i: dict[str, Any]) -> list[str]:
         out.append(
             f"| {label} | {_f(r['rps'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['max_ms']:.1f} | {_f(r.get('cpu_us_per_request'), 0, ' us')} | "
-            f"{_f(100 * r.get('cpu_share', float('nan')), 0, '%')} of a core | {answers} |"
+            f"{_f(100 * r.get('cpu_share', float('nan')), 0, '%')} of a core | "
+            f"{_f(r.get('redis_cpu_us_per_request'), 0, ' us')} | "
+            f"{_f(100 * r.get('load_core_busy', float('nan')), 0, '%')} | {answers} |"
         )
     ratios = i["ratios"]
     return [
@@ -194,22 +197,34 @@ def _ratelimit(r: dict[str, Any]) -> list[str]:
 def _orgsize(o: dict[str, Any]) -> list[str]:
     pre = o.get("preload", {})
     out = [
-        f"The same drain twice: N = {o['n']} new people, one worker of 16 tasks on core 0, "
-        "Close latency 0 (the worker is CPU-bound, so any time the emulator adds per "
-        "search shows), Redis and the emulator on core 1; first against an empty emulator, "
-        f"then against one holding {o['preloaded_leads']:,} leads of other people (stored "
-        f"in {pre.get('seconds', float('nan')):.0f} s through the emulator's own lead "
-        "creation)."
+        f"The same drain against two emulators: N = {o['n']} new people, one worker of 16 "
+        "tasks on core 0, Close latency 0 (the worker is CPU-bound, so any time the emulator "
+        "adds per search shows), Redis and the emulators on core 1. One emulator is empty "
+        f"(reset before each drain), the other holds {o['preloaded_leads']:,} leads of other "
+        f"people (stored in {pre.get('seconds', float('nan')):.0f} s through the emulator's "
+        f"own lead creation); the drains alternate, {o.get('rounds', 1)} against each, and "
+        "the median run of each is shown (all runs' leads/s in the last column). Emulator "
+        "CPU per lead is its process's CPU time over the drain / N."
     ]
-    out += _table("emulator", "leads/s", "CPU ms/lead", "Close calls/lead", "states")
+    out += _table("emulator", "leads/s", "worker CPU ms/lead", "emulator CPU ms/lead",
+                  "Close calls/lead", "states", "leads/s of every run")  # fmt: skip
     for label in ("empty", "preloaded"):
         run = o[label]
         held = f"{o['preloaded_leads']:,} leads" if label == "preloaded" else "empty"
         out.append(
             f"| {held} | {run['leads_per_s']:.1f} | {run['cpu_ms_per_lead']:.2f} | "
-            f"{run['close_calls_per_lead']:.1f} | {_counts(run['states'])} |"
+            f"{_f(run.get('emulator_cpu_ms_per_lead'), 2)} | "
+            f"{run['close_calls_per_lead']:.1f} | {_counts(run['states'])} | "
+            + ", ".join(f"{v:.0f}" for v in run.get("all_leads_per_s", [run["leads_per_s"]]))
+            + " |"
         )
-    return [*out, "", f"Preloaded / empty = **{o['ratio']:.2f}**."]
+    cpu = o.get("emulator_cpu_ratio")
+    return [
+        *out,
+        "",
+        f"Preloaded / empty: leads/s **{o['ratio']:.2f}**"
+        + (f", emulator CPU per lead {cpu:.2f}." if cpu is not None else "."),
+    ]
 
 
 def _e2e(e: dict[str, Any]) -> list[str]:
@@ -335,7 +350,7 @@ def markdown(data: dict[str, Any]) -> str:
                 if key in seen:
                     continue
                 seen.add(key)
-                out.append(f"- **{name}**: {NOTES[key]}")
+                out.append(f"- **{name}**: {NOTES.get(key, key)}")
         out.append("")
 
     for key, title, body in _SECTIONS:

@@ -8,9 +8,18 @@ from typing import Any
 from bench import followups
 
 Row = tuple[str, str, bool | None, str]
-"""(target, measured, met?, note key)."""
+"""(target, measured, met?, why: a key of ``NOTES`` or the note itself)."""
 
 NOTES = {
+    "intake_bound": (
+        "In this run the load's core (wrk and Redis, with whatever else the box ran) was "
+        "busy {load} of the time while the servers used {share} of theirs: the requests/s "
+        "of every row, the naive handler's included, are then what core 1 let through, not "
+        "what the server can do, and their ratios measure the load core. The per-core "
+        "figures (the naive handler's CPU per request over the receiver's: the requests/s "
+        "each would make with its core to itself) are the dependable comparison: signed "
+        "JSON {json_core:.2f}x, form posts {form_core:.2f}x."
+    ),
     "intake_json": (
         "Per request the receiver spends more CPU than the naive handler (CPU per request in "
         "section 1): besides aiohttp's own HTTP handling (the ceiling's cost) it bounds the "
@@ -28,9 +37,10 @@ NOTES = {
         "bench/profiles/receiver_form.txt for the split."
     ),
     "intake_p99": (
-        "At 32 connections the receiver is CPU-bound on its core: a request waits behind the "
-        "others (mean = 32 / requests per second), and the tail adds pauses of a few "
-        "milliseconds. Lowering the CPU per request lowers both."
+        "At 32 connections a request waits behind the others (mean = 32 / requests per "
+        "second), and the tail adds pauses of a few milliseconds: whichever core is saturated "
+        "(the receiver's, or the load's with wrk and Redis; see the CPU columns of section "
+        "1) sets both. Lowering the CPU per request, the receiver's and Redis's, lowers both."
     ),
     "worker_ratio": (
         "A new person's lead costs three Close calls, five Redis scripts (claim; take the "
@@ -74,6 +84,11 @@ NOTES = {
 }
 
 
+def _why(key: str, more: str = "") -> str:
+    """The note of ``key``, with what this run's figures add."""
+    return f"{NOTES[key]} {more}".strip()
+
+
 def _intake(i: dict[str, Any]) -> list[Row]:
     if "receiver_json" not in i or "receiver_form" not in i:
         return []
@@ -82,19 +97,40 @@ def _intake(i: dict[str, Any]) -> list[Row]:
     form_cpu = i["receiver_form"]["cpu_us_per_request"]
     cpu_ratio = ratios.get("form_cpu_vs_json_cpu", form_cpu / json_cpu)
     p99 = i["receiver_json"]["p99_ms"]
+    runs = [i[k] for k in ("xadd", "receiver_json", "receiver_form") if k in i]
+    load = [r["load_core_busy"] for r in runs if "load_core_busy" in r]
+    bound = ""
+    if load and min(load) > 0.95 and "receiver_vs_xadd_per_core" in ratios:
+        bound = NOTES["intake_bound"].format(
+            load=f"{100 * min(load):.0f}%+",
+            share=", ".join(f"{100 * r['cpu_share']:.0f}%" for r in runs),
+            json_core=ratios["receiver_vs_xadd_per_core"],
+            form_core=ratios["form_vs_xadd_per_core"],
+        )
+    per_core = (
+        f"; per core {ratios['receiver_vs_xadd_per_core']:.2f}x"
+        if "receiver_vs_xadd_per_core" in ratios
+        else ""
+    )
+    form_per_core = (
+        f"; per core {ratios['form_vs_xadd_per_core']:.2f}x"
+        if "form_vs_xadd_per_core" in ratios
+        else ""
+    )
     return [
         (
             "Signed JSON >= 0.9x the naive XADD handler (requests/s, same loop)",
             f"{ratios['receiver_vs_xadd']:.2f}x ({i['receiver_json']['rps']:,.0f} vs "
-            f"{i['xadd']['rps']:,.0f} req/s, {loop})",
+            f"{i['xadd']['rps']:,.0f} req/s, {loop}){per_core}",
             ratios["receiver_vs_xadd"] >= 0.9,
-            "intake_json",
+            _why("intake_json", bound),
         ),
         (
             "Form posts >= 0.8x the naive XADD handler (requests/s, same loop)",
-            f"{ratios['form_vs_xadd']:.2f}x ({i['receiver_form']['rps']:,.0f} req/s)",
+            f"{ratios['form_vs_xadd']:.2f}x ({i['receiver_form']['rps']:,.0f} req/s)"
+            f"{form_per_core}",
             ratios["form_vs_xadd"] >= 0.8,
-            "intake_form",
+            _why("intake_form", bound),
         ),
         (
             "Form posts <= 1.3x the signed-JSON path's CPU per request",

@@ -18,6 +18,18 @@ from service.config.policy import RedirectSpec, page_url_problem
 from service.problems import ProblemError
 
 
+def queue_down() -> ProblemError:
+    """The ``503`` for a submission Redis did not store."""
+    return ProblemError(
+        503, "queue-unavailable", "the submission was not stored; send it again later"
+    )
+
+
+def closes(exc: ProblemError) -> bool:
+    """Whether the answer must close the connection (the body was not read to its end)."""
+    return exc.status == 408 or (exc.headers or {}).get("Connection") == "close"
+
+
 def _ranges(accept: str) -> list[tuple[str, str, float]]:
     out = []
     for item in accept.split(","):
@@ -142,15 +154,3 @@ def refused(request: web.Request, spec: RedirectSpec | None, error: ProblemError
     if spec is not None and spec.error_url and browser_wants_page(request, spec):
         return see_other(str(URL(spec.error_url).update_query(error=error.slug)))
     return error.response()
-
-
-def queue_down() -> ProblemError:
-    """The 503 for a submission Redis did not store."""
-    return ProblemError(
-        503, "queue-unavailable", "the submission was not stored; send it again later"
-    )
-
-
-def closes(exc: ProblemError) -> bool:
-    """Whether the answer must close the connection (the body was not read to its end)."""
-    return exc.status == 408 or (exc.headers or {}).get("Connection") == "close"

@@ -4,12 +4,13 @@ A 2xx is answered only after Redis has stored the submission; when Redis cannot 
 answer is 503 and nothing is half-written (the record and the stream entry are one script).
 
 What a submission passes at the door, in order (each step answers with its own problem type):
-rate limits (429), content type (415), the body read in bounded size and time (413, 408), the
-sender's signature or token on the raw bytes (401), parsing within depth/key/field limits
-(400, 413, 415 for refused files), the honeypot (answered like a success, stored as spam), for
-forms the mapping's required fields (422), the CAPTCHA (403, 503), then delivery dedup and
-the enqueue (503). CORS headers go on every answer of a source with CORS settings; a browser
-posting a form is redirected (303) to the source's pages.
+rate limits (429; their tokens are taken by the script that stores the submission, or on their
+own when the request is refused earlier), content type (415), the body read in bounded size and
+time (413, 408), the sender's signature or token on the raw bytes (401), parsing within
+depth/key/field limits (400, 413, 415 for refused files), the honeypot (answered like a success,
+stored as spam), for forms the mapping's required fields (422), the CAPTCHA (403, 503), then
+delivery dedup and the enqueue (503). CORS headers go on every answer of a source with CORS
+settings; a browser posting a form is redirected (303) to the source's pages.
 """
 
 from __future__ import annotations

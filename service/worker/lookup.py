@@ -33,6 +33,9 @@ class Match:
     lead_id: str
     via: str
     candidates: tuple[str, ...] = field(default_factory=tuple)
+    found: Mapping[str, Any] | None = None
+    """The lead as the search answered it (its contacts with their emails and phones); None
+    for the cache's."""
 
 
 EMAIL, PHONE = "search:email", "search:phone"
@@ -82,7 +85,9 @@ def _best(rows: Sequence[Mapping[str, Any]], identity: Identity, choose: str) ->
         (EMAIL if email else PHONE, list(rows)),
     ):
         if found:
-            return Match(choose_lead(found, choose), via, tuple(str(r["id"]) for r in found))
+            lead_id = choose_lead(found, choose)
+            chosen = next(row for row in found if str(row["id"]) == lead_id)
+            return Match(lead_id, via, tuple(str(r["id"]) for r in found), chosen)
     return None
 
 

@@ -182,12 +182,13 @@ class Pipeline:
         via = attempt.progress.matched_via or ""
         lead_id = attempt.lead_id
         lead: dict[str, Any] | None = None
+        found = None
         if lead_id is None:
             match = None
             if dedup.on_match != "create":
                 match = await find_lead(self.close, held.cached_lead, mapped.identity, dedup.choose)
             if match is not None:
-                lead_id, via = match.lead_id, match.via
+                lead_id, via, found = match.lead_id, match.via, match.found
                 # A lead found by search is cached in the same step that records the match.
                 attempt.progress = attempt.progress.changed(
                     matched_via=via, candidates=match.candidates
@@ -205,7 +206,7 @@ class Pipeline:
                     mapped = await self.followups.before_create(attempt, mapped)
                 lead = await self._create(attempt, mapped, held)
                 lead_id, created = str(lead["id"]), True
-        ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, lead)
+        ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, lead, found=found)
         try:
             if self.followups is not None:
                 await self.followups.prepare(ctx)

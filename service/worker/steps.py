@@ -67,6 +67,10 @@ class StepContext:
             self.lead = await self.close.get_lead(self.lead_id)
         return self.lead
 
+    found: Mapping[str, Any] | None = None
+    """The lead as this attempt's search answered it, contacts included (None: not searched
+    in this attempt)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Done:
@@ -109,8 +113,10 @@ class ContactStep(Step):
         )
 
     async def run(self, ctx: StepContext) -> Done:
-        found = await self.find(ctx)
-        if found is not None:
+        # The search that found the lead in this attempt answered its contacts: no GET then.
+        # (A step found started, on a later attempt, looks in Close itself: ``find``.)
+        known = ctx.found is not None and has_person(ctx.found, ctx.mapped.identity)
+        if known or (ctx.found is None and await self.find(ctx) is not None):
             return Done(skipped="the person is already a contact of the lead")
         assert ctx.mapped.contact is not None
         contact = await ctx.close.create_contact(ctx.lead_id, ctx.mapped.contact)

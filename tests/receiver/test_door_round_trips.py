@@ -16,7 +16,8 @@ from redis.asyncio.connection import AbstractConnection
 from service.config.settings import Settings
 from service.keys import Keys
 from service.queue import Queue
-from tests.receiver.signers import FORM, problem_of, receiver
+from tests.mapping import PAYLOADS
+from tests.receiver.signers import FORM, JSON, hubspot_v1, problem_of, receiver
 
 SOURCES: dict[str, Any] = {
     "site": {
@@ -114,3 +115,37 @@ async def test_a_client_over_its_limit_leaves_the_sources_tokens_alone(
     assert statuses == [202, 429, 429]
     tokens = await redis.hget(keys.throttle("source:site"), "tokens")
     assert float(tokens or 0) == pytest.approx(1.0, abs=0.01)  # only the accepted one took one
+
+
+async def test_a_split_delivery_takes_its_tokens_once_for_all_its_items(
+    settings: Settings,
+    redis: Redis,
+    keys: Keys,
+    queue: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUBSPOT_SECRET", "hubspot-secret")
+    monkeypatch.setenv("HUBSPOT_TOKEN", "pat-na1-hubspot")
+    sources = {
+        "hubspot": {
+            "kind": "webhook",
+            "preset": "hubspot",
+            "auth": {"secrets": ["env:HUBSPOT_SECRET"]},
+            "hydrate": {"token": "env:HUBSPOT_TOKEN"},
+            "rate_limit": {"per_client": "2/hour"},
+        }
+    }
+    body = (PAYLOADS / "hubspot-batch.json").read_bytes()  # an array of three events
+    headers = {**JSON, **hubspot_v1("hubspot-secret", body)}
+    async with receiver(settings, redis, sources) as client:
+        first = await client.post("/hooks/hubspot", data=body, headers=headers)
+        assert first.status == 202, await first.text()
+        rows = (await first.json())["submissions"]
+        again = await client.post("/hooks/hubspot", data=body, headers=headers)
+        assert again.status == 200  # every item a duplicate; the second token
+        limited = await client.post("/hooks/hubspot", data=body, headers=headers)
+        await problem_of(limited, 429, "rate-limited")
+    assert len(rows) == 3 and await redis.xlen(keys.stream) == 3
+    for row in rows:
+        record = await queue.records.get(row["id"])
+        assert record is not None and record.state == "queued"

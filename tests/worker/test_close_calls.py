@@ -15,7 +15,7 @@ from service.config.settings import Settings
 from service.config.sources import Sources
 from service.keys import Keys
 from service.queue import Queue, Record
-from tests.conftest import emulator_state, enqueue, running_worker, wait_for_record
+from tests.conftest import emulator_state, enqueue, running_worker, sources_from, wait_for_record
 
 N = 6
 DONE = ("created", "attached", "skipped", "rejected", "dead")
@@ -118,3 +118,29 @@ async def test_a_full_page_of_phone_matches_does_not_hide_the_email_match(
     [record] = await drain(queue, make_settings(), sources, redis, [body(3)])
     assert (record.lead_id, record.progress.matched_via) == (own, "search:email")
     assert calls(emulator) == Counter({"search": 2, "activity_write": 1})  # the page was full
+
+
+async def test_the_contact_policy_reads_the_contacts_from_the_search_answer(
+    queue: Queue, make_settings: Any, redis: Redis, emulator: TestServer
+) -> None:
+    # `on_match: contact`: whether the person already is a contact of the lead found is read
+    # from the search's answer (its contacts came with it), without a GET of the lead.
+    state = emulator_state(emulator)
+    own = existing(state, "Own", "calls4@example.com", "+14155550004")
+    desk = existing(state, "Desk", "desk@example.com", "+14155553005")
+    extract = {"email": "body.contact.email", "full_name": "body.contact.name"}
+    extract["phone"] = "body.contact.phone"
+    sources = sources_from(
+        {"sources": {"partner": {"kind": "webhook", "extract": extract, "default_region": "US",
+                                 "dedup": {"on_match": "contact"}}}}
+    )  # fmt: skip
+    records = await drain(queue, make_settings(), sources, redis, [body(4), body(5)])
+    assert [(r.state, r.lead_id, r.progress.matched_via) for r in records] == [
+        ("attached", own, "search:email"),
+        ("attached", desk, "search:phone"),
+    ]
+    assert [r.progress.steps["contact"].state for r in records] == ["skipped", "done"]
+    assert sorted(c["name"] for c in state.leads[desk]["contacts"]) == ["Call 5", "Desk"]
+    assert calls(emulator) == Counter({"search": 2, "lead_write": 1, "activity_write": 2})
+    reads = [r.path for r in state.requests if r.method == "GET" and "/v1/lead/" in r.path]
+    assert reads == []
