@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, creates
+from close_emulator.api import API, ObjectNotFound, creates, one
 from close_emulator.deals import in_filter
 from close_emulator.fields import (
     DOES_NOT_EXIST,
@@ -152,10 +152,8 @@ async def list_custom_activities(request: web.Request) -> web.Response:
 
 
 async def get_custom_activity(request: web.Request) -> web.Response:
-    found = _state(request).custom_activities.get(request.match_info["activity_id"])
-    if found is None:
-        raise ObjectNotFound("CustomActivity")
-    return web.json_response(found)
+    activities = _state(request).custom_activities
+    return web.json_response(one(activities, request, "activity_id", "CustomActivity"))
 
 
 def add_activity_routes(app: web.Application) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +40,14 @@ class ObjectNotFound(Exception):
     def __init__(self, model: str) -> None:
         super().__init__(model)
         self.body = {"error": f"Empty query: {model} matching query does not exist."}
+
+
+def one(table: Mapping[str, JSONObject], request: web.Request, key: str, model: str) -> JSONObject:
+    """The object the path segment ``key`` names in ``table``, or Close's 404 for ``model``."""
+    found = table.get(request.match_info[key])
+    if found is None:
+        raise ObjectNotFound(model)
+    return found
 
 
 def _state(request: web.Request) -> EmulatorState:
@@ -117,10 +125,7 @@ def _int_param(request: web.Request, name: str, default: int, high: int | None) 
 
 
 def _lead(request: web.Request) -> JSONObject:
-    lead = _state(request).leads.get(request.match_info["lead_id"])
-    if lead is None:
-        raise ObjectNotFound("Lead")
-    return lead
+    return one(_state(request).leads, request, "lead_id", "Lead")
 
 
 async def post_lead(request: web.Request) -> web.Response:
@@ -160,16 +165,12 @@ async def post_contact(request: web.Request) -> web.Response:
 
 
 async def get_contact(request: web.Request) -> web.Response:
-    contact = _state(request).contacts.get(request.match_info["contact_id"])
-    if contact is None:
-        raise ObjectNotFound("Contact")
+    contact = one(_state(request).contacts, request, "contact_id", "Contact")
     return web.json_response(_project(contact, _fields_param(request)))
 
 
 async def put_contact(request: web.Request) -> web.Response:
-    contact = _state(request).contacts.get(request.match_info["contact_id"])
-    if contact is None:
-        raise ObjectNotFound("Contact")
+    contact = one(_state(request).contacts, request, "contact_id", "Contact")
     body = await read_body(request)
     _note_object(request, contact["id"])
     return web.json_response(update_contact(contact, body, _state(request)))

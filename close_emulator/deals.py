@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, creates, read_body
+from close_emulator.api import API, creates, one, read_body
 from close_emulator.fields import (
     DOES_NOT_EXIST,
     REQUIRED,
@@ -239,10 +239,7 @@ async def list_opportunities(request: web.Request) -> web.Response:
 
 
 def _opportunity(request: web.Request) -> JSONObject:
-    found = _state(request).opportunities.get(request.match_info["opportunity_id"])
-    if found is None:
-        raise ObjectNotFound("Opportunity")
-    return found
+    return one(_state(request).opportunities, request, "opportunity_id", "Opportunity")
 
 
 async def get_opportunity(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, creates, read_body
+from close_emulator.api import API, ObjectNotFound, creates, one, read_body
 from close_emulator.fields import DOES_NOT_EXIST, REQUIRED, Errors, JSONObject, ValidationFailed
 from close_emulator.objects import mark_unsubscribed
 from close_emulator.sales import accounts, page
@@ -177,10 +177,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 
 
 def _subscription(request: web.Request) -> JSONObject:
-    found = _state(request).subscriptions.get(request.match_info["subscription_id"])
-    if found is None:
-        raise ObjectNotFound("SequenceSubscription")
-    return found
+    return one(_state(request).subscriptions, request, "subscription_id", "SequenceSubscription")
 
 
 async def get_subscription(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from close_emulator.api import API, ObjectNotFound, creates, read_body
+from close_emulator.api import API, creates, one, read_body
 from close_emulator.fields import DOES_NOT_EXIST, REQUIRED, Errors, JSONObject
 from close_emulator.sales import created_filter, equals, find_user, page
 from close_emulator.state import EMULATOR_STATE, EmulatorState, now_iso
@@ -151,10 +151,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 
 def _task(request: web.Request) -> JSONObject:
-    task = _state(request).tasks.get(request.match_info["task_id"])
-    if task is None:
-        raise ObjectNotFound("Task")
-    return task
+    return one(_state(request).tasks, request, "task_id", "Task")
 
 
 async def get_task(request: web.Request) -> web.Response:
