@@ -211,6 +211,9 @@ def test_dockerignore_sends_only_what_the_image_needs() -> None:
         kept = [p for p in files if not dockerignored(str(p.relative_to(ROOT)), patterns)]
         assert kept, f"COPY {source}: .dockerignore leaves it out of the build context"
     assert not dockerignored("service/config/presets/typeform.yaml", patterns)
+    # What docker-compose.yml and the dev overlay hand the emulator (`--org`), and what
+    # `check-config` checks the shipped sources against when no API key is set.
+    assert not dockerignored("config/emulator-org.yaml", patterns)
     # Every package the wheel is made of is copied into the build, or the image's commands fail
     # on an import the tests (run from the checkout) never miss.
     wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
