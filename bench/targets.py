@@ -20,6 +20,27 @@ NOTES = {
         "each would make with its core to itself) are the dependable comparison: signed "
         "JSON {json_core:.2f}x, form posts {form_core:.2f}x."
     ),
+    "intake_load_core": (
+        "Core 1 spends per request about {wrk:.0f} us on wrk (the ceiling run, which has no "
+        "Redis: core 1 busy / its requests/s) plus Redis's CPU per request: {naive_redis:.0f} "
+        "us for the naive handler's bare XADD, {json_redis:.0f} us for the door's script on a "
+        "signed webhook and {form_redis:.0f} us on a form post (the record hash with the "
+        "envelope, the delivery's idempotency key, the state index and the stream entry, and "
+        "for forms two rate-limit buckets: what the door's guarantees store, and the naive "
+        "handler does not). Where core 1 bounds the run, the receiver's requests/s can reach "
+        "at most (wrk + naive Redis) / (wrk + receiver Redis) of the naive handler's, however "
+        "little CPU the receiver itself spends: {json_bound:.2f}x for signed JSON, "
+        "{form_bound:.2f}x for forms, below the targets. The naive handler also skips work "
+        "every real receiver does at HTTP level: no access log, no middleware, no metrics."
+    ),
+    "intake_cpu_bound": (
+        "In this run the servers used {share} of their core (naive, signed JSON, form) while "
+        "core 1 (wrk and Redis) was {load} busy: each server was bound by its own CPU, so the "
+        "requests/s ratios are the CPU-per-request ratios (the per-core figures), and the gap "
+        "is the receiver's own work per request: the naive handler {naive:.0f} us, so 0.9x "
+        "needs at most {json_need:.0f} us for signed JSON (measured {json_cpu:.0f}) and 0.8x "
+        "at most {form_need:.0f} us for a form post (measured {form_cpu:.0f})."
+    ),
     "intake_json": (
         "Per request the receiver spends more CPU than the naive handler (CPU per request in "
         "section 1): besides aiohttp's own HTTP handling (the ceiling's cost) it bounds the "
@@ -89,6 +110,25 @@ def _why(key: str, more: str = "") -> str:
     return f"{NOTES[key]} {more}".strip()
 
 
+def _load_core_note(i: dict[str, Any]) -> str:
+    """What core 1 (wrk and Redis) lets the receiver reach against the naive handler."""
+    needed = ("ceiling", "xadd", "receiver_json", "receiver_form")
+    if not all(k in i and "load_core_busy" in i[k] for k in needed) or not i["ceiling"]["rps"]:
+        return ""
+    wrk = 1e6 * i["ceiling"]["load_core_busy"] / i["ceiling"]["rps"]
+    naive = i["xadd"]["redis_cpu_us_per_request"]
+    json_redis = i["receiver_json"]["redis_cpu_us_per_request"]
+    form_redis = i["receiver_form"]["redis_cpu_us_per_request"]
+    return NOTES["intake_load_core"].format(
+        wrk=wrk,
+        naive_redis=naive,
+        json_redis=json_redis,
+        form_redis=form_redis,
+        json_bound=(wrk + naive) / (wrk + json_redis),
+        form_bound=(wrk + naive) / (wrk + form_redis),
+    )
+
+
 def _intake(i: dict[str, Any]) -> list[Row]:
     if "receiver_json" not in i or "receiver_form" not in i:
         return []
@@ -106,6 +146,18 @@ def _intake(i: dict[str, Any]) -> list[Row]:
             share=", ".join(f"{100 * r['cpu_share']:.0f}%" for r in runs),
             json_core=ratios["receiver_vs_xadd_per_core"],
             form_core=ratios["form_vs_xadd_per_core"],
+        )
+    if bound:  # core 1 bounded the run: what it allows, from its figures
+        bound = f"{bound} {_load_core_note(i)}".strip()
+    else:  # the servers' cores bounded it: the ratio is the CPU per request's
+        bound = NOTES["intake_cpu_bound"].format(
+            share=", ".join(f"{100 * r['cpu_share']:.0f}%" for r in runs),
+            load=", ".join(f"{100 * r['load_core_busy']:.0f}%" for r in runs),
+            naive=i["xadd"]["cpu_us_per_request"],
+            json_need=i["xadd"]["cpu_us_per_request"] / 0.9,
+            form_need=i["xadd"]["cpu_us_per_request"] / 0.8,
+            json_cpu=json_cpu,
+            form_cpu=form_cpu,
         )
     per_core = (
         f"; per core {ratios['receiver_vs_xadd_per_core']:.2f}x"

@@ -123,6 +123,12 @@ def configure_logging(env: str, level: str = "INFO", *, log_pii: bool = False) -
 class AccessLogger(AbstractAccessLogger):
     """Method, path without the query string, status and duration."""
 
+    @property
+    def enabled(self) -> bool:
+        """Whether a line would be written (INFO): when not, aiohttp skips the call, and the
+        request's timing, altogether (as its own access logger does)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
             "%s %s %d %.1fms",

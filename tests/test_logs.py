@@ -8,7 +8,14 @@ import logging
 
 import pytest
 
-from service.logs import ContextFilter, DevFormatter, JsonFormatter, mask_pii, submission_context
+from service.logs import (
+    AccessLogger,
+    ContextFilter,
+    DevFormatter,
+    JsonFormatter,
+    mask_pii,
+    submission_context,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +74,12 @@ def test_dev_lines_are_readable_and_masked() -> None:
         logger.info("lead for jo@example.com")
     line = stream.getvalue().strip()
     assert line.endswith("lead for j***@example.com  [sub_2 partner]")
+
+
+@pytest.mark.parametrize(("level", "enabled"), [(logging.INFO, True), (logging.WARNING, False)])
+def test_the_access_log_is_skipped_when_its_lines_would_not_be_written(
+    level: int, enabled: bool
+) -> None:
+    logger = logging.getLogger("tests.access")
+    logger.setLevel(level)
+    assert AccessLogger(logger, "").enabled is enabled

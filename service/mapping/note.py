@@ -8,6 +8,7 @@ warnings (with the values as submitted, e.g. a phone that could not be read).
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,13 +52,29 @@ def utc_text(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+_LAST_SECOND: list[tuple[float, str]] = [(math.nan, "")]
+"""The last whole second :func:`iso_utc` wrote, and its text (the pair replaced whole, so
+never read half-written): the door maps every request (``received_at`` in the mapping's
+document), and most requests fall in the same second."""
+
+
 def iso_utc(timestamp: float) -> str:
     """``2024-05-01T12:00:00Z`` (the number as text if it is not a usable time)."""
+    whole = math.floor(timestamp) if math.isfinite(timestamp) else math.nan
+    # Only a fraction that cannot round up to the next second (to microseconds, as
+    # fromtimestamp does) is the cached second's.
+    cacheable = timestamp - whole < 0.999999
+    last, last_text = _LAST_SECOND[0]
+    if cacheable and last == whole:
+        return last_text
     try:
         moment = datetime.fromtimestamp(timestamp, UTC)
     except (OverflowError, OSError, ValueError):
         return str(timestamp)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    text = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    if cacheable:
+        _LAST_SECOND[0] = (whole, text)
+    return text
 
 
 def flatten(value: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:

@@ -131,11 +131,15 @@ if A.idem_ttl ~= '' then
   if first then return {0, first} end
   redis.call('SET', K.idem, A.sub_id, 'EX', tonumber(A.idem_ttl))
 end
-redis.call('HSET', K.record,
-  'id', A.sub_id, 'source', A.source, 'state', A.state, 'received_at', A.received_at,
-  'updated_at', A.received_at, 'attempts', '0', 'envelope', A.envelope, 'history', A.history)
-if A.delivery_kind ~= '' then redis.call('HSET', K.record, 'delivery_key', A.delivery_kind) end
-if A.reason ~= '' then redis.call('HSET', K.record, 'reason', A.reason) end
+-- The record in one HSET: the optional fields join its arguments, not calls of their own.
+local fields = {'id', A.sub_id, 'source', A.source, 'state', A.state,
+  'received_at', A.received_at, 'updated_at', A.received_at, 'attempts', '0',
+  'envelope', A.envelope, 'history', A.history}
+if A.delivery_kind ~= '' then
+  fields[#fields + 1] = 'delivery_key'; fields[#fields + 1] = A.delivery_kind
+end
+if A.reason ~= '' then fields[#fields + 1] = 'reason'; fields[#fields + 1] = A.reason end
+redis.call('HSET', K.record, unpack(fields))
 redis.call('EXPIRE', K.record, tonumber(A.record_ttl))
 move_in_index(A.sub_id, nil, A.state, tonumber(A.received_at), tonumber(A.record_ttl))
 local entry = ''

@@ -37,6 +37,10 @@ def normalised_body(body: Any, ignored: frozenset[str]) -> Any:
         for key, value in body.items():
             if key in ignored:
                 continue
+            if type(value) is str:  # a form's field: the common case, without a call
+                if text := value.strip():
+                    out[key] = text
+                continue
             clean = normalised_body(value, ignored)
             if clean not in ("", None, [], {}):
                 out[key] = clean

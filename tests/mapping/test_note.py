@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from service.config.presets import load_presets
 from service.mapping import Mapper, MappingLimits, MappingSpec, NoteSpec
-from service.mapping.note import flatten
+from service.mapping.note import flatten, iso_utc
 from tests.mapping import envelope
 
 PRESETS = load_presets()
@@ -96,3 +98,21 @@ def test_failing_note_fields_expression_falls_back_to_body() -> None:
     note = _note({"email": "a@example.com"}, note=NoteSpec(fields="join(',', body.email)"))
     assert "email: a@example.com" in note
     assert "- note fields expression sources.website.note.fields failed; showing the body" in note
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "expected"),
+    [
+        (1714564800.2, 1714564800.7, "2024-05-01T12:00:00Z"),  # the same second, from the cache
+        # A fraction that rounds (to microseconds) into the next second is that second's.
+        (1714564800.2, 1714564800.9999996, "2024-05-01T12:00:01Z"),
+        (1714564800.9999996, 1714564800.5, "2024-05-01T12:00:00Z"),
+        (1714564800.2, -1.5, "1969-12-31T23:59:58Z"),
+        (1714564800.2, float("inf"), "inf"),
+    ],
+)
+def test_iso_utc_answers_as_datetime_does_whatever_came_before(
+    first: float, then: float, expected: str
+) -> None:
+    iso_utc(first)
+    assert iso_utc(then) == expected
