@@ -1,5 +1,8 @@
-"""The emulator's custom activities (close-api-actions.md §7).
+"""The emulator's activity lists and custom activities (close-api-actions.md §7).
 
+- ``GET /activity/note/``: the notes, newest first, filtered by ``lead_id`` (``__in``),
+  ``contact_id``, ``user_id``, ``id`` and ``date_created__gt/gte/lt/lte``, paged (``_limit``,
+  ``_skip``, ``has_more``); the ``POST`` is in ``api.py``;
 - ``GET /custom_activity/``: the custom activity types (``EmulatorOptions.custom_activity_types``)
   with their fields;
 - ``POST /activity/custom/``: field values as top-level ``custom.cf_...`` keys (a field's name
@@ -136,6 +139,20 @@ def create_custom_activity(body: JSONObject, state: EmulatorState) -> JSONObject
     return activity
 
 
+async def list_notes(request: web.Request) -> web.Response:
+    q = request.query
+    tests: list[Callable[[JSONObject], bool]] = [created_filter("date_created", q)]
+    for name in ("lead_id", "contact_id", "user_id", "id"):
+        wanted = in_filter(q, name)
+        if wanted is not None:
+            tests.append(one_of(name, wanted))
+    state = _state(request)
+    lead = q.get("lead_id")
+    notes = state.notes_for(lead) if lead is not None else list(state.notes.values())
+    # Close lists activities newest first; notes are kept in the order they were made.
+    return page(request, [n for n in reversed(notes) if all(t(n) for t in tests)])
+
+
 async def list_custom_activities(request: web.Request) -> web.Response:
     q = request.query
     if (
@@ -161,6 +178,7 @@ def add_activity_routes(app: web.Application) -> None:
         [
             web.get(f"{API}/custom_activity/", list_activity_types),
             web.get(f"{API}/custom_activity/{{type_id}}/", get_activity_type),
+            web.get(f"{API}/activity/note/", list_notes),
             web.post(f"{API}/activity/custom/", creates(create_custom_activity)),
             web.get(f"{API}/activity/custom/", list_custom_activities),
             web.get(f"{API}/activity/custom/{{activity_id}}/", get_custom_activity),

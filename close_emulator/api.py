@@ -182,16 +182,6 @@ async def post_note(request: web.Request) -> web.Response:
     return web.json_response(note)
 
 
-async def list_notes(request: web.Request) -> web.Response:
-    state = _state(request)
-    lead_id = request.query.get("lead_id")
-    notes = list(state.notes.values()) if lead_id is None else state.notes_for(lead_id)
-    limit = _int_param(request, "_limit", 100, state.options.max_list_limit)
-    skip = _int_param(request, "_skip", 0, None)
-    page = notes[skip : skip + limit]
-    return web.json_response({"has_more": skip + limit < len(notes), "data": page})
-
-
 async def post_form_submission(request: web.Request) -> web.Response:
     # Form submissions are created only by Close-hosted forms (close-api.md §5); the exact
     # refusal code is UNKNOWN, 405 as suggested.
@@ -260,7 +250,6 @@ def add_api_routes(app: web.Application) -> None:
             web.get(f"{API}/contact/{{contact_id}}/", get_contact),
             web.put(f"{API}/contact/{{contact_id}}/", put_contact),
             web.post(f"{API}/activity/note/", post_note),
-            web.get(f"{API}/activity/note/", list_notes),
             web.post(f"{API}/activity/form_submission/", post_form_submission),
             web.get(f"{API}/activity/form_submission/", list_form_submissions),
             web.get(f"{API}/status/lead/", list_statuses),

@@ -58,6 +58,7 @@ ORG: dict[str, Any] = {
                 {"name": "UTM Campaign"},
                 {"name": "Message"},
                 {"name": "Plan"},
+                {"name": "Submission ID"},
             ],
         }
     ],
@@ -118,6 +119,7 @@ def followup_source(**changes: Any) -> dict[str, Any]:
                 "Message": "message",
                 "Plan": "extra.plan",
             },
+            "marker_field": "Submission ID",
         },
     }
     for key, value in changes.items():

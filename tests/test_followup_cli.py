@@ -48,6 +48,7 @@ SOURCE = {
         "activity": {
             "type": "Web Form Submission",
             "fields": {"Source": "source", "Page": "attribution.page_url", "Plan": "extra.plan"},
+            "marker_field": "Submission ID",
             "on_match": True,
         },
     },
@@ -76,6 +77,7 @@ async def test_check_config_names_every_follow_up_problem_and_a_missing_required
     followup["sequence"]["name"] = "Nurture v2"
     followup["opportunity"]["status"] = "Closed"
     followup["activity"]["fields"] = {"Page": "attribution.page_url"}
+    followup["activity"]["marker_field"] = "Plan"
     code, _, err = await run_cli("check-config", str(write(tmp_path, broken)))
     assert code == 2
     prefix = "sources.web.followup"
@@ -85,9 +87,22 @@ async def test_check_config_names_every_follow_up_problem_and_a_missing_required
         ("sequence.name", "no sequence 'Nurture v2'"),
         ("opportunity.status", "no status 'Closed' in pipeline 'Sales'"),
         ("activity.fields", "requires the field 'Source'"),
+        ("activity.marker_field", "'Plan' is a choices field; the submission id needs a text"),
     ):
         assert f"{prefix}.{path}: " in err and text in err, (path, err)
-    assert "5 problem(s)" in err
+    assert "6 problem(s)" in err
+
+
+async def test_check_config_refuses_a_marker_field_the_activity_type_lacks(
+    tmp_path: Path,
+) -> None:
+    broken = json.loads(json.dumps(SOURCE))
+    broken["followup"]["activity"]["marker_field"] = "Intake ID"
+    code, _, err = await run_cli("check-config", str(write(tmp_path, broken)))
+    assert code == 2
+    assert "sources.web.followup.activity.marker_field: " in err
+    assert "'Web Form Submission' has no field 'Intake ID' (text: 'Source'" in err
+    assert "1 problem(s)" in err
 
 
 async def test_map_shows_the_follow_ups_for_a_new_lead_and_for_a_match(tmp_path: Path) -> None:
@@ -142,6 +157,10 @@ async def test_map_shows_the_follow_ups_for_a_new_lead_and_for_a_match(tmp_path:
     assert match["opportunity"]["lead_id"] == "lead_existing"
     assert match["opportunity"]["contact_id"] == "cont_kim"
     assert match["activity"]["lead_id"] == "lead_existing"
+    types = {t["name"]: t for t in org["custom_activity_types"]}
+    assert "Submission ID" in [f["name"] for f in types["Web Form Submission"]["fields"]]
+    marker_keys = [k for k, v in match["activity"].items() if str(v).startswith("sub_")]
+    assert len(marker_keys) == 1 and marker_keys[0].startswith("custom.cf_")
     assert "task" not in match and "sequence" not in match  # on a match they do not run
     code, _, err = await run_cli(
         "map", "--source", "web", "--lead", "lead_x", str(payload), env=env

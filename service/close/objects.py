@@ -1,7 +1,8 @@
 """The Close calls of the follow-up steps and of their configuration: the organisation's users,
 groups, sequences, sender accounts, pipelines and custom activity types (read), and tasks,
 sequence subscriptions, lead and contact updates, opportunities and custom activities (made,
-and looked up after a lost answer). close-api-actions.md has the facts.
+and looked up after a lost answer), and the lead's recent notes (the note step's lookup).
+close-api-actions.md has the facts.
 
 A mixin of :class:`~service.close.client.CloseClient`: every call goes through its ``request``
 (the shared limiter, the metrics, the error classes). Lists are read page by page (``_skip``,
@@ -117,6 +118,11 @@ class FollowupCalls:
         if status_type is not None:
             params["status_type"] = status_type
         return await self.all_pages("opportunity/", params)
+
+    async def notes_of(self, lead_id: str, *, since: str) -> list[dict[str, Any]]:
+        """The lead's notes created at or after ``since`` (ISO-8601), newest first."""
+        params = {"lead_id": lead_id, "date_created__gte": since}
+        return await self.all_pages("activity/note/", params)
 
     async def create_custom_activity(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return _dict(await self.request("POST", "activity/custom/", body=body))

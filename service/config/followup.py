@@ -241,10 +241,14 @@ class OpportunitySpec(OpportunityChoice):
 
 class ActivitySpec(_Spec):
     """The submission as a custom activity: the type by name, its fields (by name) mapped from
-    the canonical record with JMESPath (``source``, ``attribution.page_url``, ``extra.plan``)."""
+    the canonical record with JMESPath (``source``, ``attribution.page_url``, ``extra.plan``).
+    ``marker_field`` names a text field of the type that gets the submission id: after a lost
+    answer the worker finds the activity by it (without one, by the mapped values, and an
+    activity may be posted twice)."""
 
     type: str = Field(min_length=1)
     fields: dict[str, str] = Field(default_factory=dict)
+    marker_field: str | None = Field(default=None, min_length=1)
     status: Literal["published", "draft"] = "published"
     on_match: bool | None = None
 

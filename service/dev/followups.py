@@ -135,7 +135,11 @@ def preview_followups(
         )
     if plan.activity is not None and _on(plan, "activity", created):
         out["activity"] = activity_body(
-            plan.activity, record, lead_id=lead_id, contact_id=contact_id
+            plan.activity,
+            record,
+            lead_id=lead_id,
+            contact_id=contact_id,
+            submission_id=str(record.get("submission_id") or "<the submission id>"),
         )
     if plan.opportunity is not None and _on(plan, "opportunity", created):
         deal = plan.opportunity

@@ -4,11 +4,17 @@ Close stores a plain ``note`` with HTML escaped and newlines turned into ``<br /
 note is plain text: a title line, when it was received, the page, the attribution, every
 submitted field as ``key: value`` (nested JSON flattened to dotted keys, in order), and the
 warnings (with the values as submitted, e.g. a phone that could not be read).
+
+Every note, templated or not, ends with the marker line :func:`note_marker` (``Lead Intake
+submission sub_...``), kept whatever the size cap cuts: after a lost answer the worker lists the
+lead's recent notes and looks for it (:func:`has_marker`) before posting again.
 """
 
 from __future__ import annotations
 
+import html
 import math
+import re
 import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +35,21 @@ BASE_PLACEHOLDERS = frozenset(
 #: the note's title line).
 PERSON_PLACEHOLDERS = {("job_title" if name == "title" else name): name for name in PERSON_FIELDS}
 NOTE_PLACEHOLDERS = BASE_PLACEHOLDERS | frozenset(PERSON_PLACEHOLDERS)
+MARKER_PREFIX = "Lead Intake submission "
+
+
+def note_marker(submission_id: str) -> str:
+    """The last line of every note a submission posts: names the submission to a rep, and lets
+    the worker find the note after a lost answer."""
+    return f"{MARKER_PREFIX}{submission_id}"
+
+
+def has_marker(text: str, submission_id: str) -> bool:
+    """Whether ``text`` (a note's ``note`` or ``note_html`` as Close returns it: plain, or
+    with HTML escaped and ``<br />`` for line breaks) carries this submission's marker, the id
+    whole (``sub_1`` is not found in ``sub_12``)."""
+    pattern = re.escape(note_marker(submission_id)) + r"(?![0-9A-Za-z_])"
+    return re.search(pattern, html.unescape(text)) is not None
 
 
 def template_problem(template: str) -> str | None:
@@ -150,11 +171,14 @@ class NoteRenderer:
         }
         for placeholder, name in PERSON_PLACEHOLDERS.items():
             parts[placeholder] = str(ctx.record.get(name) or "")
+        marker = note_marker(ctx.submission_id)
+        limit = self._limits.note - len(marker) - 2
         fixed = self._assemble(parts, "")
-        budget = self._limits.note - len(fixed) - 80
+        budget = limit - len(fixed) - 80
         parts["fields"] = self._fields(ctx.fields, budget)
         text = self._assemble(parts, parts["fields"])
-        return cut(text, self._limits.note)[0]
+        body = cut(text, limit)[0]
+        return f"{body}\n\n{marker}" if body else marker
 
     def _fields(self, fields: Any, budget: int) -> str:
         lines: list[str] = []
@@ -182,7 +206,6 @@ class NoteRenderer:
                     parts["title"],
                     f"Received: {parts['received_at']}",
                     f"Page: {parts['page_url']}" if parts["page_url"] else "",
-                    f"Submission: {parts['submission_id']}",
                 )
                 if line
             )

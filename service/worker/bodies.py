@@ -302,8 +302,14 @@ def _field_value(value: Any, *, multiple: bool, kind: str) -> Any:
 
 
 def activity_body(
-    plan: ActivityPlan, record: Mapping[str, Any], *, lead_id: str, contact_id: str | None
+    plan: ActivityPlan,
+    record: Mapping[str, Any],
+    *,
+    lead_id: str,
+    contact_id: str | None,
+    submission_id: str,
 ) -> dict[str, Any]:
+    """The custom activity's body; the marker field (if any) carries ``submission_id``."""
     body: dict[str, Any] = {
         "custom_activity_type_id": plan.type_id,
         "lead_id": lead_id,
@@ -315,6 +321,8 @@ def activity_body(
         value = _field_value(expr.value(record), multiple=found.multiple, kind=found.type)
         if value is not None:
             body[f"custom.{found.id}"] = value
+    if plan.marker is not None:
+        body[f"custom.{plan.marker.id}"] = submission_id
     return body
 
 

@@ -307,7 +307,10 @@ class OpportunityStep(FollowupStep):
 
 
 class ActivityStep(FollowupStep):
-    """The submission as a custom activity, its fields mapped from the canonical record."""
+    """The submission as a custom activity, its fields mapped from the canonical record. With a
+    ``marker_field`` the activity carries the submission id, and one found by it after a lost
+    answer is this submission's; without, one made since the step began with the same mapped
+    values and claimed by no other submission of the lead is taken for it."""
 
     name = "activity"
 
@@ -325,6 +328,7 @@ class ActivityStep(FollowupStep):
             ctx.mapped.record,
             lead_id=ctx.lead_id,
             contact_id=await self.contact_id(ctx),
+            submission_id=ctx.attempt.record.id,
         )
 
     async def run(self, ctx: StepContext) -> Done:
@@ -337,14 +341,21 @@ class ActivityStep(FollowupStep):
         plan = self.plan(ctx)
         if plan is None or plan.activity is None:
             return None
-        body = await self._body(ctx)
-        keys = [key for key in body if key.startswith("custom.")]
         found = await ctx.close.custom_activities_of(
             ctx.lead_id, plan.activity.type_id, since=iso_utc(self.since(ctx))
         )
+        detail = {"type": plan.activity.type_name}
+        if plan.activity.marker is not None:
+            key, submission = f"custom.{plan.activity.marker.id}", ctx.attempt.record.id
+            for made in found:
+                if made.get(key) == submission:
+                    return Done(close_id=str(made.get("id")), detail=detail)
+            return None
+        body = await self._body(ctx)
+        keys = [key for key in body if key.startswith("custom.")]
         for made in await self.made_since(ctx, found):
             if same_fields(body, made, keys):
-                return Done(close_id=str(made.get("id")), detail={"type": plan.activity.type_name})
+                return Done(close_id=str(made.get("id")), detail=detail)
         return None
 
 
@@ -359,7 +370,7 @@ def all_steps(followups: Followups | None) -> tuple[Step, ...]:
         ContactDetailsStep(fu),
         ContactStep(),
         TaskStep(fu),
-        NoteStep(),
+        NoteStep(fu.clock_skew),
         ActivityStep(fu),
         OpportunityStep(fu),
         SequenceStep(fu),

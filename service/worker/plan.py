@@ -114,6 +114,8 @@ class ActivityPlan:
     type_name: str
     fields: tuple[tuple[ActivityField, RecordExpr], ...]
     status: str
+    marker: ActivityField | None = None
+    """The text field that carries the submission id (``marker_field``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,13 +345,39 @@ def _activity(spec: ActivitySpec, directory: Directory, problems: Problems) -> A
             continue
         fields.append((found, RecordExpr.compile(text)))
     mapped = {f.id for f, _ in fields}
+    marker = _marker_field(spec, kind, mapped, problems)
+    if marker is not None:
+        mapped.add(marker.id)
     if spec.status == "published":
         for f in kind.fields:
             if f.required and f.id not in mapped:
                 problems.add(
                     "activity.fields", f"{kind.name!r} requires the field {f.name!r}: map it"
                 )
-    return ActivityPlan(kind.id, kind.name, tuple(fields), spec.status)
+    return ActivityPlan(kind.id, kind.name, tuple(fields), spec.status, marker)
+
+
+def _marker_field(
+    spec: ActivitySpec, kind: ActivityType, mapped: set[str], problems: Problems
+) -> ActivityField | None:
+    """The type's text field ``marker_field`` names, not mapped otherwise."""
+    if spec.marker_field is None:
+        return None
+    found = _activity_field(kind, spec.marker_field)
+    where = "activity.marker_field"
+    if found is None:
+        known = ", ".join(repr(f.name) for f in kind.fields if f.type == "text") or "none"
+        problems.add(where, f"{kind.name!r} has no field {spec.marker_field!r} (text: {known})")
+        return None
+    if found.type != "text" or found.multiple:
+        problems.add(
+            where, f"{found.name!r} is a {found.type} field; the submission id needs a text field"
+        )
+        return None
+    if found.id in mapped:
+        problems.add(where, f"{found.name!r} is also mapped in activity.fields: use another field")
+        return None
+    return found
 
 
 def resolve(

@@ -23,12 +23,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from service.close.client import CloseClient
+from service.config.settings import Settings
 from service.config.sources import SourceConfig
 from service.errors import CloseRateLimited, CloseRefused, CloseUnavailable
 from service.mapping import MappedLead
+from service.mapping.note import has_marker
 from service.metrics import Metrics
 from service.queue.progress import MarkState, StepMark
 from service.worker.lookup import about_missing_lead, has_person
@@ -130,9 +133,15 @@ class ContactStep(Step):
 
 
 class NoteStep(Step):
-    """The submission as a note on the lead."""
+    """The submission as a note on the lead. Every note ends with the submission's marker
+    (``mapping/note.py``): after a lost answer, :meth:`find` looks for it among the lead's
+    notes made since the step began (less ``clock_skew``, how far Close's clock may be behind
+    ours) and the note is not posted twice."""
 
     name = "note"
+
+    def __init__(self, clock_skew: float) -> None:
+        self.clock_skew = clock_skew
 
     def wanted(self, ctx: StepContext) -> bool:
         return bool(ctx.mapped.note)
@@ -141,6 +150,19 @@ class NoteStep(Step):
         assert ctx.mapped.note is not None
         note = await ctx.close.create_note(ctx.lead_id, ctx.mapped.note)
         return Done(close_id=str(note.get("id") or "") or None)
+
+    async def find(self, ctx: StepContext) -> Done | None:
+        mark = ctx.attempt.progress.steps.get(self.name)
+        started = mark.at if mark is not None else time.time()
+        moment = datetime.fromtimestamp(int(started - self.clock_skew), UTC)
+        since = moment.isoformat(timespec="seconds")
+        submission = ctx.attempt.record.id
+        for note in await ctx.close.notes_of(ctx.lead_id, since=since):
+            text = f"{note.get('note') or ''}\n{note.get('note_html') or ''}"
+            if has_marker(text, submission):
+                found = "a note of the lead carries the submission's marker"
+                return Done(close_id=str(note.get("id") or "") or None, detail={"found": found})
+        return None
 
 
 Record = Callable[[Attempt, dict[str, Any]], Awaitable[None]]
@@ -217,6 +239,9 @@ class StepRunner:
             self.metrics.steps.labels(ctx.attempt.record.source, step.name, outcome).inc()
 
 
-STEPS: tuple[Step, ...] = (ContactStep(), NoteStep())
+STEPS: tuple[Step, ...] = (
+    ContactStep(),
+    NoteStep(Settings.model_fields["close_clock_skew_seconds"].default),
+)
 """The steps after the lead of a source without follow-ups, in the order they run (with them:
 ``followup_steps.all_steps``)."""

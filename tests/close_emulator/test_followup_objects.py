@@ -255,3 +255,61 @@ async def test_a_fault_after_applying_a_task_still_makes_it(emu: Emu) -> None:
     emu.state.add_fault(method="POST", path=f"{API}/opportunity/", status=503)
     assert (await emu.call("POST", f"{API}/opportunity/", {"lead_id": lead["id"]})).status == 503
     assert emu.state.opportunities == {}
+
+
+async def test_notes_are_listed_newest_first_by_lead_and_creation_time_and_paged(
+    emu: Emu,
+) -> None:
+    lead, other = await person(emu), await person(emu, "bo@buyer.example")
+    made = []
+    for n in range(5):
+        reply = await emu.call(
+            "POST", f"{API}/activity/note/", {"lead_id": lead["id"], "note": f"n{n}\nline"}
+        )
+        made.append(reply.body)
+    await emu.call("POST", f"{API}/activity/note/", {"lead_id": other["id"], "note": "other"})
+    for n, note in enumerate(made):  # one a minute, n0 the oldest
+        emu.state.notes[note["id"]]["date_created"] = f"2026-01-01T12:0{n}:00.000000+00:00"
+    listed = await emu.call("GET", f"{API}/activity/note/?lead_id={lead['id']}")
+    assert [n["note"] for n in listed.body["data"]] == [f"n{n}\nline" for n in (4, 3, 2, 1, 0)]
+    assert listed.body["data"][0]["note_html"] == "<body>n4<br />line</body>"
+    since = f"{API}/activity/note/?lead_id={lead['id']}&date_created__gte=2026-01-01T12:02:00Z"
+    first = await emu.call("GET", f"{since}&_limit=2")
+    assert [n["note"][:2] for n in first.body["data"]] == ["n4", "n3"] and first.body["has_more"]
+    rest = await emu.call("GET", f"{since}&_limit=2&_skip=2")
+    assert [n["note"][:2] for n in rest.body["data"]] == ["n2"] and not rest.body["has_more"]
+    window = (
+        f"{API}/activity/note/?lead_id={lead['id']}"
+        "&date_created__gt=2026-01-01T12:01:00Z&date_created__lt=2026-01-01T12:03:00Z"
+    )
+    assert [n["note"][:2] for n in (await emu.call("GET", window)).body["data"]] == ["n2"]
+    upto = f"{API}/activity/note/?lead_id={lead['id']}&date_created__lte=2026-01-01T12:01:00Z"
+    assert [n["note"][:2] for n in (await emu.call("GET", upto)).body["data"]] == ["n1", "n0"]
+    assert len((await emu.call("GET", f"{API}/activity/note/")).body["data"]) == 6
+    bad = await emu.call("GET", f"{API}/activity/note/?date_created__gte=yesterday")
+    assert bad.status == 400
+
+
+async def test_a_note_applied_then_answered_5xx_is_on_the_lead(emu: Emu) -> None:
+    lead = await person(emu)
+    emu.state.add_fault(method="POST", path=f"{API}/activity/note/", status=502, after_apply=True)
+    reply = await emu.call("POST", f"{API}/activity/note/", {"lead_id": lead["id"], "note": "x"})
+    assert reply.status == 502
+    listed = await emu.call("GET", f"{API}/activity/note/?lead_id={lead['id']}")
+    assert [n["note"] for n in listed.body["data"]] == ["x"]
+
+
+async def test_custom_activities_are_listed_by_lead_and_type(emu: Emu) -> None:
+    lead, other = await person(emu), await person(emu, "bo@buyer.example")
+    kind = (await emu.call("GET", f"{API}/custom_activity/")).body["data"][0]
+    source = next(f["id"] for f in kind["fields"] if f["name"] == "Source")
+    for owner in (lead, other, lead):
+        body = {"custom_activity_type_id": kind["id"], "lead_id": owner["id"]}
+        await emu.call("POST", f"{API}/activity/custom/", {**body, f"custom.{source}": "web"})
+    by_type = f"{API}/activity/custom/?custom_activity_type_id={kind['id']}"
+    mine = (await emu.call("GET", f"{by_type}&lead_id={lead['id']}")).body["data"]
+    assert len(mine) == 2 and {a["lead_id"] for a in mine} == {lead["id"]}
+    theirs = (await emu.call("GET", f"{by_type}&lead_id={other['id']}")).body["data"]
+    assert len(theirs) == 1 and theirs[0]["lead_id"] == other["id"]
+    none = f"{API}/activity/custom/?custom_activity_type_id=actitype_x&lead_id={lead['id']}"
+    assert (await emu.call("GET", none)).body["data"] == []

@@ -8,7 +8,7 @@ import pytest
 
 from service.config.presets import load_presets
 from service.mapping import Mapper, MappingLimits, MappingSpec, NoteSpec
-from service.mapping.note import flatten, iso_utc
+from service.mapping.note import flatten, has_marker, iso_utc
 from tests.mapping import envelope
 
 PRESETS = load_presets()
@@ -38,7 +38,6 @@ def test_default_note_layout() -> None:
         "Web form submission \u2014 website\n"
         "Received: 2023-11-14 22:13:20 UTC\n"
         "Page: https://example.com/contact?utm_source=ads\n"
-        "Submission: sub_01TEST\n"
         "\n"
         "Attribution:\n"
         "utm_source: ads\n"
@@ -55,7 +54,9 @@ def test_default_note_layout() -> None:
         "\n"
         "Warnings:\n"
         "- phone is not a valid number (default region US); left out of the contact "
-        "(as submitted: 12)"
+        "(as submitted: 12)\n"
+        "\n"
+        "Lead Intake submission sub_01TEST"
     )
 
 
@@ -82,7 +83,10 @@ def test_note_template_placeholders() -> None:
         {"email": "a@example.com", "company": "Co"},
         note=NoteSpec(template=template, fields="{company: body.company}"),
     )
-    assert note == "New lead for Co (a@example.com) from website\nutm_source: ads\n--\ncompany: Co"
+    assert note == (
+        "New lead for Co (a@example.com) from website\nutm_source: ads\n--\ncompany: Co\n"
+        "\nLead Intake submission sub_01TEST"
+    )
 
 
 def test_note_size_is_capped() -> None:
@@ -92,6 +96,39 @@ def test_note_size_is_capped() -> None:
     assert len(note) <= 2_000
     assert "field_000: " + "x" * 39 + "\u2026" in note
     assert "more field(s) not shown (note size limit)" in note
+    assert note.endswith("\n\nLead Intake submission sub_01TEST")
+
+
+def test_the_marker_survives_a_template_longer_than_the_cap() -> None:
+    note = _note(
+        {"email": "a@example.com"},
+        note=NoteSpec(template="x" * 400),
+        limits=MappingLimits(note=256),
+    )
+    assert len(note) == 256
+    assert note.endswith("x\u2026\n\nLead Intake submission sub_01TEST")
+    assert has_marker(note, "sub_01TEST")
+
+
+def test_an_empty_template_leaves_the_marker_alone() -> None:
+    note = _note({"email": "a@example.com"}, note=NoteSpec(template="$warnings"))
+    assert note == "Lead Intake submission sub_01TEST"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Web form\n\nLead Intake submission sub_01TEST", True),
+        # Close's note_html: HTML escaped, newlines as <br />.
+        ("<body>a &amp; b<br /><br />Lead Intake submission sub_01TEST</body>", True),
+        ("Lead Intake submission sub_01TEST2", False),
+        ("Lead Intake submission sub_01TES", False),
+        ("Submission: sub_01TEST", False),
+        ("", False),
+    ],
+)
+def test_has_marker_finds_the_whole_id_in_plain_and_html_text(text: str, found: bool) -> None:
+    assert has_marker(text, "sub_01TEST") is found
 
 
 def test_failing_note_fields_expression_falls_back_to_body() -> None:

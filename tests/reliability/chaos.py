@@ -59,6 +59,7 @@ FOLLOWUP: dict[str, Any] = {
     "activity": {
         "type": "Web Form Submission",
         "fields": {"Source": "source", "Message": "message"},
+        "marker_field": "Submission ID",
         "on_match": True,
     },
 }

@@ -4,6 +4,7 @@ runs only what did not happen."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -104,3 +105,56 @@ async def test_nobody_available_gives_the_default_owner_then_none(
     assert not [k for k in lead if k.startswith("custom.") and lead[k] == manager]
     task = next(t for t in state.tasks.values() if t["lead_id"] == second.lead_id)
     assert task["assigned_to"] == state.options.user_id  # Close's default: the key's user
+
+
+def marker_key(state: Any) -> str:
+    kind = state.options.custom_activity_types[0]
+    return "custom." + next(f.id for f in kind.fields if f.name == "Submission ID")
+
+
+async def test_a_worker_dead_after_the_activity_post_leaves_one_activity_with_the_marker(
+    queue: Queue, make_settings: Any, redis: Redis, emulator: TestServer
+) -> None:
+    state = emulator_state(emulator)
+    use_team(state)
+    path = "/api/v1/activity/custom/"
+    # Applied, then no answer: the worker is stopped with the activity step started.
+    state.add_fault(method="POST", path=path, after_apply=True, hang=True, hang_seconds=30)
+    sources = sources_from({"sources": {"web": followup_source()}})
+    crashing = make_settings(shutdown_grace_seconds=0, visibility_timeout_seconds=1.0)
+    async with running_worker(crashing, sources, redis, consumer="doomed"):
+        sub_id = await enqueue(queue, person(7), source="web")
+        for _ in range(250):
+            if state.custom_activities:
+                break
+            await asyncio.sleep(0.02)
+        assert state.custom_activities
+    record = await queue.records.get(sub_id)
+    assert record is not None and record.progress.steps["activity"].state == "started"
+    state.wake_hangs()
+    async with running_worker(make_settings(visibility_timeout_seconds=1.0), sources, redis):
+        record = await wait_for_record(queue, sub_id, within=15)
+    made = list(state.custom_activities.values())
+    assert len(made) == 1 and made[0][marker_key(state)] == sub_id
+    mark = record.progress.steps["activity"]
+    assert mark.state == "done" and mark.close_id == made[0]["id"]
+    assert mark.detail["how"] == "found after a lost answer"
+    assert sum(1 for r in state.requests if (r.method, r.path) == ("POST", path)) == 1
+
+
+async def test_without_a_marker_field_a_lost_activity_is_found_by_its_values(
+    queue: Queue, make_settings: Any, redis: Redis, emulator: TestServer
+) -> None:
+    state = emulator_state(emulator)
+    use_team(state)
+    path = "/api/v1/activity/custom/"
+    state.add_fault(method="POST", path=path, status=502, after_apply=True)
+    activity = {**followup_source()["followup"]["activity"]}
+    del activity["marker_field"]
+    sources = sources_from({"sources": {"web": followup_source(activity=activity)}})
+    async with running_worker(make_settings(), sources, redis):
+        record = await wait_for_record(queue, await enqueue(queue, person(8), source="web"))
+    made = list(state.custom_activities.values())
+    assert len(made) == 1 and marker_key(state) not in made[0]
+    assert record.progress.steps["activity"].close_id == made[0]["id"]
+    assert record.progress.steps["activity"].detail["how"] == "found after a lost answer"
