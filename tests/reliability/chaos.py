@@ -41,6 +41,7 @@ from tests.reliability.harness import (
     Stack,
     leaks,
 )
+from tests.reliability.note_books import check_notes
 from tests.team import ORG, REPS
 
 # The whole follow-up, on a match too: every submission makes a task, an opportunity and a
@@ -366,7 +367,7 @@ class Outcome:
     settled: float
     """Seconds from the end of the chaos until everything was final."""
     objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    """The follow-ups Close holds: tasks, opportunities, activities, subscriptions."""
+    """The follow-ups Close holds: tasks, opportunities, activities, subscriptions, notes."""
     config: dict[str, Any] = field(default_factory=dict)
     """The emulator's options (users, fields)."""
     pending_detail: list[str] = field(default_factory=list)
@@ -484,6 +485,9 @@ class Outcome:
         found, counts = check_followups(
             submissions, self.leads, self.objects, self.requests, self.config, REPS
         )
+        fail.extend(found)
+        self.counts.update(counts)
+        found, counts = check_notes(submissions, self.objects["notes"])
         fail.extend(found)
         self.counts.update(counts)
 
@@ -648,7 +652,7 @@ async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
             await redis.aclose()
         objects = {
             table: await stack.emulator.objects(table)
-            for table in ("tasks", "opportunities", "activities", "subscriptions")
+            for table in ("tasks", "opportunities", "activities", "subscriptions", "notes")
         }
         outcome = Outcome(
             plan=plan,

@@ -237,7 +237,7 @@ class Emulator:
         return dict(await self._call("GET", "config"))
 
     async def objects(self, table: str) -> list[dict[str, Any]]:
-        """``tasks``, ``subscriptions``, ``opportunities`` or ``activities``."""
+        """``tasks``, ``subscriptions``, ``opportunities``, ``activities`` or ``notes``."""
         return list((await self._call("GET", table))["data"])
 
     async def requests(self) -> list[dict[str, Any]]:
