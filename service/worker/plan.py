@@ -2,10 +2,8 @@
 group, sequence, pipeline, status, custom field and activity type named by id, and every
 expression compiled. Built at worker start and on every refresh (``followups.py``), and by
 ``check-config`` and ``map``; :func:`resolve` reports every problem at once, each with its key
-path, and what it cannot resolve is left out of the plan.
-
-The plan decides nothing about one submission by itself: the owner is chosen by
-``owner.py``, the request bodies are built by ``bodies.py``.
+path, and what it cannot resolve is left out of the plan. It decides nothing about one
+submission: the owner is chosen by ``owner.py``, the request bodies are built by ``bodies.py``.
 """
 
 from __future__ import annotations
@@ -114,8 +112,7 @@ class ActivityPlan:
     type_name: str
     fields: tuple[tuple[ActivityField, RecordExpr], ...]
     status: str
-    marker: ActivityField | None = None
-    """The text field that carries the submission id (``marker_field``)."""
+    marker: ActivityField | None = None  # the text field for the submission id (marker_field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +342,7 @@ def _activity(spec: ActivitySpec, directory: Directory, problems: Problems) -> A
             continue
         fields.append((found, RecordExpr.compile(text)))
     mapped = {f.id for f, _ in fields}
-    marker = _marker_field(spec, kind, mapped, problems)
-    if marker is not None:
+    if (marker := _marker_field(spec, kind, mapped, problems)) is not None:
         mapped.add(marker.id)
     if spec.status == "published":
         for f in kind.fields:
@@ -369,15 +365,14 @@ def _marker_field(
         known = ", ".join(repr(f.name) for f in kind.fields if f.type == "text") or "none"
         problems.add(where, f"{kind.name!r} has no field {spec.marker_field!r} (text: {known})")
         return None
+    wrong = None
     if found.type != "text" or found.multiple:
-        problems.add(
-            where, f"{found.name!r} is a {found.type} field; the submission id needs a text field"
-        )
-        return None
-    if found.id in mapped:
-        problems.add(where, f"{found.name!r} is also mapped in activity.fields: use another field")
-        return None
-    return found
+        wrong = f"{found.name!r} is a {found.type} field; the submission id needs a text field"
+    elif found.id in mapped:
+        wrong = f"{found.name!r} is also mapped in activity.fields: use another field"
+    if wrong:
+        problems.add(where, wrong)
+    return None if wrong else found
 
 
 def resolve(

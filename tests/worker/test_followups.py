@@ -70,6 +70,7 @@ async def test_new_leads_get_their_owner_task_sequence_opportunity_and_activity(
             "UTM Campaign": "spring",
             "Message": state.leads[lead_id]["description"],
             "Plan": "Pro",
+            "Submission ID": record.id,
         }
         assert steps["note"].state == "done"
     # The owner went into the create body: no lead update was sent.
