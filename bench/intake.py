@@ -175,7 +175,9 @@ def intake(
             if raw is not None and profile_dir is not None:
                 profiling.stop_profiled(procs, proc)
                 title = f"{label}: lead-intake serve under wrk, {CONNECTIONS} connections"
-                (profile_dir / f"{label}.txt").write_text(profiling.summarize(raw, title))
+                (profile_dir / f"{label}.txt").write_text(
+                    profiling.summarize(raw, title, parts=profiling.DOOR_PARTS)
+                )
                 print(f"  profile written to {profile_dir / f'{label}.txt'}", flush=True)
             else:
                 procs.stop(proc)

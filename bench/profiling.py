@@ -72,10 +72,54 @@ def _function(frame: str) -> str:
     return f"{match.group('func')} ({path})"
 
 
-def summarize(raw: Path, title: str, top: int = 40) -> str:
-    """The top functions by own and by cumulative samples, as text."""
+DOOR_PARTS = (
+    ("store: the script's keys and arguments, the envelope's JSON, the history (Intake)",
+     ("Intake.", "Envelope.to_json", "history_event")),
+    ("store: the batch written, its replies read (ScriptBatcher, redis-py's reader)",
+     ("ScriptBatcher.",)),
+    ("the mapping check at the door (Mapper.check: 422 for what can never map)",
+     ("_check_mappable", "unmappable (service/receiver/items")),
+    ("the signature (HMAC-SHA256 of the raw body, the headers)",
+     ("authenticate (service/receiver/door",)),
+    ("the body read, bounded in size and time", ("read_body (service/receiver/door",)),
+    ("the parse (orjson; parse_qsl for forms)", ("parse_body",)),
+    ("the delivery key (a header's digest; a form's body hash)", ("delivery_key",)),
+    ("the submission id", ("new_submission_id",)),
+    ("rate-limit buckets named, the client address", (
+        "throttles (service/receiver/spam", "request_client", "Tokens.")),
+    ("the 2xx answer (answers.accepted, aiohttp's Response)",
+     ("accepted (service/receiver/answers",)),
+    ("metrics (observe_http)", ("Metrics.observe_http",)),
+    ("the rest of _admit (envelope, kept headers, control fields, honeypot)",
+     ("_admit (service/receiver/app",)),
+    ("the door's glue (receive, the middleware, CORS)", (
+        "receive (service/receiver/app", "door_middleware", "_observed",
+        "decorate (service/receiver/cors")),
+)  # fmt: skip
+"""The receiver's parts, each named by the functions whose samples it counts (a sample goes
+to the innermost frame that names a part; one that names none is aiohttp's and the loop's)."""
+OUTSIDE = "aiohttp and the event loop (HTTP parsing, routing, writing; the ceiling does this too)"
+
+
+def _part(frames: list[str], parts: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+    for frame in reversed(frames):
+        for part, prefixes in parts:
+            if frame.startswith(prefixes):
+                return part
+    return OUTSIDE
+
+
+def summarize(
+    raw: Path,
+    title: str,
+    top: int = 40,
+    parts: tuple[tuple[str, tuple[str, ...]], ...] = (),
+) -> str:
+    """The top functions by own and by cumulative samples, as text; with ``parts``, first the
+    share of each part (:data:`DOOR_PARTS` for the receiver)."""
     own: Counter[str] = Counter()
     cumulative: Counter[str] = Counter()
+    by_part: Counter[str] = Counter()
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
         match = _LINE.match(line.strip())
@@ -87,6 +131,8 @@ def summarize(raw: Path, title: str, top: int = 40) -> str:
             continue  # start-up (imports, config): not the steady state being measured
         total += count
         own[frames[-1]] += count
+        if parts:
+            by_part[_part(frames, parts)] += count
         for name in set(frames):
             cumulative[name] += count
     lines = [
@@ -94,6 +140,11 @@ def summarize(raw: Path, title: str, top: int = 40) -> str:
         f"{total} busy samples at {RATE} Hz in the event loop (start-up left out)",
         "",
     ]
+    if parts:
+        lines.append("## by part of the door")
+        for name, count in by_part.most_common():
+            lines.append(f"{100 * count / max(1, total):6.1f}%  {count:6d}  {name}")
+        lines.append("")
     for label, counter in (("own", own), ("cumulative", cumulative)):
         lines.append(f"## top {top} by {label} samples")
         for name, count in counter.most_common(top):

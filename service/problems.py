@@ -121,6 +121,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        slug = _SLUG_BY_STATUS.get(exc.status, "internal" if exc.status >= 500 else "not-found")
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return problem(exc.status, slug, exc.reason, headers=headers or None)
+        return http_problem(exc)
+
+
+def http_problem(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own HTTP error (status 400 or above) as problem+json."""
+    slug = _SLUG_BY_STATUS.get(exc.status, "internal" if exc.status >= 500 else "not-found")
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return problem(exc.status, slug, exc.reason, headers=headers or None)

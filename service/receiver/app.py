@@ -40,7 +40,7 @@ from service.httpbody import BodyError
 from service.logs import SUBMISSION, ServerLog
 from service.mapping import Mapper
 from service.metrics import CONTENT_TYPE, Metrics
-from service.problems import ProblemError, problem, problem_middleware
+from service.problems import ProblemError, http_problem, problem, problem_middleware
 from service.providers import ProviderPauses, refresh_hydration_metrics
 from service.queue import Queue
 from service.queue.connection import RedisClient, durability_warnings, redis_from_url
@@ -98,24 +98,28 @@ async def receive(request: web.Request) -> web.Response:
     source = request.app[SOURCES].get(name)
     if source is None:
         raise ProblemError(404, "unknown-source", f"there is no source named {name!r}")
+    client = request_client(request)
+    tokens = spam.Tokens(request.app[QUEUE].intake, spam.throttles(name, client, source.rate_limit))
     try:
-        response = await _accept(request, name, source)
+        response = await _admit(request, name, source, client, tokens)
     except ProblemError as exc:
-        response = answers.refused(request, source.redirect, exc)
-        if answers.closes(exc):
-            response.force_close()
+        response = await _refused(request, source, tokens, exc)
     cors.decorate(request, response, source.cors)
     return response
 
 
-async def _accept(request: web.Request, name: str, source: SourceConfig) -> web.Response:
-    client = request_client(request)
-    tokens = spam.Tokens(request.app[QUEUE].intake, spam.throttles(name, client, source.rate_limit))
+async def _refused(
+    request: web.Request, source: SourceConfig, tokens: spam.Tokens, exc: ProblemError
+) -> web.Response:
+    """The answer to a refused request, which takes its tokens too (429 when over a limit)."""
     try:
-        return await _admit(request, name, source, client, tokens)
-    except ProblemError as exc:
-        await tokens.take(exc)  # a refused request takes its tokens too
-        raise
+        await tokens.take(exc)
+    except ProblemError as over:
+        exc = over
+    response = answers.refused(request, source.redirect, exc)
+    if answers.closes(exc):
+        response.force_close()
+    return response
 
 
 async def _admit(
@@ -241,8 +245,9 @@ async def healthz(request: web.Request) -> web.Response:
 @web.middleware
 async def door_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Errors as problem+json on every route; hook requests also counted by source and
-    status, and timed. (One middleware, not two: aiohttp wraps the handler once per
-    middleware on every request.)"""
+    status, and timed. (One middleware, which for a hook request also makes the problem+json
+    answers: aiohttp wraps the handler once per middleware, and each nested coroutine is a
+    frame more on every request.)"""
     if not request.path.startswith("/hooks/"):
         return await problem_middleware(request, handler)
     name = request.match_info.get("source", "")
@@ -256,17 +261,22 @@ async def door_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def _observed(request: web.Request, handler: Handler, label: str) -> web.StreamResponse:
-    started = time.monotonic()
-    status = 500
+    """The handler's answer (problem+json for an error), counted and timed."""
+    observe, started = request.app[METRICS].observe_http, time.monotonic()
     try:
-        response = await problem_middleware(request, handler)
-        status = response.status
-        return response
+        response = await handler(request)
+    except ProblemError as exc:
+        response = exc.response()
     except web.HTTPException as exc:
-        status = exc.status
+        if exc.status < 400:
+            observe(label, exc.status, time.monotonic() - started)
+            raise
+        response = http_problem(exc)
+    except BaseException:
+        observe(label, 500, time.monotonic() - started)
         raise
-    finally:
-        request.app[METRICS].observe_http(label, status, time.monotonic() - started)
+    observe(label, response.status, time.monotonic() - started)
+    return response
 
 
 async def metrics_page(request: web.Request) -> web.Response:

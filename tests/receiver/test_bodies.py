@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-import pytest
+from urllib.parse import parse_qsl
 
-from service.receiver.bodies import BodyError, ParseLimits, media_type_of, parse_body
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.receiver.bodies import BodyError, ParseLimits, form_pairs, media_type_of, parse_body
 
 
 def test_json_object_parses() -> None:
@@ -97,3 +101,28 @@ def test_media_type_is_lower_cased_with_params() -> None:
         "application/json",
         {"charset": "UTF-8"},
     )
+
+
+_FORM_PIECES = ["a", "b", "=", "&", "+", " ", "é", "€", ";", "%", "%2", "%20", "%41"]
+_FORM_TEXT = st.lists(
+    st.sampled_from([*_FORM_PIECES, "%C3", "%A9", "%zz", "%E2%82", "%82%AC", "%3D", "%26"]),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_FORM_TEXT, encoding=st.sampled_from(["utf-8", "latin-1", "shift_jis"]))
+def test_form_pairs_are_parse_qsl_pairs(text: str, encoding: str) -> None:
+    expected = parse_qsl(text, keep_blank_values=True, encoding=encoding, max_num_fields=10**6)
+    assert form_pairs(text, encoding) == expected
+
+
+def test_form_escapes_and_blank_names_parse_like_parse_qsl() -> None:
+    text = "a%20b=c+d%C3%A9&&=&flag&%zz=%4&e=%C3"
+    assert form_pairs(text) == [
+        ("a b", "c dé"),
+        ("", ""),
+        ("flag", ""),
+        ("%zz", "%4"),
+        ("e", "\ufffd"),
+    ]
