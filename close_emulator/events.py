@@ -286,7 +286,9 @@ class EventLog:
         for logged in reversed(self.logged[start:]):
             if before_seq is not None and logged.seq >= before_seq:
                 continue
-            if logged.visible_at > moment or not _within(logged.at, low, high):
+            if logged.visible_at > moment or logged.at < floor:
+                continue
+            if not _within(logged.at, low, high):
                 continue
             if any(logged.event.get(name) != value for name, value in filters.items()):
                 continue
