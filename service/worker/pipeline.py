@@ -255,12 +255,14 @@ class Pipeline:
             if found is not None:
                 return self._found_in_log(attempt, held, found.lead, found.mine), found.mine
         # Another submission of this person sent a create whose answer was lost: its lead may
-        # exist although Close does not show it yet. Wait for that submission to resolve.
+        # exist although Close's search does not show it yet; the event log tells.
         # (The marks were read with the locks; only a holder of the locks writes them.)
         identities = list(held.identities)
         other = held.creating_now()
         if other is not None and other[0] != record.id:
-            raise self.unknown.waiting_for(*other)
+            found = await self.unknown.resolve_other(record.id, mapped.identity, *other)
+            if found is not None:
+                return self._found_in_log(attempt, held, found.lead, False), False
         # Marked before the POST, in one step: a crash or timeout from here on is detected on
         # redelivery, by this submission (its record) and by the person's others (the marks).
         attempt.progress = attempt.progress.changed(create_started_at=time.time())
@@ -270,7 +272,7 @@ class Pipeline:
             person=self._person(
                 held,
                 mark_creating=record.id if self.unknown_outcome_grace > 0 else "",
-                mark_ttl=self.unknown_outcome_grace,
+                mark_ttl=self.unknown.mark_ttl,
             ),
         )
         try:

@@ -23,9 +23,13 @@ When the event log cannot be read (an error, a refusal, a key without access, mo
 attempt waits until the mark plus ``grace`` for the search index, then creates.
 
 The person's other submissions that see another submission's create mark
-(``Held.creating_now``) do not create: they wait for that submission to resolve (it writes the
-lead cache and clears the mark), trying again every ``event_lag`` seconds, for at most the
-mark's life (the grace period).
+(``Held.creating_now``; it lasts an hour, or the grace period when longer) ask the same
+question for that submission's create (:meth:`UnknownCreates.resolve_other`, from the mark's
+time in its record): a lead found is attached to; none, once the event log's lag is over, and
+they create (marking in turn); the marking submission then finds the lead in the cache. They
+wait while the answer cannot be told yet, as the marking submission does. (Waiting for the
+marking submission itself was not enough: a worker killed, a backlog or a busy lock can delay
+its next attempt past any mark life.)
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ from service.worker.lookup import about_missing_lead, has_person
 
 logger = logging.getLogger(__name__)
 
+MARK_SECONDS = 3600.0
+"""How long a create mark lasts at least (its life is the longer of this and the grace
+period): the person's other submissions see it until the marking submission resolves, and
+resolve it themselves from the marking submission's record when it is slow to."""
 LEAD_SUBMISSIONS = 20
 """How many of a candidate lead's submissions are read to tell whether another made it."""
 
@@ -105,6 +113,11 @@ class UnknownCreates:
         submission made since), or None when the event log shows none and its lag is over:
         create again. Raises AwaitingIndex while the answer cannot be told yet."""
         waited = time.time() - started
+        if waited < self.event_lag:  # one look, once the log has had time to show the event
+            raise AwaitingIndex(
+                "an earlier create may have reached Close; waiting for the event log",
+                retry_after=self.event_lag - waited,
+            )
         try:
             found = await self._from_log(submission, identity, started)
         except CloseRateLimited:
@@ -125,14 +138,7 @@ class UnknownCreates:
                 f"({exc}); waiting for the search index",
                 retry_after=min(left, max(self.event_lag, 1.0)) if transient else left,
             ) from None
-        if found is not None:
-            return found
-        if waited < self.event_lag:
-            raise AwaitingIndex(
-                "an earlier create may have reached Close; waiting for the event log",
-                retry_after=self.event_lag - waited,
-            )
-        return None
+        return found
 
     async def _from_log(self, submission: str, identity: Identity, started: float) -> Found | None:
         user = await self.user_id()
@@ -187,13 +193,28 @@ class UnknownCreates:
                 return True
         return False
 
-    def waiting_for(self, other: str, left: float) -> AwaitingIndex:
-        """Another submission of the person marked a create whose outcome is unknown: wait for
-        it to resolve, looking again every ``event_lag`` seconds, at most until the mark
-        expires."""
-        step = max(self.event_lag, 1.0)
-        return AwaitingIndex(
-            f"a create for this person by {other} may have reached Close; waiting for it to "
-            "resolve",
-            retry_after=min(left, step),
-        )
+    @property
+    def mark_ttl(self) -> float:
+        return max(self.grace, MARK_SECONDS)
+
+    async def resolve_other(
+        self, submission: str, identity: Identity, other: str, left: float
+    ) -> Found | None:
+        """Another submission (``other``) of the person marked a create whose outcome is
+        unknown, ``left`` seconds before its mark expires. The lead the event log shows that
+        create made (``mine`` False: this submission attaches to it), or None when the log
+        shows none and its lag is over (this submission creates). Raises AwaitingIndex while
+        that cannot be told (the grace period counted from the other's mark when the event
+        log cannot be read)."""
+        record = await self.queue.records.get(other)
+        started = record.progress.create_started_at if record is not None else None
+        if started is None:  # its record is gone: when the mark was set, from its life left
+            started = time.time() - (self.mark_ttl - left)
+        try:
+            found = await self.resolve(submission, identity, started)
+        except AwaitingIndex as waiting:
+            raise AwaitingIndex(
+                f"a create for this person by {other} may have reached Close: {waiting}",
+                retry_after=waiting.retry_after,
+            ) from None
+        return Found(found.lead, mine=False) if found is not None else None
