@@ -136,6 +136,7 @@ def create_custom_activity(body: JSONObject, state: EmulatorState) -> JSONObject
         **values,
     }
     state.custom_activities[activity["id"]] = activity
+    state.events.record("custom_activity", "created", activity)
     return activity
 
 

@@ -2,7 +2,8 @@
 
 It follows ``close-api.md``: Basic (``<key>:``) or Bearer auth with Close's 401 body; leads,
 contacts and notes with Close's ids, E.164 phones and 400/404 bodies; lead statuses and the
-custom field schema; ``/data/search/`` with an optional index lag; per-endpoint-group rate
+custom field schema; ``/data/search/`` with an optional index lag; the event log
+(``/event/``, ``events``); per-endpoint-group rate
 limits with ``RateLimit`` headers and 429s; and fault knobs (latency, 5xx before or after
 applying a write, hangs, scripted faults) so callers can rehearse failure.
 
@@ -40,6 +41,7 @@ from close_emulator.api import (
 )
 from close_emulator.control import add_control_routes
 from close_emulator.deals import add_deal_routes
+from close_emulator.events import add_event_routes, request_scope
 from close_emulator.fields import ValidationFailed
 from close_emulator.limits import endpoint_group, limit_body, limit_headers
 from close_emulator.options import (
@@ -159,7 +161,9 @@ async def _serve(
         record.fault = "rate_limited"
         response = _json_or_empty(limit_body(limit, options), 429)
     else:
-        response = await _apply(request, handler, state, record)
+        request_id = state.events.new_request_id()  # every event of this request carries it
+        with request_scope(request_id, key, request.method, request.path):
+            response = await _apply(request, handler, state, record)
     for name, value in headers.items():
         if name not in response.headers:
             response.headers[name] = value
@@ -199,6 +203,7 @@ def create_emulator_app(options: EmulatorOptions | None = None) -> web.Applicati
     add_sequence_routes(app)
     add_deal_routes(app)
     add_activity_routes(app)
+    add_event_routes(app, app[EMULATOR_STATE].events)
     add_control_routes(app)
     app.on_shutdown.append(_wake_hangs)
     return app

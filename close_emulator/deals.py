@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from close_emulator.api import API, creates, one, read_body
+from close_emulator.events import snapshot
 from close_emulator.fields import (
     DOES_NOT_EXIST,
     REQUIRED,
@@ -206,6 +207,7 @@ def create_opportunity(body: JSONObject, state: EmulatorState) -> JSONObject:
     _set_status(opportunity, *found)
     _values(opportunity, options.value_currency)
     state.opportunities[opportunity["id"]] = opportunity
+    state.events.record("opportunity", "created", opportunity)
     return opportunity
 
 
@@ -258,6 +260,7 @@ async def put_opportunity(request: web.Request) -> web.Response:
     if "user_id" in body and find_user(state.options, str(body["user_id"])) is None:
         errors.add("user_id", DOES_NOT_EXIST)
     errors.raise_if_any()
+    before = snapshot(opportunity)
     for key in ("value", "value_period", "confidence", "note", "user_id"):
         if key in body:
             opportunity[key] = body[key]
@@ -265,6 +268,7 @@ async def put_opportunity(request: web.Request) -> web.Response:
         _set_status(opportunity, *found)
     _values(opportunity, state.options.value_currency)
     opportunity["date_updated"] = now_iso()
+    state.events.record("opportunity", "updated", opportunity, previous=before)
     return web.json_response(opportunity)
 
 

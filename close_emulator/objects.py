@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from html.parser import HTMLParser
 
+from close_emulator.events import snapshot
 from close_emulator.fields import (
     DOES_NOT_EXIST,
     REQUIRED,
@@ -216,12 +217,20 @@ def create_lead(body: JSONObject, state: EmulatorState) -> JSONObject:
     errors.raise_if_any()
     lead = _new_lead(fields, contacts, state)
     state.store_lead(lead)
+    _record_new_lead(lead, state)
     return lead
+
+
+def _record_new_lead(lead: JSONObject, state: EmulatorState) -> None:
+    state.events.record("lead", "created", lead)
+    for contact in lead["contacts"]:
+        state.events.record("contact", "created", contact)
 
 
 def update_lead(lead: JSONObject, body: JSONObject, state: EmulatorState) -> JSONObject:
     """``PUT /lead/{id}/``: a partial update; ``contacts`` are ignored (use the Contacts API)."""
     options, errors = state.options, Errors()
+    before = snapshot(lead)
     changes: JSONObject = {}
     for key in ("name", "url", "description"):
         if key in body:
@@ -246,6 +255,7 @@ def update_lead(lead: JSONObject, body: JSONObject, state: EmulatorState) -> JSO
     lead["display_name"] = _display_name(lead)
     _touch(lead, state)
     state.store_lead(lead)
+    state.events.record("lead", "updated", lead, previous=before)
     return lead
 
 
@@ -262,12 +272,16 @@ def create_contact(body: JSONObject, state: EmulatorState) -> JSONObject:
         name = fields["name"] or _contact_display_name(fields)
         lead = _new_lead({"name": name}, [fields], state)
         state.store_lead(lead)
+        _record_new_lead(lead, state)
         return lead["contacts"][0]  # type: ignore[no-any-return]
+    before = snapshot(lead)
     contact = _build_contact(fields, lead["id"], state)
     lead["contacts"].append(contact)
     lead["display_name"] = _display_name(lead)
     _touch(lead, state)
     state.store_lead(lead)
+    state.events.record("contact", "created", contact)
+    state.events.record("lead", "updated", lead, previous=before)  # its contact_ids changed
     return contact
 
 
@@ -276,6 +290,7 @@ def update_contact(contact: JSONObject, body: JSONObject, state: EmulatorState) 
     ``phones`` and ``urls`` replace the whole list (as recorded for ``emails``,
     close-api-actions.md §3); custom fields take ``null``, ``.add`` and ``.remove``."""
     options, errors = state.options, Errors()
+    before = snapshot(contact)
     changes: JSONObject = {}
     for key in ("name", "title"):
         if key in body:
@@ -300,6 +315,7 @@ def update_contact(contact: JSONObject, body: JSONObject, state: EmulatorState) 
     if lead is not None:
         lead["display_name"] = _display_name(lead)
         state.store_lead(lead)  # contact edits do not touch the lead's date_updated
+    state.events.record("contact", "updated", contact, previous=before)
     return contact
 
 
@@ -366,4 +382,5 @@ def create_note(body: JSONObject, state: EmulatorState) -> JSONObject:
         "date_updated": stamp,
     }
     state.store_note(note)
+    state.events.record("note", "created", note)
     return note

@@ -90,6 +90,19 @@ DEFAULT_USER = User(
 )
 
 
+EVENT_OBJECT_TYPES = {
+    "lead": "lead",
+    "contact": "contact",
+    "note": "activity.note",
+    "task": "task.lead",
+    "opportunity": "opportunity",
+    "custom_activity": "activity.custom_activity",
+    "subscription": "sequence_subscription",
+}
+"""The event log's ``object_type`` per kind of emulated object. The first three are in the
+material; the others are UNKNOWN there (``event_object_types`` changes them)."""
+
+
 def _default_statuses() -> list[LeadStatus]:
     return [LeadStatus(label=label) for label in ("Potential", "Bad Fit", "Qualified", "Customer")]
 
@@ -203,6 +216,20 @@ class EmulatorOptions(BaseSettings):
     # Search index.
     search_lag_seconds: float = Field(0.0, ge=0)
     """Writes become visible to /data/search/ only this long after they happen."""
+
+    # Event log (events.py): what close-api-actions.md §8 leaves UNKNOWN.
+    event_lag_seconds: float = Field(0.0, ge=0)
+    """Events become visible to ``GET /event/`` only this long after they happen."""
+    event_lag_jitter_seconds: float = Field(0.0, ge=0)
+    """Extra random delay per event, 0..N s: events then show up out of order."""
+    event_lead_contacts: bool = False
+    """A lead event's ``data`` carries its ``contacts``; else their ids (``contact_ids``)."""
+    event_object_types: dict[str, str] = Field(default_factory=lambda: dict(EVENT_OBJECT_TYPES))
+    """The ``object_type`` of each kind of object the emulator logs events for."""
+    event_log_access: Literal["allow", "forbid"] = "allow"
+    """``forbid``: the API key may not read the event log (``GET /event/`` answers 403)."""
+    event_key_role: Literal["admin", "user"] = "admin"
+    """A ``user`` key sees ``data``/``previous_data`` only for events younger than an hour."""
 
     request_log_limit: int = Field(100_000, ge=1)
 
@@ -328,6 +355,7 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--rate-limit", "rate_limit", int, "requests per window per key and endpoint group"),
     ("--rate-window", "rate_window", float, "rate limit window in seconds"),
     ("--search-lag", "search_lag_seconds", float, "seconds before writes become searchable"),
+    ("--event-lag", "event_lag_seconds", float, "seconds before events become listed"),
     ("--seed", "seed", int, "seed for reproducible faults and ids"),
     ("--region", "default_region", str, "default phone region, e.g. US or GB"),
 )

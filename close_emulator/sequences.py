@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from close_emulator.api import API, ObjectNotFound, creates, one, read_body
+from close_emulator.events import snapshot
 from close_emulator.fields import DOES_NOT_EXIST, REQUIRED, Errors, JSONObject, ValidationFailed
 from close_emulator.objects import mark_unsubscribed
 from close_emulator.sales import accounts, page
@@ -155,6 +156,7 @@ def create_subscription(body: JSONObject, state: EmulatorState) -> JSONObject:
         "date_updated": stamp,
     }
     state.subscriptions[subscription["id"]] = subscription
+    state.events.record("subscription", "created", subscription)
     return subscription
 
 
@@ -187,18 +189,23 @@ async def get_subscription(request: web.Request) -> web.Response:
 async def put_subscription(request: web.Request) -> web.Response:
     subscription = _subscription(request)
     body = await read_body(request)
+    before = snapshot(subscription)
     if "status" in body:
         if body["status"] not in ("active", "paused"):
             raise ValidationFailed.single("status", "Not a valid choice.")
         subscription["status"] = body["status"]
         subscription["status_reason"] = "manual" if body["status"] == "paused" else None
     subscription["date_updated"] = now_iso().replace("+00:00", "")
+    _state(request).events.record("subscription", "updated", subscription, previous=before)
     return web.json_response(subscription)
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
     subscription = _subscription(request)
     del _state(request).subscriptions[subscription["id"]]
+    _state(request).events.record(
+        "subscription", "deleted", None, object_id=subscription["id"], previous=subscription
+    )
     return web.json_response({})
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from close_emulator.events import EventLog
 from close_emulator.fields import JSONObject, normalize_phone
 from close_emulator.limits import RateLimiter
 from close_emulator.options import EmulatorOptions, Fault
@@ -87,6 +88,8 @@ class EmulatorState:
         self.faults: list[Fault] = []
         self.index = SearchIndex()
         self.limiter = RateLimiter()
+        self.events = EventLog(lambda: self.options)
+        """The event log (``GET /event/``): ``events.record(kind, action, obj, ...)``."""
         self._log_offset = 0
         self._wake = asyncio.Event()
         self._seed_used: int | None = None
@@ -100,6 +103,7 @@ class EmulatorState:
         self._fault_rng = _rng(seed, "faults")
         self._id_rng = _rng(seed, "ids")
         self._latency_rng = _rng(seed, "latency")
+        self.events.reseed(seed)
 
     def _check_seed(self) -> None:
         if self.options.seed != self._seed_used:
@@ -251,6 +255,7 @@ class EmulatorState:
         self._log_offset = 0
         self.faults.clear()
         self.index.clear()
+        self.events.clear()
         self.limiter.clear()
         self.wake_hangs()
         self._reseed()

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from close_emulator.api import API, creates, one, read_body
+from close_emulator.events import snapshot
 from close_emulator.fields import DOES_NOT_EXIST, REQUIRED, Errors, JSONObject
 from close_emulator.sales import created_filter, equals, find_user, page
 from close_emulator.state import EMULATOR_STATE, EmulatorState, now_iso
@@ -118,6 +119,7 @@ def create_task(body: JSONObject, state: EmulatorState) -> JSONObject:
     }
     _task_view(task)
     state.tasks[task["id"]] = task
+    state.events.record("task", "created", task)
     return task
 
 
@@ -178,9 +180,11 @@ async def put_task(request: web.Request) -> web.Response:
             errors.add("text", "Only lead tasks have a text.")
         changes["text"] = body["text"]
     errors.raise_if_any()
+    before = snapshot(task)
     task.update(changes)
     task["date_updated"] = now_iso()
     _task_view(task)
+    state.events.record("task", "updated", task, previous=before)
     return web.json_response(task)
 
 

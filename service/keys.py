@@ -101,7 +101,8 @@ class Keys:
 
     def creating(self, identity: str) -> str:
         """Set while a create for this person may have reached Close unseen (its answer was
-        lost); expires after the unknown-outcome grace period."""
+        lost); expires after an hour, or the unknown-outcome grace period when longer
+        (``service/worker/unknown.py``)."""
         return f"{self.tag}:creating:{identity}"
 
     def owner_turns(self, pool: str) -> str:

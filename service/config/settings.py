@@ -110,7 +110,12 @@ class Settings(BaseSettings):
     identity_lock_wait_seconds: float = Field(default=15.0, ge=0)
     lead_cache_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     unknown_outcome_grace_seconds: float = Field(default=120.0, ge=0)
-    """After a create whose outcome is unknown, how long to wait for Close's search index."""
+    """After a create whose outcome is unknown, how long to wait for Close's search index
+    when Close's event log cannot be read (the fallback; service/worker/unknown.py)."""
+    event_log_lag_seconds: float = Field(default=5.0, ge=0)
+    """After a create whose outcome is unknown, how long after its mark Close's event log is
+    trusted to show the lead it made: with nothing there by then (nor in the search), the
+    lead is created again."""
     auth_probe_seconds: float = Field(default=15.0, gt=0)
 
     # Follow-ups (a source's `followup:` section).

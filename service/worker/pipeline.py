@@ -12,8 +12,10 @@ Effectively-once leads, although Close has no idempotency key:
   phone); the cache is written right after a create, so search-index lag cannot hide a
   lead this service made;
 - the record is marked before the create POST; a later attempt that finds the mark but no lead
-  id (a crash, a timeout, a 5xx: outcome unknown) looks the person up again, and while nothing
-  is found it waits out a grace period for Close's search index before creating;
+  id (a crash, a timeout, a 5xx: outcome unknown) looks the person up again, then asks Close's
+  event log for the leads this service's user created since the mark (``worker/unknown.py``),
+  and creates again only when neither shows the person's lead (the grace period for Close's
+  search index is the fallback when the event log cannot be read);
 - progress (lead id, contact added, note posted) is written as it happens, so a retry resumes
   where the last attempt stopped instead of repeating a create.
 
@@ -53,16 +55,11 @@ from service.worker.identity import Held, IdentityLocks, LeadCache, identity_key
 from service.worker.lookup import find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
 from service.worker.steps import LeadGone, StepContext, StepRunner
+from service.worker.unknown import AwaitingIndex, UnknownCreates
 
 logger = logging.getLogger(__name__)
 
-
-class AwaitingIndex(TransientError):
-    """An earlier create's outcome is unknown and Close's search may not show it yet."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
+__all__ = ["AwaitingIndex", "Pipeline", "StaleCachedLead"]
 
 
 class StaleCachedLead(TransientError):
@@ -84,6 +81,8 @@ class Pipeline:
         cache: LeadCache,
         gate: DeliveryGate,
         unknown_outcome_grace: float,
+        event_log_lag: float = 5.0,
+        clock_skew: float = 5.0,
         metrics: Metrics | None = None,
         followups: Followups | None = None,
         hydrate: Hydrate | None = None,
@@ -95,6 +94,13 @@ class Pipeline:
         self.locks = locks
         self.cache = cache
         self.unknown_outcome_grace = unknown_outcome_grace
+        self.unknown = UnknownCreates(
+            close,
+            queue,
+            grace=unknown_outcome_grace,
+            event_lag=event_log_lag,
+            clock_skew=clock_skew,
+        )
         self.outcomes = Outcomes(queue, retry, gate=gate, metrics=metrics)
         self.steps = StepRunner(self._step, metrics)
         self.followups = followups
@@ -204,8 +210,10 @@ class Pipeline:
             else:
                 if self.followups is not None:  # the owner goes into the create body
                     mapped = await self.followups.before_create(attempt, mapped)
-                lead = await self._create(attempt, mapped, held)
-                lead_id, created = str(lead["id"]), True
+                lead, created = await self._create(attempt, mapped, held)
+                lead_id = str(lead["id"])
+                if not created:
+                    via = "event log"
         ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, lead, found=found)
         try:
             if self.followups is not None:
@@ -235,27 +243,26 @@ class Pipeline:
             changes["cache_ttl"] = self.cache.ttl
         return PersonUpdate(held.identities, **changes)
 
-    async def _create(self, attempt: Attempt, mapped: MappedLead, held: Held) -> dict[str, Any]:
+    async def _create(
+        self, attempt: Attempt, mapped: MappedLead, held: Held
+    ) -> tuple[dict[str, Any], bool]:
+        """The person's new lead and True; or, when an earlier create's answer was lost, the
+        lead Close's event log shows it made (True) or another submission made (False)."""
         record = attempt.record
         started = attempt.progress.create_started_at
         if started:
-            waited = time.time() - started
-            if waited < self.unknown_outcome_grace:
-                raise AwaitingIndex(
-                    "an earlier create may have reached Close; waiting for its search index",
-                    retry_after=self.unknown_outcome_grace - waited,
-                )
+            found = await self.unknown.resolve(record.id, mapped.identity, started)
+            if found is not None:
+                return self._found_in_log(attempt, held, found.lead, found.mine), found.mine
         # Another submission of this person sent a create whose answer was lost: its lead may
-        # exist although Close's search does not show it yet. Wait as that submission does.
+        # exist although Close's search does not show it yet; the event log tells.
         # (The marks were read with the locks; only a holder of the locks writes them.)
         identities = list(held.identities)
         other = held.creating_now()
         if other is not None and other[0] != record.id:
-            raise AwaitingIndex(
-                f"a create for this person by {other[0]} may have reached Close; waiting for "
-                "its search index",
-                retry_after=other[1],
-            )
+            found = await self.unknown.resolve_other(record.id, mapped.identity, *other)
+            if found is not None:
+                return self._found_in_log(attempt, held, found.lead, False), False
         # Marked before the POST, in one step: a crash or timeout from here on is detected on
         # redelivery, by this submission (its record) and by the person's others (the marks).
         attempt.progress = attempt.progress.changed(create_started_at=time.time())
@@ -265,7 +272,7 @@ class Pipeline:
             person=self._person(
                 held,
                 mark_creating=record.id if self.unknown_outcome_grace > 0 else "",
-                mark_ttl=self.unknown_outcome_grace,
+                mark_ttl=self.unknown.mark_ttl,
             ),
         )
         try:
@@ -282,14 +289,32 @@ class Pipeline:
         except (CloseRefused, CloseAuthFailed):
             await self.cache.clear_creating(identities)  # refused: no lead was made
             raise
+        return self._found_in_log(attempt, held, lead, True, step="lead created"), True
+
+    def _found_in_log(
+        self,
+        attempt: Attempt,
+        held: Held,
+        lead: dict[str, Any],
+        mine: bool,
+        *,
+        step: str = "lead found in the event log",
+    ) -> dict[str, Any]:
+        """Record the person's lead: made by this submission (``mine``) or by another. The
+        lead cached (the person's next submission finds it even while Close's search lags) and
+        the marks cleared with the next change, still under the person's locks."""
         lead_id = str(lead["id"])
-        # The lead cached (the person's next submission finds it even while Close's search
-        # lags) and the marks cleared with the next change, still under the person's locks.
         attempt.progress = attempt.progress.changed(
-            lead_created=True, lead_url=lead.get("html_url"), create_started_at=None
+            lead_created=mine,
+            lead_url=lead.get("html_url") if mine else attempt.progress.lead_url,
+            matched_via=None if mine else "event log",
+            create_started_at=None,
         )
+        event: dict[str, Any] = {"step": step, "lead_id": lead_id}
+        if not mine:
+            event["made_by"] = "another submission"
         attempt.defer(
-            {"step": "lead created", "lead_id": lead_id},
+            event,
             person=self._person(held, cache_lead=lead_id, clear_creating=True),
             lead_id=lead_id,
         )

@@ -157,6 +157,8 @@ async def open_worker(
             cache=LeadCache(redis, keys, ttl=settings.lead_cache_ttl_seconds),
             gate=gate,
             unknown_outcome_grace=settings.unknown_outcome_grace_seconds,
+            event_log_lag=settings.event_log_lag_seconds,
+            clock_skew=settings.close_clock_skew_seconds,
             metrics=metrics,
             followups=followups if plans.configured else None,
             hydrate=hydrator(

@@ -102,10 +102,11 @@ class ChaosPlan:
     worker_concurrency: int = 16
     close_timeout: float = 1.5
     """INTAKE_CLOSE_TIMEOUT_SECONDS; the emulator's hangs last a second longer."""
-    search_lag: float = 1.0
+    search_lag: float = 10.0
+    """Close's search-index lag: longer than the grace period, so only the event log can
+    tell an unknown create's lead in time."""
     grace: float = 3.0
-    """INTAKE_UNKNOWN_OUTCOME_GRACE_SECONDS: above the search lag plus the Close timeout, so
-    an unknown create is always visible once the grace is over (README, Limits)."""
+    """INTAKE_UNKNOWN_OUTCOME_GRACE_SECONDS: the fallback when the event log cannot be read."""
 
 
 @dataclass

@@ -50,7 +50,8 @@ async def test_long_chaos_run_loses_nothing_and_doubles_nothing(tmp_path: Path) 
         # so fewer requests at once and a longer timeout keep it from a timeout spiral.
         worker_concurrency=8,
         close_timeout=3.0,
-        grace=5.0,
+        search_lag=300.0,
+        grace=120.0,
         seed=SEED,
     )
     await _run(tmp_path, plan)

@@ -1,0 +1,97 @@
+"""A create whose answer was lost is resolved through Close's event log, so Close's search
+index may lag far longer than the grace period without a second lead (service/worker/unknown.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from service.config.sources import Sources
+from service.queue import Queue
+from service.queue.records import FINAL_STATES
+from tests.conftest import emulator_state, enqueue, lead_posts, running_worker, wait_for_record
+
+LOST = {"method": "POST", "path": "/api/v1/lead/", "status": 502, "after_apply": True}
+
+
+def steps(record: Any) -> list[str]:
+    return [str((e.get("detail") or {}).get("step")) for e in record.history]
+
+
+async def test_a_lost_create_answer_is_found_in_the_event_log_whatever_the_index_lag(
+    queue: Queue, make_settings: Any, sources: Sources, redis: Redis, emulator: TestServer
+) -> None:
+    state = emulator_state(emulator)
+    state.configure(search_lag_seconds=600.0)  # far beyond the grace period
+    state.add_fault(**LOST)
+    email = "lost-in-index@example.com"
+    sub_id = await enqueue(queue, {"contact": {"email": email, "name": "In Dex"}})
+    settings = make_settings(unknown_outcome_grace_seconds=120.0, event_log_lag_seconds=0.5)
+    async with running_worker(settings, sources, redis):
+        record = await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
+    assert len(state.leads_with_email(email)) == 1
+    assert len(lead_posts(state)) == 1
+    assert record.state == "created"
+    assert "lead found in the event log" in steps(record)
+    assert record.lead_id in state.leads
+
+
+async def test_nothing_in_the_event_log_creates_again_without_the_grace_period(
+    queue: Queue, make_settings: Any, sources: Sources, redis: Redis, emulator: TestServer
+) -> None:
+    state = emulator_state(emulator)
+    state.configure(search_lag_seconds=600.0)
+    state.add_fault(method="POST", path="/api/v1/lead/", status=504, count=1)  # not applied
+    email = "never-made@example.com"
+    sub_id = await enqueue(queue, {"contact": {"email": email}})
+    settings = make_settings(unknown_outcome_grace_seconds=120.0, event_log_lag_seconds=0.5)
+    async with running_worker(settings, sources, redis):
+        record = await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
+    assert record.state == "created" and len(state.leads_with_email(email)) == 1
+    assert len(lead_posts(state)) == 2  # the lost one (never applied) and the one that made it
+    assert "lead found in the event log" not in steps(record)
+
+
+async def test_an_unreadable_event_log_falls_back_to_the_grace_period(
+    queue: Queue, make_settings: Any, sources: Sources, redis: Redis, emulator: TestServer
+) -> None:
+    state = emulator_state(emulator)
+    state.configure(search_lag_seconds=0.5, event_log_access="forbid")
+    state.add_fault(**LOST)
+    email = "no-event-log@example.com"
+    sub_id = await enqueue(queue, {"contact": {"email": email}})
+    settings = make_settings(unknown_outcome_grace_seconds=2.0, event_log_lag_seconds=0.2)
+    async with running_worker(settings, sources, redis):
+        record = await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
+    assert len(state.leads_with_email(email)) == 1 and len(lead_posts(state)) == 1
+    assert record.state == "attached"  # found by the search once its index caught up
+    assert "lead found in the event log" not in steps(record)
+    refused = [r for r in state.requests if r.path == "/api/v1/event/"]
+    assert refused and {r.status for r in refused} == {403}
+    assert record.progress.matched_via == "search:email"
+
+
+async def test_the_persons_other_submission_waits_for_the_unknown_create(
+    queue: Queue, make_settings: Any, sources: Sources, redis: Redis, emulator: TestServer
+) -> None:
+    state = emulator_state(emulator)
+    state.configure(search_lag_seconds=600.0)
+    state.add_fault(**LOST)
+    email = "two-at-once@example.com"
+    first = await enqueue(queue, {"contact": {"email": email, "name": "Two Atonce"}})
+    second = await enqueue(queue, {"contact": {"email": email}, "notes": "again"})
+    settings = make_settings(
+        unknown_outcome_grace_seconds=120.0, event_log_lag_seconds=0.5, worker_concurrency=4
+    )
+    async with running_worker(settings, sources, redis):
+        records = [
+            await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=30)
+            for sub_id in (first, second)
+        ]
+    assert len(state.leads_with_email(email)) == 1
+    assert len(lead_posts(state)) == 1
+    assert sorted(r.state for r in records) == ["attached", "created"]
+    assert len({r.lead_id for r in records}) == 1
