@@ -206,6 +206,15 @@ async def wait_for_record(
     raise AssertionError(f"record of {sub_id} never reached {states}: {record}")
 
 
+async def wait_until(check: Callable[[], object], within: float = 5.0) -> None:
+    """Poll ``check`` until it is true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {within} s: {check}")
+        await asyncio.sleep(0.02)
+
+
 async def enqueue(queue: Queue, body: Any, source: str = "partner") -> str:
     """Queue a JSON submission straight into the stream (no receiver); returns its id."""
     now = time.time()

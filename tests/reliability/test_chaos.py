@@ -31,9 +31,11 @@ async def _run(tmp_path: Path, plan: ChaosPlan) -> None:
     assert not outcome.failures, "\n".join(outcome.failures)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 async def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
-    plan = ChaosPlan(submissions=1000, send_seconds=10, settle_seconds=60, seed=SEED)
+    # Settling took 42 s on an idle 2-core box once the event log was read for unknown creates
+    # (its reads share Close's read limit): the limit leaves room for a busy one.
+    plan = ChaosPlan(submissions=1000, send_seconds=10, settle_seconds=100, seed=SEED)
     await _run(tmp_path, plan)
 
 

@@ -4,7 +4,6 @@ runs only what did not happen."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -12,7 +11,14 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from service.queue import Queue
-from tests.conftest import emulator_state, enqueue, running_worker, sources_from, wait_for_record
+from tests.conftest import (
+    emulator_state,
+    enqueue,
+    running_worker,
+    sources_from,
+    wait_for_record,
+    wait_until,
+)
 from tests.team import followup_source, use_team
 from tests.worker.test_followups import person
 
@@ -124,11 +130,7 @@ async def test_a_worker_dead_after_the_activity_post_leaves_one_activity_with_th
     crashing = make_settings(shutdown_grace_seconds=0, visibility_timeout_seconds=1.0)
     async with running_worker(crashing, sources, redis, consumer="doomed"):
         sub_id = await enqueue(queue, person(7), source="web")
-        for _ in range(250):
-            if state.custom_activities:
-                break
-            await asyncio.sleep(0.02)
-        assert state.custom_activities
+        await wait_until(lambda: state.custom_activities)
     record = await queue.records.get(sub_id)
     assert record is not None and record.progress.steps["activity"].state == "started"
     state.wake_hangs()

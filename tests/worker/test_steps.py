@@ -3,7 +3,6 @@ after the last recorded step, and each step is recorded with what Close made."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestServer
@@ -14,7 +13,7 @@ from service.config.sources import Sources
 from service.mapping.note import has_marker
 from service.metrics import Metrics
 from service.queue import Queue
-from tests.conftest import emulator_state, enqueue, running_worker, wait_for_record
+from tests.conftest import emulator_state, enqueue, running_worker, wait_for_record, wait_until
 
 NOTE = "/api/v1/activity/note/"
 
@@ -119,11 +118,7 @@ async def test_a_worker_dead_after_the_note_post_leaves_one_note(
     sub_id = await enqueue(queue, {"contact": {"email": "uma@example.com"}, "notes": "hi"})
     crashing = make_settings(shutdown_grace_seconds=0, visibility_timeout_seconds=1.0)
     async with running_worker(crashing, sources, redis, consumer="doomed"):
-        for _ in range(250):
-            if state.notes:
-                break
-            await asyncio.sleep(0.02)
-        assert state.notes
+        await wait_until(lambda: state.notes)
     record = await queue.records.get(sub_id)
     assert record is not None and record.state == "processing"
     assert record.progress.steps["note"].state == "started"
