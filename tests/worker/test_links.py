@@ -42,9 +42,9 @@ def body(email: str, phone: str, note: str) -> dict[str, Any]:
     return {"contact": {"email": email, "phone": phone, "name": "Mia Lind"}, "notes": note}
 
 
-async def two_leads(queue: Queue, settings: Settings, sources: Sources, redis: Redis) -> tuple[
-    Record, Record
-]:
+async def two_leads(
+    queue: Queue, settings: Settings, sources: Sources, redis: Redis
+) -> tuple[Record, Record]:
     """Lead A made for email 1 + phone 2, then lead B for email 2 + phone 1."""
     async with running_worker(settings, sources, redis):
         first = await enqueue(queue, body(E1, P2, "first"))
