@@ -181,3 +181,22 @@ async def test_a_submission_whose_created_lead_is_merged_away_while_retrying_end
     assert "second" in " ".join(note_texts(emulator, str(a.lead_id)))
     steps = [e["detail"].get("step") for e in after.history if e.get("detail")]
     assert "lead merged" in steps
+
+
+async def test_a_link_found_by_search_is_flagged_when_the_cache_forgot_both_leads(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer, keys: Any
+) -> None:
+    sources = with_link("flag")
+    a, b = await two_leads(queue, settings, sources, redis)
+    cached = [k async for k in redis.scan_iter(match=keys.lead("*"))]
+    assert cached
+    await redis.delete(*cached)
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        linked = await wait_for_record(queue, third, ("attached",))
+    # The email's lead is the match; the rows showing only the phone are the other lead.
+    assert linked.lead_id == a.lead_id and linked.progress.matched_via == "search:email"
+    assert linked.progress.link is not None and linked.progress.link["via"] == "search"
+    assert linked.progress.link["leads"] == [a.lead_id, b.lead_id]
+    [link] = await queue.links.listing("flagged")
+    assert link["submission"] == third
