@@ -32,9 +32,9 @@ E1, E2 = "mia@example.com", "mia.work@example.com"
 P1, P2 = "+14155550101", "+14155550102"
 
 
-def with_link(policy: str) -> Sources:
+def with_link(policy: str, **limits: Any) -> Sources:
     data: dict[str, Any] = copy.deepcopy(SOURCES)
-    data["sources"]["partner"]["dedup"] = {"link": policy}
+    data["sources"]["partner"]["dedup"] = {"link": policy, **limits}
     return sources_from(data)
 
 
@@ -200,3 +200,19 @@ async def test_a_link_found_by_search_is_flagged_when_the_cache_forgot_both_lead
     assert linked.progress.link["leads"] == [a.lead_id, b.lead_id]
     [link] = await queue.links.listing("flagged")
     assert link["submission"] == third
+
+
+async def test_a_merge_the_window_refuses_is_flagged_with_the_reason(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    sources = with_link("merge", merge_window_seconds=0)
+    state = emulator_state(emulator)
+    _, b = await two_leads(queue, settings, sources, redis)
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        await wait_for_record(queue, third, ("attached",))
+    assert merge_posts(emulator) == 0
+    assert state.live_object("lead", str(b.lead_id)) is not None
+    [link] = await queue.links.listing()
+    assert link["status"] == "flagged" and link["policy"] == "merge"
+    assert "older than 0 s" in link["reason"]
