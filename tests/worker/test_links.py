@@ -216,3 +216,19 @@ async def test_a_merge_the_window_refuses_is_flagged_with_the_reason(
     [link] = await queue.links.listing()
     assert link["status"] == "flagged" and link["policy"] == "merge"
     assert "older than 0 s" in link["reason"]
+
+
+async def test_a_lead_this_service_did_not_create_is_flagged_not_merged(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer, keys: Any
+) -> None:
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    _, b = await two_leads(queue, settings, sources, redis)
+    await redis.delete(keys.sub(b.id))  # no record made lead B: as if a rep had made it
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        await wait_for_record(queue, third, ("attached",))
+    assert merge_posts(emulator) == 0
+    assert state.live_object("lead", str(b.lead_id)) is not None
+    [link] = await queue.links.listing()
+    assert link["status"] == "flagged" and "not created by this service" in link["reason"]
