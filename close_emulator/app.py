@@ -44,6 +44,7 @@ from close_emulator.deals import add_deal_routes
 from close_emulator.events import add_event_routes, request_scope
 from close_emulator.fields import ValidationFailed
 from close_emulator.limits import endpoint_group, limit_body, limit_headers
+from close_emulator.merge import add_merge_routes
 from close_emulator.options import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -196,6 +197,7 @@ def create_emulator_app(options: EmulatorOptions | None = None) -> web.Applicati
     """The emulator as an aiohttp application; its state is ``app[EMULATOR_STATE]``."""
     app = web.Application(middlewares=[api_middleware])
     app[EMULATOR_STATE] = EmulatorState(options if options is not None else EmulatorOptions())
+    add_merge_routes(app)
     add_api_routes(app)
     add_user_routes(app)
     add_sales_routes(app)

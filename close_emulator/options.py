@@ -180,6 +180,10 @@ class EmulatorOptions(BaseSettings):
     unsubscribed_subscriptions: Literal["allow", "reject"] = "allow"
     """Subscribing a contact whose email is unsubscribed: created (its email steps would be
     skipped, as Close documents) or 400; whether Close refuses is UNKNOWN."""
+    merge_custom_fields: Literal["destination", "source"] = "destination"
+    """``POST /lead/merge/``: whose value a single-value custom field both leads have keeps
+    (the other lead's fills the fields one of them lacks; multi-value fields get the union).
+    What Close keeps on a conflict is UNKNOWN."""
 
     # Faults.
     latency_ms: float = Field(0.0, ge=0)

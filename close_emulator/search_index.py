@@ -73,6 +73,17 @@ class SearchIndex:
             self._by_value.setdefault(value, set()).add(lead_id)
         self._values[lead_id] = values
 
+    def remove(self, lead_id: str) -> None:
+        """Forget a deleted lead: no search shows it any more."""
+        self._versions.pop(lead_id, None)
+        self._order.pop(lead_id, None)
+        for value in self._values.pop(lead_id, set()):
+            holders = self._by_value.get(value)
+            if holders is not None:
+                holders.discard(lead_id)
+                if not holders:
+                    del self._by_value[value]
+
     def version(self, lead_id: str, now: float) -> JSONObject | None:
         """The version of the lead a search sees at ``now`` (None: not indexed yet)."""
         for at, lead in reversed(self._versions.get(lead_id, ())):

@@ -195,6 +195,20 @@ class EmulatorState:
         self.notes[note["id"]] = note
         self._notes_by_lead.setdefault(str(note["lead_id"]), []).append(note)
 
+    def delete_lead(self, lead_id: str) -> None:
+        """Remove a lead and its contacts (GET answers 404, no search shows it)."""
+        lead = self.leads.pop(lead_id, None)
+        for contact in (lead or {}).get("contacts") or []:
+            self.contacts.pop(contact["id"], None)
+        self.index.remove(lead_id)
+
+    def move_notes(self, source: str, destination: str) -> None:
+        """The notes of lead ``source`` now belong to ``destination`` (a merge)."""
+        moved = self._notes_by_lead.pop(source, [])
+        for note in moved:
+            note["lead_id"] = destination
+        self._notes_by_lead.setdefault(destination, []).extend(moved)
+
     def live_object(self, object_type: str, object_id: str) -> JSONObject | None:
         table = {"lead": self.leads, "contact": self.contacts}.get(object_type, {})
         return table.get(object_id)

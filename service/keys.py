@@ -99,6 +99,19 @@ class Keys:
         receipt time; written by the worker's transitions, kept as long as the records."""
         return f"{self.tag}:leadsubs:{lead_id}"
 
+    def merged(self, lead_id: str) -> str:
+        """The lead ``lead_id`` was merged into (the merge map a retry or replay follows)."""
+        return f"{self.tag}:merged:{lead_id}"
+
+    @property
+    def links(self) -> str:
+        """Sorted set of identity links (``<lead>|<lead>``), scored by when first seen."""
+        return f"{self.tag}:links"
+
+    def link(self, pair: str) -> str:
+        """JSON of one identity link: its leads, identities, submission, policy, status."""
+        return f"{self.tag}:link:{pair}"
+
     def creating(self, identity: str) -> str:
         """Set while a create for this person may have reached Close unseen (its answer was
         lost); expires after an hour, or the unknown-outcome grace period when longer

@@ -66,6 +66,13 @@ class Metrics:
             ["source", "step", "outcome"],
             registry=r,
         )
+        self.links = Counter(
+            "intake_identity_links_total",
+            "Pairs of leads one person's email and phone led to, by what was done: merged, "
+            "flagged, ignored",
+            ["source", "outcome"],
+            registry=r,
+        )
         self.assignments = Counter(
             "intake_owner_assignments_total",
             "Leads given an owner by a source's follow-ups, by the owner's Close user id "

@@ -245,6 +245,12 @@ class CloseClient(FollowupCalls):
         )
         return result
 
+    async def merge_leads(self, source: str, destination: str) -> None:
+        """``POST /lead/merge/``: ``source`` merged into ``destination``, then deleted."""
+        await self.request(
+            "POST", "lead/merge/", body={"source": source, "destination": destination}
+        )
+
     async def get_lead(self, lead_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("GET", f"lead/{lead_id}/")
         return result

@@ -71,6 +71,16 @@ class DedupSpec(BaseModel):
     body_window_seconds: int = Field(default=600, ge=0)
     """Without an event id, the same body within this window is the same delivery (0: off)."""
     hash_ignored_fields: tuple[str, ...] = DEFAULT_HASH_IGNORED
+    link: Literal["merge", "flag", "ignore"] = "flag"
+    """When one submission's email and phone lead to two different leads (the person's
+    submissions made one each): merge them in Close, the older lead kept (``merge``); list the
+    pair as a possible duplicate in the admin API, dashboard and metrics (``flag``); or only
+    note it in the record (``ignore``). A merge the limits below refuse is flagged instead."""
+    merge_created_here_only: bool = True
+    """``merge`` only leads this service created (its records say so); others are flagged."""
+    merge_window_seconds: int = Field(default=24 * 3600, ge=0)
+    """``merge`` only while the newer lead is at most this old (Close's ``date_created``);
+    after that the pair is flagged (a rep may be working both)."""
 
 
 class SourceConfig(MappingSpec):

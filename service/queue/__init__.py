@@ -21,6 +21,7 @@ from service.keys import Keys
 from service.queue.connection import RedisClient
 from service.queue.index import Selection, StateIndex
 from service.queue.intake import DeliveryKey, Intake, Throttle
+from service.queue.links import Links
 from service.queue.marker import DataLoss, DataMarker
 from service.queue.progress import Progress, StepMark
 from service.queue.records import Record, State
@@ -52,6 +53,7 @@ class Queue:
         self.steps = Transitions(redis, keys, record_ttl=record_ttl)
         self.records = RecordStore(redis, keys, record_ttl=record_ttl)
         self.index = StateIndex(redis, keys, record_ttl=record_ttl)
+        self.links = Links(redis, keys, record_ttl=record_ttl)
 
     @classmethod
     def from_settings(cls, redis: RedisClient, settings: QueueSettings) -> Queue:
@@ -73,6 +75,7 @@ __all__ = [
     "DataLoss",
     "DeliveryKey",
     "Entry",
+    "Links",
     "PersonUpdate",
     "Progress",
     "Queue",

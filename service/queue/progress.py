@@ -85,6 +85,9 @@ class Progress:
     """A create was sent at this time and its outcome is not known yet."""
     next_attempt_at: float | None = None
     """When the retry schedule tries again."""
+    link: Mapping[str, Any] | None = None
+    """Two leads this submission's identities led to (``leads``, ``identities``, ``via``):
+    what the ``link`` step acts on."""
     steps: Mapping[str, StepMark] = field(default_factory=dict)
     """The steps after the lead (note, contact, follow-ups...), by name, in the order run."""
 
@@ -103,6 +106,7 @@ class Progress:
             lead_url=self.lead_url,
             matched_via=self.matched_via,
             candidates=self.candidates,
+            link=self.link,
             steps=kept,
         )
 

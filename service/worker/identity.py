@@ -140,6 +140,9 @@ class Held:
     token: str
     cached_lead: str | None = None
     """The lead id the cache holds for the person (first identity that has one), or None."""
+    cached_leads: tuple[str, ...] = ()
+    """The cached lead of each of ``identities`` ('' where none): two different ones are an
+    identity link (``worker/links.py``)."""
     creating: tuple[str, float] | None = None
     """``(submission id, seconds left)`` of a create whose outcome is unknown, or None."""
     released: bool = False
@@ -195,6 +198,21 @@ class IdentityLocks:
         """Release the locks ``names`` where they still hold ``token``; how many were."""
         return int(await self._release(_LockKeys(), _TokenArgs(token), names))
 
+    async def try_take(self, identities: Sequence[str]) -> str | None:
+        """Take the locks of ``identities`` once, without waiting: their token, or None when
+        another holder has one of them (nothing taken). Released with :meth:`release`."""
+        ordered = sorted(identities)
+        token = f"{random.getrandbits(96):024x}"
+        keys = [
+            *(self.keys.lock(i) for i in ordered),
+            *(self.keys.lead(i) for i in ordered),
+            *(self.keys.creating(i) for i in ordered),
+        ]
+        reply: Any = await self._take(
+            _PersonKeys(), _TakeArgs(token, self.ttl_ms, len(ordered)), keys
+        )
+        return token if int(reply[0]) else None
+
     async def _acquire(self, held: Held, names: list[str]) -> None:
         keys = [
             *names,
@@ -213,7 +231,8 @@ class IdentityLocks:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
         n = len(names)
-        held.cached_lead = next((str(v) for v in reply[1 : n + 1] if v), None)
+        held.cached_leads = tuple(str(v or "") for v in reply[1 : n + 1])
+        held.cached_lead = next((v for v in held.cached_leads if v), None)
         held._marks_at = time.monotonic()
         marks = reply[n + 1 :]
         for owner, millis in zip(marks[::2], marks[1::2], strict=True):

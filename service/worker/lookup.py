@@ -36,6 +36,9 @@ class Match:
     found: Mapping[str, Any] | None = None
     """The lead as the search answered it (its contacts with their emails and phones); None
     for the cache's."""
+    linked: str | None = None
+    """Another lead the person's other identity led to (the phone's, when the email's lead is
+    the match; or the cache's for another identity): an identity link."""
 
 
 EMAIL, PHONE = "search:email", "search:phone"
@@ -56,12 +59,18 @@ def choose_lead(rows: Sequence[Mapping[str, Any]], how: str) -> str:
 
 
 async def find_lead(
-    close: CloseClient, cached_lead: str | None, identity: Identity, choose: str
+    close: CloseClient,
+    cached_lead: str | None,
+    identity: Identity,
+    choose: str,
+    cached_leads: Sequence[str] = (),
 ) -> Match | None:
     """The person's lead: the cached one, else what Close's search finds (see the module
-    docstring for the priority). The caller caches a lead found by search."""
+    docstring for the priority). The caller caches a lead found by search. ``cached_leads``
+    (one per identity) naming another lead than ``cached_lead`` is an identity link."""
     if cached_lead:
-        return Match(cached_lead, "cache", (cached_lead,))
+        other = next((lead for lead in cached_leads if lead and lead != cached_lead), None)
+        return Match(cached_lead, "cache", (cached_lead,), linked=other)
     email, phone = identity.email, identity.phone
     if not email and not phone:
         return None
@@ -79,15 +88,19 @@ def _best(rows: Sequence[Mapping[str, Any]], identity: Identity, choose: str) ->
     """The match among ``rows``: those showing the email, else those showing the phone, else
     (the search matched them, their contacts no longer show it) any."""
     email, phone = identity.email, identity.phone
+    by_email = [row for row in rows if email and shows(row, email=email)]
+    # Rows showing only the phone, beside an email match: the person's other lead.
+    phone_only = [row for row in rows if phone and shows(row, phone=phone) and row not in by_email]
     for via, found in (
-        (EMAIL, [row for row in rows if email and shows(row, email=email)]),
+        (EMAIL, by_email),
         (PHONE, [row for row in rows if phone and shows(row, phone=phone)]),
         (EMAIL if email else PHONE, list(rows)),
     ):
         if found:
             lead_id = choose_lead(found, choose)
             chosen = next(row for row in found if str(row["id"]) == lead_id)
-            return Match(lead_id, via, tuple(str(r["id"]) for r in found), chosen)
+            linked = choose_lead(phone_only, "oldest") if via == EMAIL and phone_only else None
+            return Match(lead_id, via, tuple(str(r["id"]) for r in found), chosen, linked)
     return None
 
 

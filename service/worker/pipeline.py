@@ -52,6 +52,7 @@ from service.worker.followups import Followups
 from service.worker.gate import DeliveryGate
 from service.worker.hydrate import Hydrate
 from service.worker.identity import Held, IdentityLocks, LeadCache, identity_keys
+from service.worker.links import LinkStep, link_of
 from service.worker.lookup import find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
 from service.worker.steps import LeadGone, StepContext, StepRunner
@@ -104,7 +105,9 @@ class Pipeline:
         self.outcomes = Outcomes(queue, retry, gate=gate, metrics=metrics)
         self.steps = StepRunner(self._step, metrics)
         self.followups = followups
-        self.step_list = all_steps(followups)
+        self.links = queue.links
+        link_step = LinkStep(queue, locks, cache_ttl=cache.ttl, metrics=metrics)
+        self.step_list = (link_step, *all_steps(followups))
         self.hydrate = hydrate
 
     async def give_up(self, entry: Entry, reason: str) -> str:
@@ -192,15 +195,22 @@ class Pipeline:
         if lead_id is None:
             match = None
             if dedup.on_match != "create":
-                match = await find_lead(self.close, held.cached_lead, mapped.identity, dedup.choose)
+                match = await find_lead(
+                    self.close, held.cached_lead, mapped.identity, dedup.choose, held.cached_leads
+                )
             if match is not None:
                 lead_id, via, found = match.lead_id, match.via, match.found
+                # Two leads for this person: the link step applies the source's policy.
+                link = link_of(match, held.identities, held.cached_leads, attempt.record.id)
                 # A lead found by search is cached in the same step that records the match.
                 attempt.progress = attempt.progress.changed(
-                    matched_via=via, candidates=match.candidates
+                    matched_via=via, candidates=match.candidates, link=link
                 )
+                matched = {"step": "matched", "lead_id": lead_id, "via": via}
+                if link is not None:
+                    matched["linked"] = link["leads"][1]
                 attempt.defer(
-                    {"step": "matched", "lead_id": lead_id, "via": via},
+                    matched,
                     person=self._person(held, cache_lead=lead_id if via != "cache" else ""),
                     lead_id=lead_id,
                 )
@@ -216,9 +226,7 @@ class Pipeline:
                     via = "event log"
         ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, lead, found=found)
         try:
-            if self.followups is not None:
-                await self.followups.prepare(ctx)
-            await self.steps.run(ctx, self.step_list)
+            await self._run_steps(ctx)
         except LeadGone as gone:
             if created:
                 raise gone.refusal from None  # the lead it made is gone: Close's answer says why
@@ -228,7 +236,7 @@ class Pipeline:
             attempt.defer({"step": "matched lead gone", "lead_id": lead_id}, lead_id="")
             raise StaleCachedLead(f"lead {lead_id} no longer exists in Close") from None
         state: State = "created" if created else "attached"
-        detail: dict[str, Any] = {"lead_id": lead_id}
+        detail: dict[str, Any] = {"lead_id": ctx.lead_id}
         if via:
             detail["via"] = via
         failed = [name for name, mark in attempt.progress.steps.items() if mark.state == "failed"]
@@ -237,6 +245,23 @@ class Pipeline:
         return await self.outcomes.end(
             entry, attempt, state, detail, held=held, warnings=mapped.warnings
         )
+
+    async def _run_steps(self, ctx: StepContext) -> None:
+        """The steps after the lead; a lead gone because it was merged (the merge map knows
+        it) is followed to the kept lead, and the remaining steps run there."""
+        while True:
+            try:
+                if self.followups is not None:
+                    await self.followups.prepare(ctx)
+                await self.steps.run(ctx, self.step_list)
+                return
+            except LeadGone:
+                kept = await self.links.follow(ctx.lead_id)
+                if kept is None or kept == ctx.lead_id:
+                    raise
+                event = {"step": "lead merged", "from": ctx.lead_id, "to": kept}
+                ctx.attempt.defer(event, lead_id=kept)
+                ctx.lead_id, ctx.lead, ctx.found = kept, None, None
 
     def _person(self, held: Held, **changes: Any) -> PersonUpdate:
         if changes.get("cache_lead"):

@@ -21,6 +21,7 @@ FULL = Progress(
     candidates=("lead_1", "lead_2"),
     create_started_at=1_700_000_000.25,
     next_attempt_at=1_700_000_060.5,
+    link={"leads": ["lead_1", "lead_2"], "via": "search", "submission": "s1"},
     steps={
         "note": StepMark("done", 1_700_000_001.0, close_id="acti_1", detail={"k": [1]}),
         "contact": StepMark("skipped", 1_700_000_002.0, reason="already a contact"),

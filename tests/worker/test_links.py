@@ -1,0 +1,234 @@
+"""Identity links: two of a person's submissions with disjoint identities made a lead each
+(email 1 with phone 2, email 2 with phone 1); a third, email 1 with phone 1, leads to both, and
+the source's ``dedup.link`` says what happens: merged (the older kept), flagged, or ignored."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from service.config.settings import Settings
+from service.config.sources import Sources
+from service.metrics import Metrics
+from service.queue import Queue
+from service.queue.records import Record
+from tests.conftest import (
+    emulator_state,
+    enqueue,
+    running_worker,
+    sources_from,
+    wait_for_record,
+)
+
+MERGE = "/api/v1/lead/merge/"
+SOURCES = yaml.safe_load((Path(__file__).parents[1] / "sources.yaml").read_text())
+
+E1, E2 = "mia@example.com", "mia.work@example.com"
+P1, P2 = "+14155550101", "+14155550102"
+
+
+def with_link(policy: str, **limits: Any) -> Sources:
+    data: dict[str, Any] = copy.deepcopy(SOURCES)
+    data["sources"]["partner"]["dedup"] = {"link": policy, **limits}
+    return sources_from(data)
+
+
+def body(email: str, phone: str, note: str) -> dict[str, Any]:
+    return {"contact": {"email": email, "phone": phone, "name": "Mia Lind"}, "notes": note}
+
+
+async def two_leads(
+    queue: Queue, settings: Settings, sources: Sources, redis: Redis
+) -> tuple[Record, Record]:
+    """Lead A made for email 1 + phone 2, then lead B for email 2 + phone 1."""
+    async with running_worker(settings, sources, redis):
+        first = await enqueue(queue, body(E1, P2, "first"))
+        a = await wait_for_record(queue, first, ("created",))
+        second = await enqueue(queue, body(E2, P1, "second"))
+        b = await wait_for_record(queue, second, ("created",))
+    assert a.lead_id and b.lead_id and a.lead_id != b.lead_id
+    return a, b
+
+
+def merge_posts(emulator: TestServer) -> int:
+    return sum(
+        1 for r in emulator_state(emulator).requests if r.method == "POST" and r.path == MERGE
+    )
+
+
+def note_texts(emulator: TestServer, lead_id: str) -> list[str]:
+    return sorted(str(n.get("note", "")) for n in emulator_state(emulator).notes_for(lead_id))
+
+
+async def test_merge_keeps_the_older_lead_with_both_contacts_and_every_note(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    sources = with_link("merge")
+    metrics = Metrics()
+    state = emulator_state(emulator)
+    a, b = await two_leads(queue, settings, sources, redis)
+    async with running_worker(settings, sources, redis, metrics=metrics):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        linked = await wait_for_record(queue, third, ("attached",))
+        fourth = await enqueue(queue, {"contact": {"email": E2}, "notes": "fourth"})
+        later = await wait_for_record(queue, fourth, ("attached",))
+    assert linked.lead_id == a.lead_id and later.lead_id == a.lead_id
+    assert state.live_object("lead", str(b.lead_id)) is None
+    assert [lead["id"] for lead in state.leads_with_email(E1)] == [a.lead_id]
+    assert [lead["id"] for lead in state.leads_with_email(E2)] == [a.lead_id]
+    assert [lead["id"] for lead in state.leads_with_phone(P1)] == [a.lead_id]
+    texts = " ".join(note_texts(emulator, str(a.lead_id)))
+    for word in ("first", "second", "third", "fourth"):
+        assert word in texts
+    mark = linked.progress.steps["link"]
+    assert mark.state == "done" and mark.close_id == a.lead_id
+    assert merge_posts(emulator) == 1
+    [link] = await queue.links.listing()
+    assert link["status"] == "merged" and link["kept"] == a.lead_id
+    assert link["merged"] == b.lead_id
+    assert metrics.links.labels("partner", "merged")._value.get() == 1
+
+
+async def test_flag_keeps_both_leads_and_lists_the_link(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    sources = with_link("flag")
+    metrics = Metrics()
+    state = emulator_state(emulator)
+    a, b = await two_leads(queue, settings, sources, redis)
+    async with running_worker(settings, sources, redis, metrics=metrics):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        linked = await wait_for_record(queue, third, ("attached",))
+    assert linked.lead_id in (a.lead_id, b.lead_id)
+    assert state.live_object("lead", str(a.lead_id)) is not None
+    assert state.live_object("lead", str(b.lead_id)) is not None
+    assert merge_posts(emulator) == 0
+    [link] = await queue.links.listing()
+    assert link["status"] == "flagged" and sorted(link["leads"]) == sorted(
+        [str(a.lead_id), str(b.lead_id)]
+    )
+    assert await queue.links.listing("merged") == []
+    assert metrics.links.labels("partner", "flagged")._value.get() == 1
+    assert linked.progress.link is not None
+
+
+async def test_ignore_only_notes_the_link_in_the_record(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    sources = with_link("ignore")
+    state = emulator_state(emulator)
+    a, b = await two_leads(queue, settings, sources, redis)
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        linked = await wait_for_record(queue, third, ("attached",))
+    assert state.live_object("lead", str(a.lead_id)) is not None
+    assert state.live_object("lead", str(b.lead_id)) is not None
+    assert merge_posts(emulator) == 0
+    assert await queue.links.listing() == []
+    assert linked.progress.link is not None
+    assert sorted(linked.progress.link["leads"]) == sorted([str(a.lead_id), str(b.lead_id)])
+    assert linked.progress.steps["link"].state in ("done", "skipped")
+
+
+async def test_a_lost_merge_answer_merges_once_and_is_found_on_the_retry(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    a, b = await two_leads(queue, settings, sources, redis)
+    state.add_fault(method="POST", path=MERGE, status=502, after_apply=True)
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        linked = await wait_for_record(queue, third, ("attached",), within=15)
+    assert merge_posts(emulator) == 1
+    assert linked.lead_id == a.lead_id
+    assert state.live_object("lead", str(b.lead_id)) is None
+    mark = linked.progress.steps["link"]
+    assert mark.state == "done" and mark.detail["how"] == "found after a lost answer"
+    steps = [e["detail"].get("step") for e in linked.history if e.get("detail")]
+    assert "link started" in steps
+    [link] = await queue.links.listing()
+    assert link["status"] == "merged" and link["kept"] == a.lead_id
+
+
+async def test_a_submission_whose_created_lead_is_merged_away_while_retrying_ends_on_the_kept(
+    queue: Queue, make_settings: Any, redis: Redis, emulator: TestServer
+) -> None:
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    # Retries wait long enough for another submission to merge the lead in between.
+    settings = make_settings(retry_base_seconds=2.0, retry_max_seconds=2.0)
+    async with running_worker(settings, sources, redis):
+        first = await enqueue(queue, body(E1, P2, "first"))
+        a = await wait_for_record(queue, first, ("created",))
+        # Lead B is created, then its note fails before Close applies it: B's submission waits.
+        state.add_fault(method="POST", path="/api/v1/activity/note/", status=503, count=1)
+        second = await enqueue(queue, body(E2, P1, "second"))
+        waiting = await wait_for_record(queue, second, ("retrying",))
+        b_lead = waiting.lead_id
+        assert b_lead and b_lead != a.lead_id and waiting.progress.lead_created
+        third = await enqueue(queue, body(E1, P1, "third"))
+        linked = await wait_for_record(queue, third, ("attached",))
+        assert state.live_object("lead", str(b_lead)) is None  # merged while B's one waits
+        after = await wait_for_record(queue, second, ("created", "attached", "dead"), within=15)
+    assert linked.lead_id == a.lead_id
+    assert after.state in ("created", "attached") and after.lead_id == a.lead_id
+    assert "second" in " ".join(note_texts(emulator, str(a.lead_id)))
+    steps = [e["detail"].get("step") for e in after.history if e.get("detail")]
+    assert "lead merged" in steps
+
+
+async def test_a_link_found_by_search_is_flagged_when_the_cache_forgot_both_leads(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer, keys: Any
+) -> None:
+    sources = with_link("flag")
+    a, b = await two_leads(queue, settings, sources, redis)
+    cached = [k async for k in redis.scan_iter(match=keys.lead("*"))]
+    assert cached
+    await redis.delete(*cached)
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        linked = await wait_for_record(queue, third, ("attached",))
+    # The email's lead is the match; the rows showing only the phone are the other lead.
+    assert linked.lead_id == a.lead_id and linked.progress.matched_via == "search:email"
+    assert linked.progress.link is not None and linked.progress.link["via"] == "search"
+    assert linked.progress.link["leads"] == [a.lead_id, b.lead_id]
+    [link] = await queue.links.listing("flagged")
+    assert link["submission"] == third
+
+
+async def test_a_merge_the_window_refuses_is_flagged_with_the_reason(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    sources = with_link("merge", merge_window_seconds=0)
+    state = emulator_state(emulator)
+    _, b = await two_leads(queue, settings, sources, redis)
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        await wait_for_record(queue, third, ("attached",))
+    assert merge_posts(emulator) == 0
+    assert state.live_object("lead", str(b.lead_id)) is not None
+    [link] = await queue.links.listing()
+    assert link["status"] == "flagged" and link["policy"] == "merge"
+    assert "older than 0 s" in link["reason"]
+
+
+async def test_a_lead_this_service_did_not_create_is_flagged_not_merged(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer, keys: Any
+) -> None:
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    _, b = await two_leads(queue, settings, sources, redis)
+    await redis.delete(keys.sub(b.id))  # no record made lead B: as if a rep had made it
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        await wait_for_record(queue, third, ("attached",))
+    assert merge_posts(emulator) == 0
+    assert state.live_object("lead", str(b.lead_id)) is not None
+    [link] = await queue.links.listing()
+    assert link["status"] == "flagged" and "not created by this service" in link["reason"]
