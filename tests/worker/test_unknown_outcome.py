@@ -93,5 +93,10 @@ async def test_the_persons_other_submission_waits_for_the_unknown_create(
         ]
     assert len(state.leads_with_email(email)) == 1
     assert len(lead_posts(state)) == 1
-    assert sorted(r.state for r in records) == ["attached", "created"]
+    # The first submission's lead is the one lead. When the second resolves the first's create
+    # through the event log before the first's retry does, the first finds the lead in the cache
+    # and ends attached too (it cannot tell its own lead from the cache's): the state differs,
+    # never the lead.
+    assert {r.state for r in records} <= {"attached", "created"}
+    assert "attached" in {r.state for r in records}
     assert len({r.lead_id for r in records}) == 1
