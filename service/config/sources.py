@@ -74,7 +74,7 @@ class DedupSpec(BaseModel):
     link: Literal["merge", "flag", "ignore"] = "flag"
     """When one submission's email and phone lead to two different leads (the person's
     submissions made one each): merge them in Close, the older lead kept (``merge``); list the
-    pair as a possible duplicate in the admin API, dashboard and metrics (``flag``); or only
+    pair as a possible duplicate, kept in Redis and counted (``flag``); or only
     note it in the record (``ignore``). A merge the limits below refuse is flagged instead."""
     merge_created_here_only: bool = True
     """``merge`` only leads this service created (its records say so); others are flagged."""
