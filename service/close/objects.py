@@ -11,6 +11,7 @@ A mixin of :class:`~service.close.client.CloseClient`: every call goes through i
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +29,10 @@ def _rows(value: Any) -> list[dict[str, Any]]:
     return [row for row in data or [] if isinstance(row, dict)]
 
 
-class FollowupCalls:
-    """Typed calls for the follow-ups; ``request`` is CloseClient's."""
+class FollowupCalls(ABC):
+    """Typed calls for the follow-ups over one abstract ``request``, which CloseClient gives."""
 
+    @abstractmethod
     async def request(
         self,
         method: str,
@@ -39,7 +41,7 @@ class FollowupCalls:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        raise NotImplementedError
+        """One Close call: the shared limiter, the metrics, the error classes."""
 
     async def all_pages(
         self, path: str, params: Mapping[str, str] | None = None
