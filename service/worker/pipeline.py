@@ -82,8 +82,8 @@ class Pipeline:
         cache: LeadCache,
         gate: DeliveryGate,
         unknown_outcome_grace: float,
-        event_log_lag: float = 5.0,
-        clock_skew: float = 5.0,
+        event_log_lag: float,
+        clock_skew: float,
         metrics: Metrics | None = None,
         followups: Followups | None = None,
         hydrate: Hydrate | None = None,
@@ -249,6 +249,7 @@ class Pipeline:
     async def _run_steps(self, ctx: StepContext) -> None:
         """The steps after the lead; a lead gone because it was merged (the merge map knows
         it) is followed to the kept lead, and the remaining steps run there."""
+        seen = {ctx.lead_id}
         while True:
             try:
                 if self.followups is not None:
@@ -257,8 +258,9 @@ class Pipeline:
                 return
             except LeadGone:
                 kept = await self.links.follow(ctx.lead_id)
-                if kept is None or kept == ctx.lead_id:
+                if kept is None or kept in seen:  # no merge known, or a map gone round in a loop
                     raise
+                seen.add(kept)
                 event = {"step": "lead merged", "from": ctx.lead_id, "to": kept}
                 ctx.attempt.defer(event, lead_id=kept)
                 ctx.lead_id, ctx.lead, ctx.found = kept, None, None
