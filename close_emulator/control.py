@@ -274,6 +274,7 @@ def add_control_routes(app: web.Application) -> None:
             web.get(f"{CONTROL}/subscriptions", _objects("subscriptions")),
             web.get(f"{CONTROL}/opportunities", _objects("opportunities")),
             web.get(f"{CONTROL}/activities", _objects("custom_activities")),
+            web.get(f"{CONTROL}/merges", _objects("merges")),
             web.get(f"{CONTROL}/config", get_config),
             web.post(f"{CONTROL}/config", post_config),
             web.get(f"{CONTROL}/faults", get_faults),

@@ -199,6 +199,7 @@ class EventLog:
         now = time.time()
         delay = options.event_lag_seconds + self._rng.uniform(0, options.event_lag_jitter_seconds)
         stamp = _iso(now)
+        now = _parse_time(stamp)  # bounds given as the shown stamp compare equal to it
         event: JSONObject = {
             "id": self._id("ev_"),
             "date_created": stamp,

@@ -6,11 +6,17 @@ other one). The source's contacts, notes, custom activities, tasks, opportunitie
 subscriptions move to the destination, then the source is deleted (``GET`` answers 404, no
 search shows it). What Close keeps on a custom field both leads have is UNKNOWN: the option
 ``merge_custom_fields`` says whose single value wins (the destination's by default); the other
-lead's values fill the fields one lacks, and multi-value fields get the union. The fault
-middleware treats it like every write (``error_after_apply_rate`` answers 5xx after the merge).
+lead's values fill the fields one lacks, and multi-value fields get the union. The event log
+gets, each with ``meta.merge_source_lead_id`` and ``meta.merge_destination_lead_id``: an
+``updated`` event for every moved contact, note, task, opportunity, custom activity and
+subscription, ``deleted`` for the source, ``updated`` and ``merged`` for the destination; and
+``state.merges`` remembers the merge (``GET /_emulator/merges``). The fault middleware treats it
+like every write (``error_after_apply_rate`` answers 5xx after the merge).
 """
 
 from __future__ import annotations
+
+import copy
 
 from aiohttp import web
 
@@ -55,24 +61,53 @@ def merged_custom(source: JSONObject, destination: JSONObject, state: EmulatorSt
 
 
 def merge_leads(source_id: str, destination_id: str, state: EmulatorState) -> None:
-    """Move everything of ``source_id`` to ``destination_id``, then delete the source."""
+    """Move everything of ``source_id`` to ``destination_id``, then delete the source; log the
+    events Close's merge gives (every one with the merge's two lead ids in ``meta``)."""
     source, destination = state.leads[source_id], state.leads[destination_id]
+    meta: JSONObject = {
+        "merge_source_lead_id": source_id,
+        "merge_destination_lead_id": destination_id,
+    }
+    gone, before = copy.deepcopy(source), copy.deepcopy(destination)
     custom = merged_custom(source, destination, state)
     for key in [k for k in destination if k.startswith("custom.")]:
         del destination[key]
     destination.update(custom)
     for contact in source["contacts"]:
+        previous = dict(contact)
         contact["lead_id"] = destination_id
+        state.events.record("contact", "updated", contact, previous=previous, meta=meta)
     destination["contacts"] = [*destination["contacts"], *source["contacts"]]
     source["contacts"] = []
+    for note in state.notes_for(source_id):
+        state.events.record(
+            "note", "updated", {**note, "lead_id": destination_id}, previous=note, meta=meta
+        )
     state.move_notes(source_id, destination_id)
-    for table in (state.tasks, state.opportunities, state.custom_activities, state.subscriptions):
+    for kind, table in (
+        ("task", state.tasks),
+        ("opportunity", state.opportunities),
+        ("custom_activity", state.custom_activities),
+        ("subscription", state.subscriptions),
+    ):
         for obj in table.values():
             if obj.get("lead_id") == source_id:
+                previous = dict(obj)
                 obj["lead_id"] = destination_id
+                state.events.record(kind, "updated", obj, previous=previous, meta=meta)
     state.delete_lead(source_id)
     destination["date_updated"] = now_iso()
     state.store_lead(destination)  # the moved contacts searchable on the destination
+    state.events.record(
+        "lead", "deleted", None, object_id=source_id, lead_id=source_id, previous=gone, meta=meta
+    )
+    state.events.record("lead", "updated", destination, previous=before, meta=meta)
+    state.events.record("lead", "merged", destination, meta=meta)
+    state.merges[source_id] = {
+        "lead_id": source_id,
+        "destination": destination_id,
+        "date": destination["date_updated"],
+    }
 
 
 async def post_merge(request: web.Request) -> web.Response:

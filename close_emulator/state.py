@@ -81,6 +81,9 @@ class EmulatorState:
         self.subscriptions: dict[str, JSONObject] = {}
         self.opportunities: dict[str, JSONObject] = {}
         self.custom_activities: dict[str, JSONObject] = {}
+        self.merges: dict[str, JSONObject] = {}
+        """Lead merges done (``merge.py``), by the merged-away lead: its ``lead_id`` (the source),
+        ``destination`` and ``date``; for tests, which follow a merged lead to the kept one."""
         self.unsubscribed: set[str] = set()
         """Unsubscribed email addresses, lower-case (``/unsubscribe/email/``)."""
         self._notes_by_lead: dict[str, list[JSONObject]] = {}
@@ -261,7 +264,13 @@ class EmulatorState:
         self.leads.clear()
         self.contacts.clear()
         self.notes.clear()
-        for table in (self.tasks, self.subscriptions, self.opportunities, self.custom_activities):
+        for table in (
+            self.tasks,
+            self.subscriptions,
+            self.opportunities,
+            self.custom_activities,
+            self.merges,
+        ):
             table.clear()
         self.unsubscribed.clear()
         self._notes_by_lead.clear()

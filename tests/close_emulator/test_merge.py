@@ -102,3 +102,36 @@ async def test_a_5xx_after_apply_merges_all_the_same(emu: Emu) -> None:
     again = await emu.call("POST", f"{API}/lead/merge/", body)
     assert (again.status, again.body) == (404, {"errors": ["Source lead does not exist."]})
     assert uid(emu, "api@team.example")
+
+
+async def test_a_merge_logs_its_events_with_both_lead_ids(emu: Emu) -> None:
+    old = await _lead(emu, "ann@buyer.example")
+    new = await _lead(emu, "ann2@buyer.example")
+    note = await emu.call("POST", f"{API}/activity/note/", {"lead_id": new["id"], "note": "hi"})
+    task = await emu.call("POST", f"{API}/task/", {"lead_id": new["id"], "text": "Call"})
+    body = {"source": new["id"], "destination": old["id"]}
+    assert (await emu.call("POST", f"{API}/lead/merge/", body)).status == 200
+
+    merged = await emu.call("GET", f"{API}/event/?object_type=lead&action=merged")
+    [event] = merged.body["data"]
+    assert (event["object_id"], event["lead_id"]) == (old["id"], old["id"])
+    both = {"merge_source_lead_id": new["id"], "merge_destination_lead_id": old["id"]}
+    assert both.items() <= event["meta"].items()
+    assert event["meta"]["request_path"] == "/api/v1/lead/merge/"
+    # One request: the merge's events share its request_id, and each names both leads.
+    same = await emu.call("GET", f"{API}/event/?request_id={event['request_id']}")
+    seen = {(e["object_type"], e["action"], e["object_id"]) for e in same.body["data"]}
+    contact = new["contacts"][0]["id"]
+    assert seen == {
+        ("lead", "merged", old["id"]),
+        ("lead", "updated", old["id"]),
+        ("lead", "deleted", new["id"]),
+        ("contact", "updated", contact),
+        ("activity.note", "updated", note.body["id"]),
+        ("task.lead", "updated", task.body["id"]),
+    }
+    assert all(both.items() <= e["meta"].items() for e in same.body["data"])
+    moved = next(e for e in same.body["data"] if e["object_type"] == "contact")
+    assert moved["changed_fields"] == ["lead_id"] and moved["lead_id"] == old["id"]
+    # The emulator's own record of it, for tests that follow a merged lead.
+    assert emu.state.merges[new["id"]]["destination"] == old["id"]
