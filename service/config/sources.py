@@ -63,7 +63,8 @@ class DedupSpec(BaseModel):
 
     on_match: Literal["note", "contact", "skip", "create"] = "note"
     """When the person already has a lead: attach the note (``note``), add them as a contact
-    if missing plus the note (``contact``), do nothing (``skip``), or make a new lead."""
+    if missing plus the note (``contact``), do nothing (``skip``: only an identity link's
+    ``link`` policy is applied), or make a new lead."""
     choose: Literal["recently_updated", "recently_created", "oldest"] = "recently_updated"
     """Which lead to use when Close finds several for the person."""
     event_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from service.errors import CloseRefused
@@ -30,7 +29,7 @@ from service.keys import identity_keys as person_keys
 from service.metrics import Metrics
 from service.queue import Queue
 from service.worker.identity import IdentityBusy, IdentityLocks, identity_keys
-from service.worker.lookup import Match, about_missing_lead
+from service.worker.lookup import Match, about_missing_lead, created_at
 from service.worker.steps import Done, Step, StepContext
 
 
@@ -68,14 +67,6 @@ def lead_identities(lead: Mapping[str, Any]) -> set[str]:
             if item.get("phone"):
                 out.update(person_keys(None, str(item["phone"])))
     return out
-
-
-def _created_at(lead: Mapping[str, Any]) -> float:
-    raw = str(lead.get("date_created") or "")
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
 
 
 class LinkStep(Step):
@@ -133,9 +124,9 @@ class LinkStep(Step):
                 if lead_id == ctx.lead_id or not about_missing_lead(exc):
                     raise
                 return Done(skipped="the other lead no longer exists", detail={"gone": lead_id})
-        older, newer = sorted(leads, key=lambda i: (_created_at(leads[i]), i))
+        older, newer = sorted(leads, key=lambda i: (created_at(leads[i]), i))
         window = ctx.source.dedup.merge_window_seconds
-        if time.time() - _created_at(leads[newer]) > window:
+        if time.time() - created_at(leads[newer]) > window:
             return await self._flag(ctx, link, f"the newer lead is older than {window} s")
         identities = set(identity_keys(ctx.mapped.identity))
         every = identities | lead_identities(leads[older]) | lead_identities(leads[newer])

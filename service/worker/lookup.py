@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from service.close.client import CloseClient
@@ -131,3 +132,12 @@ def has_person(lead: Mapping[str, Any], identity: Identity) -> bool:
     if identity.email:
         return shows(lead, email=identity.email)
     return shows(lead, phone=identity.phone or "")
+
+
+def created_at(lead: Mapping[str, Any]) -> float:
+    """When Close made ``lead`` (its ``date_created``, epoch seconds; 0 when unreadable)."""
+    raw = str(lead.get("date_created") or "")
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0

@@ -55,10 +55,13 @@ from service.worker.identity import Held, IdentityLocks, LeadCache, identity_key
 from service.worker.links import LinkStep, link_of
 from service.worker.lookup import find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
-from service.worker.steps import LeadGone, StepContext, StepRunner
+from service.worker.steps import LeadGone, Step, StepContext, StepRunner
 from service.worker.unknown import AwaitingIndex, UnknownCreates
 
 logger = logging.getLogger(__name__)
+
+OWN_LEAD_FOUND = "lead found: made by this submission's create, its answer lost"
+"""The history's step when the cache or the search shows the lead a lost create made."""
 
 __all__ = ["AwaitingIndex", "Pipeline", "StaleCachedLead"]
 
@@ -106,8 +109,8 @@ class Pipeline:
         self.steps = StepRunner(self._step, metrics)
         self.followups = followups
         self.links = queue.links
-        link_step = LinkStep(queue, locks, cache_ttl=cache.ttl, metrics=metrics)
-        self.step_list = (link_step, *all_steps(followups))
+        self.link_step = LinkStep(queue, locks, cache_ttl=cache.ttl, metrics=metrics)
+        self.step_list: tuple[Step, ...] = (self.link_step, *all_steps(followups))
         self.hydrate = hydrate
 
     async def give_up(self, entry: Entry, reason: str) -> str:
@@ -198,10 +201,22 @@ class Pipeline:
                 match = await find_lead(
                     self.close, held.cached_lead, mapped.identity, dedup.choose, held.cached_leads
                 )
-            if match is not None:
+            # Two leads for this person: the link step applies the source's policy.
+            link = (
+                link_of(match, held.identities, held.cached_leads, attempt.record.id)
+                if match is not None
+                else None
+            )
+            started = attempt.progress.create_started_at
+            own = None
+            if match is not None and started:
+                own = await self.unknown.own_lead(attempt.record.id, match.lead_id, started)
+            if own is not None:  # the lead of this submission's own create, its answer lost
+                lead = self._found_in_log(attempt, held, own, True, step=OWN_LEAD_FOUND)
+                lead_id, created = str(own["id"]), True
+                attempt.progress = attempt.progress.changed(link=link)
+            elif match is not None:
                 lead_id, via, found = match.lead_id, match.via, match.found
-                # Two leads for this person: the link step applies the source's policy.
-                link = link_of(match, held.identities, held.cached_leads, attempt.record.id)
                 # A lead found by search is cached in the same step that records the match.
                 attempt.progress = attempt.progress.changed(
                     matched_via=via, candidates=match.candidates, link=link
@@ -214,9 +229,6 @@ class Pipeline:
                     person=self._person(held, cache_lead=lead_id if via != "cache" else ""),
                     lead_id=lead_id,
                 )
-                if dedup.on_match == "skip":
-                    skipped = {"lead_id": lead_id, "via": via, "candidates": list(match.candidates)}
-                    return await self.outcomes.end(entry, attempt, "skipped", skipped, held=held)
             else:
                 if self.followups is not None:  # the owner goes into the create body
                     mapped = await self.followups.before_create(attempt, mapped)
@@ -225,8 +237,11 @@ class Pipeline:
                 if not created:
                     via = "event log"
         ctx = StepContext(attempt, mapped, lead_id, created, source, self.close, lead, found=found)
+        # The person had a lead and the source wants nothing more done on it; an identity link
+        # the match showed still gets the source's policy (a merge, a flag).
+        skip = dedup.on_match == "skip" and not created
         try:
-            await self._run_steps(ctx)
+            await self._run_steps(ctx, (self.link_step,) if skip else self.step_list)
         except LeadGone as gone:
             if created:
                 raise gone.refusal from None  # the lead it made is gone: Close's answer says why
@@ -235,6 +250,10 @@ class Pipeline:
             attempt.progress = attempt.progress.changed(matched_via=None, steps={})
             attempt.defer({"step": "matched lead gone", "lead_id": lead_id}, lead_id="")
             raise StaleCachedLead(f"lead {lead_id} no longer exists in Close") from None
+        if skip:
+            candidates = list(attempt.progress.candidates)
+            skipped = {"lead_id": ctx.lead_id, "via": via, "candidates": candidates}
+            return await self.outcomes.end(entry, attempt, "skipped", skipped, held=held)
         state: State = "created" if created else "attached"
         detail: dict[str, Any] = {"lead_id": ctx.lead_id}
         if via:
@@ -246,15 +265,15 @@ class Pipeline:
             entry, attempt, state, detail, held=held, warnings=mapped.warnings
         )
 
-    async def _run_steps(self, ctx: StepContext) -> None:
-        """The steps after the lead; a lead gone because it was merged (the merge map knows
+    async def _run_steps(self, ctx: StepContext, steps: tuple[Step, ...]) -> None:
+        """``steps`` after the lead; a lead gone because it was merged (the merge map knows
         it) is followed to the kept lead, and the remaining steps run there."""
         seen = {ctx.lead_id}
         while True:
             try:
-                if self.followups is not None:
+                if self.followups is not None and steps is self.step_list:
                     await self.followups.prepare(ctx)
-                await self.steps.run(ctx, self.step_list)
+                await self.steps.run(ctx, steps)
                 return
             except LeadGone:
                 kept = await self.links.follow(ctx.lead_id)

@@ -5,7 +5,10 @@ that finds the mark but no lead id (a 5xx after Close applied it, a timeout, a w
 after the POST) asks, in this order:
 
 1. The lead cache and Close's search (``lookup.find_lead``, done by the pipeline before it
-   gets here): a lead found there is used as any match is.
+   gets here). A lead found there is the lost create's own (:meth:`UnknownCreates.own_lead`:
+   the submission ends ``created``) when this service's API user made it no earlier than the
+   mark less the clock skew and no other submission recorded making it; otherwise it is used
+   as any match is.
 2. Close's event log (:meth:`UnknownCreates.resolve`): the lead ``created`` events of this
    service's API user (``GET /me/``, read once) since the mark less the clock skew, and the
    contact ``created`` events of the same window for their contacts. A lead whose contacts show
@@ -51,7 +54,7 @@ from service.errors import (
 )
 from service.mapping import Identity
 from service.queue import Queue
-from service.worker.lookup import about_missing_lead, has_person
+from service.worker.lookup import about_missing_lead, created_at, has_person
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +142,18 @@ class UnknownCreates:
                 retry_after=min(left, max(self.event_lag, 1.0)) if transient else left,
             ) from None
         return found
+
+    async def own_lead(
+        self, submission: str, lead_id: str, started: float
+    ) -> dict[str, Any] | None:
+        """``lead_id`` (the cache's or the search's match) read from Close, when the create
+        ``submission`` marked at ``started`` made it (step 1 of the module docstring)."""
+        lead = await self._read(lead_id)
+        if lead is None or str(lead.get("created_by") or "") != await self.user_id():
+            return None
+        if created_at(lead) < started - self.clock_skew:
+            return None  # older than the mark: the person's lead from before
+        return None if await self._claimed(lead_id, submission) else lead
 
     async def _from_log(self, submission: str, identity: Identity, started: float) -> Found | None:
         user = await self.user_id()

@@ -98,7 +98,8 @@ async def test_crash_after_the_post_before_the_record_still_makes_one_lead(
     rescuer = make_settings(visibility_timeout_seconds=1.0, unknown_outcome_grace_seconds=2.5)
     async with running_worker(rescuer, sources, redis, consumer="rescuer"):
         record = await wait_for_record(queue, sub_id, DONE, within=15)
-    assert record.state == "attached"  # found by search, not created again
+    # Found by search and told to be its own create's lead: created, not created again.
+    assert record.state == "created" and record.progress.lead_created
     assert len(state.leads_with_email("person2@example.com")) == 1
     assert len(lead_posts(state)) == 1
 

@@ -232,3 +232,25 @@ async def test_a_lead_this_service_did_not_create_is_flagged_not_merged(
     assert state.live_object("lead", str(b.lead_id)) is not None
     [link] = await queue.links.listing()
     assert link["status"] == "flagged" and "not created by this service" in link["reason"]
+
+
+async def test_a_source_that_skips_matched_persons_still_merges_the_link(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    # on_match skip: nothing more on the lead (no note), but the link's policy applies.
+    data: dict[str, Any] = copy.deepcopy(SOURCES)
+    data["sources"]["partner"]["dedup"] = {"link": "merge", "on_match": "skip"}
+    sources = sources_from(data)
+    state = emulator_state(emulator)
+    a, b = await two_leads(queue, settings, sources, redis)
+    async with running_worker(settings, sources, redis):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        skipped = await wait_for_record(queue, third, ("skipped",))
+    assert skipped.lead_id == a.lead_id
+    assert state.live_object("lead", str(b.lead_id)) is None
+    assert merge_posts(emulator) == 1
+    assert skipped.progress.steps["link"].state == "done"
+    assert set(skipped.progress.steps) == {"link"}  # no note, no other step
+    assert "third" not in " ".join(note_texts(emulator, str(a.lead_id)))
+    [link] = await queue.links.listing()
+    assert (link["status"], link["kept"]) == ("merged", a.lead_id)

@@ -6,13 +6,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from service.close.client import CloseClient
 from service.config.sources import Sources
 from service.queue import Queue
 from service.queue.records import FINAL_STATES
-from tests.conftest import emulator_state, enqueue, lead_posts, running_worker, wait_for_record
+from service.worker.pipeline import OWN_LEAD_FOUND
+from tests.conftest import (
+    API_KEY,
+    emulator_state,
+    enqueue,
+    lead_posts,
+    running_worker,
+    wait_for_record,
+    wait_until,
+)
 
 LOST = {"method": "POST", "path": "/api/v1/lead/", "status": 502, "after_apply": True}
 
@@ -67,11 +79,46 @@ async def test_an_unreadable_event_log_falls_back_to_the_grace_period(
     async with running_worker(settings, sources, redis):
         record = await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
     assert len(state.leads_with_email(email)) == 1 and len(lead_posts(state)) == 1
-    assert record.state == "attached"  # found by the search once its index caught up
+    # Found by the search once its index caught up, and told from a match: the service's own
+    # user made it after the mark, and no other submission claims it.
+    assert record.state == "created" and record.progress.lead_created
+    assert OWN_LEAD_FOUND in steps(record)
     assert "lead found in the event log" not in steps(record)
     refused = [r for r in state.requests if r.path == "/api/v1/event/"]
     assert refused and {r.status for r in refused} == {403}
-    assert record.progress.matched_via == "search:email"
+
+
+async def test_a_lead_someone_else_made_meanwhile_is_a_match_not_the_lost_create(
+    queue: Queue, make_settings: Any, sources: Sources, redis: Redis, emulator: TestServer
+) -> None:
+    # The create is refused before it applies (nothing made); meanwhile a rep adds the person
+    # by hand. The retry's search finds that lead: attached to, not taken for its own.
+    state = emulator_state(emulator)
+    state.add_fault(method="POST", path="/api/v1/lead/", status=504, count=1)
+    email = "made-by-a-rep@example.com"
+    sub_id = await enqueue(queue, {"contact": {"email": email}})
+    settings = make_settings(
+        unknown_outcome_grace_seconds=1.0, event_log_lag_seconds=0.5, retry_base_seconds=0.5
+    )
+    async with running_worker(settings, sources, redis):
+        await wait_until(lambda: len(lead_posts(state)) == 1)
+        made = {"name": "Rep's lead", "contacts": [{"emails": [{"email": email}]}]}
+        async with ClientSession() as http:
+            close = CloseClient(
+                http,
+                base_url=str(emulator.make_url("/api/v1")),
+                api_key=SecretStr(API_KEY),
+                timeout=5.0,
+                connect_timeout=5.0,
+                attempts=1,
+            )
+            rep_lead = str((await close.create_lead(made))["id"])
+        state.leads[rep_lead]["created_by"] = "user_a_sales_rep"
+        record = await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
+    assert record.state == "attached" and record.lead_id == rep_lead
+    assert not record.progress.lead_created
+    assert OWN_LEAD_FOUND not in steps(record)
+    assert len(state.leads_with_email(email)) == 1
 
 
 async def test_the_persons_other_submission_waits_for_the_unknown_create(
@@ -93,10 +140,8 @@ async def test_the_persons_other_submission_waits_for_the_unknown_create(
         ]
     assert len(state.leads_with_email(email)) == 1
     assert len(lead_posts(state)) == 1
-    # The first submission's lead is the one lead. When the second resolves the first's create
-    # through the event log before the first's retry does, the first finds the lead in the cache
-    # and ends attached too (it cannot tell its own lead from the cache's): the state differs,
-    # never the lead.
+    # The first submission's lead is the one lead; the second attaches to it (through the event
+    # log or the cache, whichever comes first).
     assert {r.state for r in records} <= {"attached", "created"}
     assert "attached" in {r.state for r in records}
     assert len({r.lead_id for r in records}) == 1
