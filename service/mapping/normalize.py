@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from phonenumbers.geodata.locale import LOCALE_DATA
 
 from service.mapping.spec import ADDRESS_FIELDS, MappingLimits
 from service.mapping.text import (
@@ -55,6 +54,10 @@ _COUNTRY_ALIASES = {"usa": "US", "unitedstatesofamerica": "US", "uk": "GB", "eng
 @functools.cache
 def _country_names() -> dict[str, str]:
     """Country name (any language phonenumbers knows, loosely compared) -> ISO alpha-2."""
+    # Imported here: phonenumbers' geodata package takes about 0.4 s to import, paid by every
+    # process and command otherwise, and only a country given by name needs it.
+    from phonenumbers.geodata.locale import LOCALE_DATA  # noqa: PLC0415
+
     names = dict(_COUNTRY_ALIASES)
     for code, by_language in LOCALE_DATA.items():
         for name in by_language.values():
