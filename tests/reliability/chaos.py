@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.keys import GROUP, Keys
+from service.queue.links import Links
 from service.queue.records import FINAL_STATES, Record
 from tests.reliability.followup_books import Submission, check_followups
 from tests.reliability.harness import (
@@ -67,12 +68,20 @@ FOLLOWUP: dict[str, Any] = {
 FOLLOWUP_TABLES = {"task": "tasks", "opportunity": "opportunities", "activity": "activities"}
 
 
+LINK_POLICY = {"chaos": "merge", "chaos-skip": "merge", "chaos-flag": "flag"}
+"""Each source's ``dedup.link``: an identity link found by chaos or chaos-skip is merged, one
+found by chaos-flag is listed as a possible duplicate."""
+
+
 def chaos_sources() -> dict[str, Any]:
     sources = copy.deepcopy(SOURCES)
-    for source in sources["sources"].values():
+    sources["sources"]["chaos-flag"] = copy.deepcopy(sources["sources"]["chaos"])
+    sources["sources"]["chaos-flag"]["description"] = "chaos run: like chaos, links flagged"
+    for name, source in sources["sources"].items():
         source["extract"]["extra.visit"] = "body.visit"
         source["lead"]["custom"]["Visits"] = "extra.visit"
         source["followup"] = FOLLOWUP
+        source["dedup"] = {**source.get("dedup", {}), "link": LINK_POLICY[name]}
     return sources
 
 
@@ -116,10 +125,15 @@ class Delivery:
     source: str
     body: dict[str, Any]
     kind: str
-    """new | repeat-person | redelivery | poison | reject"""
+    """new | repeat-person | redelivery | poison | reject | linked"""
     email: str | None
     phone: str | None = None
     original: Delivery | None = None
+    person: str | None = None
+    """Who sent it: the person's first email (a linked person has two)."""
+    after: tuple[Delivery, ...] = ()
+    """Sent once these are final (a linked person's submission with both identities comes
+    after the two that made a lead each)."""
     accepted_id: str | None = None
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     http_attempts: int = 0
@@ -139,9 +153,13 @@ def make_plan(plan: ChaosPlan, run: str) -> list[Delivery]:
     rng = random.Random(plan.seed)
     out: list[Delivery] = []
     persons: list[tuple[str, str | None, str]] = []  # email, phone, name of reusable persons
+    later: dict[int, Delivery] = {}  # a linked person's submissions still to come, by slot
     for n in range(plan.submissions):
-        roll = rng.random()
         key = f"{run}-{n}"
+        if n in later:
+            out.append(later.pop(n))
+            continue
+        roll = rng.random()
         if n >= 20 and roll < 0.05:
             original = out[rng.randrange(len(out))]
             while original.original is not None:
@@ -174,11 +192,54 @@ def make_plan(plan: ChaosPlan, run: str) -> list[Delivery]:
         elif roll < 0.28:
             body = {"message": f"nobody {n}", "company": "No Identity Ltd"}
             out.append(Delivery(n, key, "chaos", body, "reject", None))
+        elif roll < 0.31 and n + 70 < plan.submissions and n + 1 not in later:
+            _linked_person(rng, n, run, later, out)
         else:
             body = {**_body(email, phone, name, f"hello {n}", n), "external_id": f"ext-{n}"}
             out.append(Delivery(n, key, "chaos", body, "new", email, phone))
             persons.append((email, phone, name))
+    out.extend(later[slot] for slot in sorted(later))  # pushed past the end by a collision
     return out
+
+
+def _linked_person(
+    rng: random.Random, n: int, run: str, later: dict[int, Delivery], out: list[Delivery]
+) -> None:
+    """A person with two emails and two phones: email 1 with phone 2 (now) and email 2 with
+    phone 1 (next), each a lead of its own; then, once both are final, email 1 with phone 1,
+    whose lookup finds both leads (an identity link), and sometimes email 2 with phone 2 at
+    about the same time (a second submission finding the same link)."""
+    e1, e2 = f"p{n}-{run}@{EMAIL_DOMAIN}", f"p{n}-alt-{run}@{EMAIL_DOMAIN}"
+    p1 = f"+1 415 3{n // 10000 % 100:02d} {n % 10000:04d}"
+    p2 = f"+1 415 4{n // 10000 % 100:02d} {n % 10000:04d}"
+    name = f"Linked Person {n}"
+    flag = rng.random() < 0.3
+    made = "chaos-flag" if flag else "chaos"
+
+    def delivery(slot: int, source: str, email: str, phone: str, what: str) -> Delivery:
+        body = {**_body(email, phone, name, what, slot), "external_id": f"ext-{slot}"}
+        return Delivery(slot, f"{run}-{slot}", source, body, "linked", email, phone, person=e1)
+
+    first = delivery(n, made, e1, p2, f"hello {n}")
+    second = delivery(n + 1, made, e2, p1, f"hello again {n}")
+    out.append(first)
+    later[n + 1] = second
+    slot = _free(later, n + rng.randint(20, 60))
+    source = "chaos-flag" if flag else rng.choice(["chaos", "chaos-skip"])
+    both = delivery(slot, source, e1, p1, f"both {n}")
+    both.after = (first, second)
+    later[slot] = both
+    if rng.random() < 0.5:
+        slot = _free(later, slot + rng.randint(1, 4))
+        other = delivery(slot, source, e2, p2, f"both again {n}")
+        other.after = (first, second)
+        later[slot] = other
+
+
+def _free(later: dict[int, Delivery], slot: int) -> int:
+    while slot in later:
+        slot += 1
+    return slot
 
 
 def _body(email: str, phone: str | None, name: str, message: str, n: int) -> dict[str, Any]:
@@ -196,6 +257,8 @@ class Senders:
         self.deliveries = deliveries
         self.plan = plan
         self.errors: list[str] = []
+        self.redis = Redis.from_url(stack.redis.url, decode_responses=True)
+        """For a delivery sent once others are final (``Delivery.after``)."""
         self.retries = 0
         self.answers: Counter[str] = Counter()
 
@@ -203,6 +266,7 @@ class Senders:
         connector = aiohttp.TCPConnector(limit=self.plan.concurrency)
         timeout = aiohttp.ClientTimeout(total=10)
         queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        waiting: list[asyncio.Task[None]] = []
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             tasks = [
                 asyncio.create_task(self._sender(session, queue))
@@ -211,13 +275,18 @@ class Senders:
             interval = self.plan.send_seconds / max(1, len(self.deliveries))
             started = time.monotonic()
             for delivery in self.deliveries:
-                await queue.put(delivery)
+                if delivery.after:  # waits for others to be final without taking a sender
+                    waiting.append(asyncio.create_task(self._after(delivery, queue)))
+                else:
+                    await queue.put(delivery)
                 due = started + delivery.n * interval
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await asyncio.gather(*waiting)
             await queue.join()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self.redis.aclose()
 
     async def _sender(self, session: aiohttp.ClientSession, queue: asyncio.Queue[Delivery]) -> None:
         while True:
@@ -228,6 +297,21 @@ class Senders:
                 await self._send(session, delivery)
             finally:
                 queue.task_done()
+
+    async def _after(self, delivery: Delivery, queue: asyncio.Queue[Delivery]) -> None:
+        """Queue ``delivery`` once every submission of ``delivery.after`` is final."""
+        deadline = time.monotonic() + 150
+        for earlier in delivery.after:
+            await earlier.answered.wait()
+            key = Keys(PREFIX).sub(earlier.accepted_id or "")
+            while earlier.accepted_id and time.monotonic() < deadline:
+                try:
+                    if await self.redis.hget(key, "state") in FINAL_STATES:
+                        break
+                except RedisError:
+                    pass  # Redis is being restarted
+                await asyncio.sleep(0.2)
+        await queue.put(delivery)
 
     async def _send(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         deadline = time.monotonic() + 120
@@ -367,6 +451,10 @@ class Outcome:
     elapsed: float
     settled: float
     """Seconds from the end of the chaos until everything was final."""
+    merges: dict[str, str] = field(default_factory=dict)
+    """Close's merges: the lead merged away -> the lead it went into."""
+    links: list[dict[str, Any]] = field(default_factory=list)
+    """The identity links the admin API lists."""
     objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """The follow-ups Close holds: tasks, opportunities, activities, subscriptions, notes."""
     config: dict[str, Any] = field(default_factory=dict)
@@ -374,6 +462,7 @@ class Outcome:
     pending_detail: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    counts_links: dict[str, int] = field(default_factory=dict)
 
     def check(self) -> None:
         """Fill ``counts`` and ``failures`` (empty when every promise held)."""
@@ -407,7 +496,7 @@ class Outcome:
             }
             for email in emails:
                 leads_by_email[email].append(str(lead["id"]))
-        good = {d.email for d in firsts if d.kind in ("new", "repeat-person") and d.email}
+        good = {d.email for d in firsts if d.kind in ("new", "repeat-person", "linked") and d.email}
         poison = {d.email for d in firsts if d.kind == "poison" and d.email}
         duplicates = {e: ids for e, ids in leads_by_email.items() if len(ids) > 1}
         missing = sorted(e for e in good if not leads_by_email.get(e))
@@ -425,15 +514,19 @@ class Outcome:
             for r in self.requests
             if r["method"] == "POST" and r["path"] == "/api/v1/lead/" and r["applied"]
         ]
-        if len(applied) != len(self.leads):
-            fail.append(f"{len(applied)} lead creates applied for {len(self.leads)} leads")
-        # Records of one person name the same lead.
+        if len(applied) != len(self.leads) + len(self.merges):
+            fail.append(
+                f"{len(applied)} lead creates applied for {len(self.leads)} leads "
+                f"and {len(self.merges)} merged away"
+            )
+        flagged_persons = self._check_links(firsts, leads_by_email)
+        # Records of one person name the same lead (the one it was merged into, if it was).
         lead_of: dict[str, set[str]] = defaultdict(set)
         for d in firsts:
             record = self.records.get(d.accepted_id or "")
             if d.email and record is not None and record.lead_id:
-                lead_of[d.email].add(record.lead_id)
-        split = {e: ids for e, ids in lead_of.items() if len(ids) > 1}
+                lead_of[d.person or d.email].add(self.follow(record.lead_id))
+        split = {e: ids for e, ids in lead_of.items() if len(ids) > 1 and e not in flagged_persons}
         if split:
             fail.append(f"persons whose records name different leads: {list(split.items())[:3]}")
         # Dead only where the permanent error was injected, and there always.
@@ -471,10 +564,11 @@ class Outcome:
             "dead": by_state["dead"],
             "duplicates": sum(len(ids) - 1 for ids in duplicates.values()),
             "lost": len(lost),
-            "persons": len(good),
+            "persons": len({d.person or d.email for d in firsts if d.email in good}),
             "leads": len(self.leads),
             "repeat deliveries (200 duplicate)": len(repeats),
             "poisoned (Close 400)": len(poison_ids),
+            **self.counts_links,
         }
         if final_records != len(accepted):
             fail.append(f"accepted {len(accepted)} != final-state records {final_records}")
@@ -484,13 +578,65 @@ class Outcome:
             if (record := self.records.get(d.accepted_id or "")) is not None
         ]
         found, counts = check_followups(
-            submissions, self.leads, self.objects, self.requests, self.config, REPS
+            submissions, self.leads, self.objects, self.requests, self.config, REPS, self.follow
         )
         fail.extend(found)
         self.counts.update(counts)
-        found, counts = check_notes(submissions, self.objects["notes"])
+        found, counts = check_notes(submissions, self.objects["notes"], self.follow)
         fail.extend(found)
         self.counts.update(counts)
+
+    def follow(self, lead_id: str) -> str:
+        """The lead ``lead_id`` is now: itself, or the one Close merged it into."""
+        seen = {lead_id}
+        while lead_id in self.merges and self.merges[lead_id] not in seen:
+            lead_id = self.merges[lead_id]
+            seen.add(lead_id)
+        return lead_id
+
+    def _check_links(
+        self, firsts: list[Delivery], leads_by_email: dict[str, list[str]]
+    ) -> set[str]:
+        """The persons with two emails (``_linked_person``): one lead each under ``merge``;
+        under ``flag``, two leads only with a flagged link listing them. Returns the persons
+        the flag allows two leads."""
+        linked = [d for d in firsts if d.kind == "linked" and d.person and d.email]
+        flagging = {d.person for d in linked if LINK_POLICY[d.source] == "flag"}
+        leads_of: dict[str, set[str]] = defaultdict(set)
+        for d in linked:
+            assert d.person and d.email
+            leads_of[d.person].update(leads_by_email.get(d.email.lower(), []))
+        listed = {frozenset(link["leads"]) for link in self.links if link["status"] == "flagged"}
+        merged_links = [link for link in self.links if link["status"] == "merged"]
+        two = {person: leads for person, leads in leads_of.items() if len(leads) > 1}
+        under_merge = {p: sorted(leads) for p, leads in two.items() if p not in flagging}
+        unlisted = {
+            p: sorted(leads)
+            for p, leads in two.items()
+            if p in flagging and frozenset(leads) not in listed
+        }
+        if under_merge:
+            self.failures.append(f"{len(under_merge)} persons with two leads under merge:")
+            self.failures.extend(
+                self._history(person, leads, of_person=True)
+                for person, leads in list(under_merge.items())[:3]
+            )
+        if unlisted:
+            self.failures.append(
+                f"{len(unlisted)} persons with two leads and no flagged link listing them: "
+                f"{list(unlisted.items())[:3]}"
+            )
+        bad = [link for link in merged_links if self.follow(link["merged"]) != link["kept"]]
+        if bad:
+            self.failures.append(f"merged links Close does not show merged: {bad[:3]}")
+        self.counts_links = {
+            "linked persons": len(leads_of),
+            "  under merge: leads merged away": len(self.merges),
+            "  under merge: persons with two leads": len(under_merge),
+            "  under flag: persons with two leads": len(two) - len(under_merge),
+            "  under flag: flagged links listed": len(listed),
+        }
+        return {p for p in flagging if p in two and p not in unlisted}
 
     def _state(self, sub_id: str | None) -> str | None:
         record = self.records.get(sub_id or "")
@@ -507,10 +653,11 @@ class Outcome:
         lines.extend(f"      {json.dumps(event)}" for event in record.history)
         return "\n".join(lines)
 
-    def _history(self, email: str, lead_ids: list[str]) -> str:
+    def _history(self, email: str, lead_ids: list[str], *, of_person: bool = False) -> str:
+        """The records of ``email``'s submissions (of its person's, with ``of_person``)."""
         lines = [f"  {email}: leads {lead_ids}"]
         for d in self.deliveries:
-            if d.email == email and d.original is None:
+            if (d.person if of_person else d.email) == email and d.original is None:
                 record = self.records.get(d.accepted_id or "")
                 if record is not None:
                     lines.append(f"    {record.id} {record.source} {record.state}:")
@@ -649,12 +796,14 @@ async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
                 Keys(PREFIX).stream, GROUP, min="-", max="+", count=10
             )
             consumers = await redis.xinfo_consumers(Keys(PREFIX).stream, GROUP)
+            links = await Links(redis, Keys(PREFIX), record_ttl=3600).listing(limit=100_000)
         finally:
             await redis.aclose()
         objects = {
             table: await stack.emulator.objects(table)
             for table in ("tasks", "opportunities", "activities", "subscriptions", "notes")
         }
+        merges = {m["lead_id"]: m["destination"] for m in await stack.emulator.objects("merges")}
         outcome = Outcome(
             plan=plan,
             deliveries=deliveries,
@@ -662,6 +811,8 @@ async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
             leads=await stack.emulator.leads(),
             requests=await stack.emulator.requests(),
             objects=objects,
+            merges=merges,
+            links=links,
             config=await stack.emulator.config(),
             senders=senders,
             monkey=monkey,

@@ -8,7 +8,7 @@ applied twice)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,10 @@ def check_followups(
     requests: list[dict[str, Any]],
     config: Mapping[str, Any],
     reps: Iterable[str],
+    follow: Callable[[str], str] = str,
 ) -> tuple[list[str], dict[str, int]]:
-    """The failures found, and counts for the run's table."""
+    """The failures found, and counts for the run's table. ``follow`` gives the lead a lead
+    id is now (the one Close merged it into, when it was merged)."""
     fail: list[str] = []
     subs = [s for s in submissions if s.record.lead_id]
     owner_key, visits_key = _field(config, "Lead Owner"), _field(config, "Visits")
@@ -76,9 +78,9 @@ def check_followups(
         fail.append(f"follow-up steps not done: {dict(failed)}")
     by_lead: dict[str, list[Submission]] = defaultdict(list)
     for s in subs:
-        by_lead[s.record.lead_id or ""].append(s)
+        by_lead[follow(s.record.lead_id or "")].append(s)
     puts = Counter(
-        r["path"].split("/")[4]
+        follow(r["path"].split("/")[4])
         for r in requests
         if r["method"] == "PUT" and r["path"].startswith("/api/v1/lead/") and r["applied"]
     )

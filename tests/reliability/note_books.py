@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from service.mapping.note import MARKER_PREFIX
@@ -25,9 +25,12 @@ def note_owner(note: dict[str, Any]) -> str | None:
 
 
 def check_notes(
-    submissions: Iterable[Submission], notes: list[dict[str, Any]]
+    submissions: Iterable[Submission],
+    notes: list[dict[str, Any]],
+    follow: Callable[[str], str] = str,
 ) -> tuple[list[str], dict[str, int]]:
-    """The failures found, and the counts for the run's table."""
+    """The failures found, and the counts for the run's table. ``follow`` gives the lead a
+    lead id is now (the one Close merged it into, when it was merged)."""
     fail: list[str] = []
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     unmarked = []
@@ -56,7 +59,7 @@ def check_notes(
             fail.append(f"{record.id}: note step done ({mark.close_id}), no note carries its id")
         elif mark.close_id not in {n["id"] for n in found}:
             wrong.append(record.id)
-        elif any(n.get("lead_id") != record.lead_id for n in found):
+        elif any(follow(str(n.get("lead_id"))) != follow(record.lead_id or "") for n in found):
             fail.append(f"{record.id}: its note is not on its lead {record.lead_id}")
     if wrong:
         fail.append(f"{len(wrong)} records naming a note that is not theirs: {wrong[:5]}")
