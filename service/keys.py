@@ -108,6 +108,11 @@ class Keys:
         """Sorted set of identity links (``<lead>|<lead>``), scored by when first seen."""
         return f"{self.tag}:links"
 
+    def links_in(self, status: str) -> str:
+        """Sorted set of the identity links in ``status`` (``flagged``, ``merged``), scored by
+        when first seen: the admin listing's filter and its counts (``ZCARD``)."""
+        return f"{self.tag}:links:{status}"
+
     def link(self, pair: str) -> str:
         """JSON of one identity link: its leads, identities, submission, policy, status."""
         return f"{self.tag}:link:{pair}"

@@ -9,7 +9,10 @@ Routes (described, with every parameter and answer, by ``GET /openapi.json``; se
 - ``POST /v1/submissions/{id}/replay``: queue a finished submission again.
 - ``POST /v1/submissions/replay``: queue many again, by ids or by a filter.
 - ``DELETE /v1/submissions/{id}``: erase its personal data, keeping a tombstone.
-- ``GET /v1/counts``: submissions per state, queue depth and delivery status.
+- ``GET /v1/links``: identity links (one person's email and phone led to two leads), newest
+  first, filtered by status (``flagged``: possible duplicates, ``merged``), paged with a
+  ``before`` cursor; both leads with their pages in Close, no personal data.
+- ``GET /v1/counts``: submissions per state, queue depth, delivery status, links per status.
 
 Invalid parameters answer ``400 invalid-parameter`` naming the parameter; Redis out of reach
 answers ``503 queue-unavailable``.
@@ -25,9 +28,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from service.admin.context import ADMIN, AdminContext, context, matching_token, request_text
-from service.admin.params import parse_listing, parse_replay_request
+from service.admin.params import parse_links, parse_listing, parse_replay_request
 from service.admin.sessions import attempts_wait, wrong_token
-from service.admin.views import public, queue_overview, summary
+from service.admin.views import link_item, public, queue_overview, summary
 from service.problems import ProblemError, rate_limited
 from service.queue import Queue, Selection
 
@@ -153,6 +156,24 @@ async def erase_submission(request: web.Request) -> web.Response:
     return web.json_response(public(record, admin.lead_url))
 
 
+async def list_links(request: web.Request) -> web.Response:
+    """Identity links, newest first. Paged with ``before`` (the ``at`` score, exclusive): an
+    offset would shift as new links arrive at the top, a cursor on when each was first seen
+    does not. ``next_before`` is the cursor of the next page (null on the last)."""
+    queue, admin = await _authorized(request)
+    status, limit, before = parse_links(request.query)
+    with redis_errors():
+        links, more = await queue.links.page(status, limit, before=before)
+    return web.json_response(
+        {
+            "links": [link_item(link, admin.lead_url) for link in links],
+            "limit": limit,
+            "more": more,
+            "next_before": float(links[-1]["at"]) if more else None,
+        }
+    )
+
+
 async def counts(request: web.Request) -> web.Response:
     queue, _ = await _authorized(request)
     with redis_errors():
@@ -164,6 +185,7 @@ def create_api_app(admin: AdminContext) -> web.Application:
     app = web.Application()
     app[ADMIN] = admin
     app.router.add_get("/counts", counts)
+    app.router.add_get("/links", list_links)
     app.router.add_get("/submissions", list_submissions)
     # Before /submissions/{id}: a static path wins over the pattern.
     app.router.add_post("/submissions/replay", replay_many)

@@ -3,8 +3,9 @@
 Pages: ``/admin`` (counts per state, queue depth, delivery status, the last 24 hours per hour
 by state and source, recent submissions), ``/admin/dead`` (dead letters, a replay button each
 and one for all), ``/admin/search?q=`` (a person's submissions, by email, phone, submission id
-or lead id: ``people.py``), and ``/admin/submissions/{id}`` (one record with its payload and
-history; replay and erase). Only that last page shows personal data; the search page shows the
+or lead id: ``people.py``), ``/admin/links`` (possible duplicates: the flagged identity links,
+``links_html.py``), and ``/admin/submissions/{id}`` (one record with its payload and history;
+replay and erase). Only that last page shows personal data; the search page shows the
 searched email or phone back, and rows without payloads.
 
 Sessions (``sessions.py``). ``POST /admin/login`` with one of the admin tokens sets a signed
@@ -35,6 +36,7 @@ from multidict import MultiDict, MultiDictProxy
 from redis.exceptions import RedisError
 
 from service.admin import dashboard_html as html
+from service.admin import links_html
 from service.admin.activity import hourly_activity
 from service.admin.context import ADMIN, AdminContext, context, matching_token, request_text
 from service.admin.params import MAX_LIMIT
@@ -52,6 +54,7 @@ from service.admin.views import queue_overview
 from service.problems import ProblemError, retry_after
 from service.queue import Selection
 from service.queue.records import STATES, as_state
+from service.times import BadTime, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_NEXT = re.compile(r"/admin(?:/dead|/submissions/[A-Za-z0-9_-]{1,100})?")
+_NEXT = re.compile(r"/admin(?:/dead|/links|/submissions/[A-Za-z0-9_-]{1,100})?")
 _COUNT = re.compile(r"[0-9]{1,6}")
 MAX_FORM_FIELDS = 20
 """The dashboard's forms have a handful of fields; more is not one of them."""
@@ -290,6 +293,24 @@ async def dead_letters(request: web.Request, session: Session) -> web.Response:
 
 
 @_pages
+async def possible_duplicates(request: web.Request, session: Session) -> web.Response:
+    """The flagged identity links, newest first, a page at a time (``?before=``)."""
+    admin = context(request)
+    raw = request.query.get("before")
+    try:
+        before = parse_time(raw) if raw is not None else None
+    except BadTime as exc:
+        text = html.message_page("Not a page", f"before: {exc}", csrf=session.csrf)
+        return _page(text, 400)
+    links, more = await admin.the_queue().links.page("flagged", RECENT * 2, before=before)
+    next_before = float(links[-1]["at"]) if more else None
+    text = links_html.links_page(
+        links, admin.lead_url, next_before=next_before, first=before is None, csrf=session.csrf
+    )
+    return _page(text)
+
+
+@_pages
 async def submission(request: web.Request, session: Session) -> web.Response:
     admin = context(request)
     record = await admin.the_queue().records.get(request.match_info["id"])
@@ -347,6 +368,7 @@ def create_dashboard_app(admin: AdminContext) -> web.Application:
     app.router.add_post("/logout", logout)
     app.router.add_get("/dead", dead_letters)
     app.router.add_get("/search", search)
+    app.router.add_get("/links", possible_duplicates)
     app.router.add_post("/dead/replay", replay_dead)
     app.router.add_get("/submissions/{id}", submission)
     app.router.add_post("/submissions/{id}/replay", replay)

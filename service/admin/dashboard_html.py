@@ -163,6 +163,11 @@ def overview_cards(overview: Mapping[str, Any]) -> str:
     if slowed:
         detail += f" (Close rate limit: {esc(', '.join(slowed))})"
     css = "running" if status == "running" else "paused"
+    flagged = (overview.get("links") or {}).get("flagged", 0)
+    depth += (
+        f'<div class="card"><a href="/admin/links" id="duplicates">possible duplicates'
+        f'<b data-links="flagged">{esc(flagged)}</b></a></div>'
+    )
     return (
         f"<h2>Submissions per state</h2><div class='cards'>{cards}</div>"
         f"<h2>Queue</h2><div class='cards'>{depth}</div>"

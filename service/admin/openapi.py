@@ -17,7 +17,14 @@ from typing import Any
 from aiohttp import web
 
 from service import __version__
-from service.admin.params import INCLUDES, MAX_LIMIT, MAX_TEXT, MAX_TIME
+from service.admin.params import (
+    DEFAULT_LINKS,
+    INCLUDES,
+    LINK_STATUSES,
+    MAX_LIMIT,
+    MAX_TEXT,
+    MAX_TIME,
+)
 from service.close.pacing import GROUPS
 from service.queue.records import REPLAYABLE, STATES
 
@@ -277,7 +284,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Counts": {
         "type": "object",
-        "required": ["states", "total", "queue", "delivery", "redis"],
+        "required": ["states", "total", "queue", "delivery", "redis", "links"],
         "properties": {
             "states": {
                 "type": "object",
@@ -338,6 +345,87 @@ SCHEMAS: dict[str, Any] = {
                     }
                 },
                 "additionalProperties": False,
+            },
+            "links": {
+                "type": "object",
+                "description": "Identity links kept per status: `flagged` ones are possible "
+                "duplicates (`GET /v1/links?status=flagged`).",
+                "required": list(LINK_STATUSES),
+                "properties": {s: {"type": "integer", "minimum": 0} for s in LINK_STATUSES},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    "LinkLead": {
+        "type": "object",
+        "required": ["id", "url"],
+        "properties": {
+            "id": {"type": "string", "examples": ["lead_abc"]},
+            "url": {"type": "string", "description": "The lead's page in Close's app."},
+        },
+        "additionalProperties": False,
+    },
+    "Link": {
+        "type": "object",
+        "description": (
+            "An identity link: one submission's email led to one lead and its phone to another "
+            "(two of the person's submissions with disjoint identities each made a lead). "
+            "`status`: `flagged` (kept as a possible duplicate: the source's `dedup.link` is "
+            "`flag`, or a merge was refused, `reason` says why) or `merged` (`kept` is the lead "
+            "kept, `merged` the one merged into it). `identities` maps identity keys (hashes of "
+            "the normalised email or phone, never the address itself) to the lead each led to."
+        ),
+        "required": [
+            "leads",
+            "status",
+            "policy",
+            "source",
+            "submission",
+            "via",
+            "identities",
+            "reason",
+            "kept",
+            "merged",
+            "first_seen_at",
+            "updated_at",
+        ],
+        "properties": {
+            "leads": {"type": "array", "items": _ref("LinkLead"), "minItems": 2, "maxItems": 2},
+            "status": {"type": "string", "enum": list(LINK_STATUSES)},
+            "policy": {"type": ["string", "null"], "enum": ["merge", "flag", "ignore", None]},
+            "source": {"type": ["string", "null"]},
+            "submission": {
+                "type": ["string", "null"],
+                "description": "The submission that found the link (`GET /v1/submissions/{id}`).",
+            },
+            "via": {
+                "type": ["string", "null"],
+                "enum": ["search", "cache", None],
+                "description": "Found by Close's search or by the lead cache.",
+            },
+            "identities": {"type": "object", "additionalProperties": {"type": "string"}},
+            "reason": {
+                "type": ["string", "null"],
+                "description": "Why a merge was refused and the pair flagged instead.",
+            },
+            "kept": {"type": ["string", "null"]},
+            "merged": {"type": ["string", "null"]},
+            "first_seen_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": False,
+    },
+    "LinkList": {
+        "type": "object",
+        "required": ["links", "limit", "more", "next_before"],
+        "properties": {
+            "links": {"type": "array", "items": _ref("Link")},
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            "more": {"type": "boolean", "description": "Older links match."},
+            "next_before": {
+                "type": ["number", "null"],
+                "description": "Give it as `before` for the next page (null on the last).",
             },
         },
         "additionalProperties": False,
@@ -491,10 +579,54 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/links": {
+        "get": {
+            "operationId": "listLinks",
+            "summary": "List identity links (possible duplicates, merged leads), newest first",
+            "description": (
+                "Pairs of leads one person's email and phone led to, newest first seen first; "
+                "no personal data. When `more` is true, page on with `before` set to "
+                "`next_before` (the boundary is exclusive: nothing comes twice, even while new "
+                "links arrive)."
+            ),
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "description": "Only this status (absent: both).",
+                    "schema": {"type": "string", "enum": list(LINK_STATUSES)},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LINKS,
+                    },
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "description": "Only links first seen before this time (exclusive): the "
+                    "previous page's `next_before`.",
+                    "schema": TIME,
+                },
+            ],
+            "responses": {
+                "200": _json(_ref("LinkList"), "The links."),
+                "400": INVALID,
+                "401": UNAUTHORIZED,
+                "429": THROTTLED,
+                "503": UNAVAILABLE,
+            },
+        }
+    },
     "/v1/counts": {
         "get": {
             "operationId": "counts",
-            "summary": "Submissions per state, queue depth, delivery status",
+            "summary": "Submissions per state, queue depth, delivery status, links per status",
             "responses": {
                 "200": _json(_ref("Counts"), "The figures."),
                 "401": UNAUTHORIZED,
@@ -514,7 +646,8 @@ def document() -> dict[str, Any]:
             "title": "Lead Intake admin API",
             "version": __version__,
             "description": (
-                "Inspect, replay and erase the submissions Lead Intake received. Every route "
+                "Inspect, replay and erase the submissions Lead Intake received, and list the "
+                "identity links (possible duplicate leads) it found. Every route "
                 "but this document needs `Authorization: Bearer <admin token>` "
                 "(`INTAKE_ADMIN_TOKEN`; several comma-separated tokens are all accepted). "
                 "Errors are `application/problem+json` (RFC 9457)."

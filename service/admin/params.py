@@ -13,22 +13,27 @@ from multidict import MultiMapping
 
 from service.problems import ProblemError
 from service.queue import Selection
+from service.queue.links import STATUSES as LINK_STATUSES
 from service.queue.records import REPLAYABLE, STATES, State, as_state
 from service.times import MAX_TIME, BadTime, parse_time
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+DEFAULT_LINKS = 100
 MAX_TEXT = 200
 INCLUDES = ("payload", "history")
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "DEFAULT_LINKS",
     "INCLUDES",
+    "LINK_STATUSES",
     "MAX_LIMIT",
     "MAX_TEXT",
     "MAX_TIME",
     "REPLAYABLE",
     "invalid",
+    "parse_links",
     "parse_listing",
     "parse_replay_request",
 ]
@@ -100,6 +105,22 @@ def parse_listing(query: MultiMapping[str]) -> tuple[Selection, tuple[str, ...]]
         limit=parse_limit(query.get("limit")),
     )
     return _checked(selection), _choices(query.getall("include", []), "include", INCLUDES)
+
+
+def parse_links(query: MultiMapping[str]) -> tuple[str | None, int, float | None]:
+    """``GET /v1/links`` parameters → (status or None for all, limit, before or None)."""
+    statuses = query.getall("status", [])
+    if len(statuses) > 1:
+        raise invalid("status", "give it once")
+    status = statuses[0].strip() if statuses else None
+    if status is not None and status not in LINK_STATUSES:
+        raise invalid("status", f"{status!r} is not one of {', '.join(LINK_STATUSES)}")
+    before = query.get("before")
+    return (
+        status,
+        parse_limit(query.get("limit"), default=DEFAULT_LINKS),
+        time_param(before, "before") if before is not None else None,
+    )
 
 
 _BY_IDS = frozenset({"ids"})

@@ -1,4 +1,4 @@
-"""Records and queue figures as the admin API and the dashboard show them."""
+"""Records, identity links and queue figures as the admin API and the dashboard show them."""
 
 from __future__ import annotations
 
@@ -32,6 +32,28 @@ def lead_url(record: Record, template: str) -> str | None:
     if given and given.startswith(("https://", "http://")):
         return given
     return template.format(record.lead_id) if record.lead_id else None
+
+
+def link_item(link: Mapping[str, Any], template: str) -> dict[str, Any]:
+    """An identity link as the admin API lists it: its two leads with their pages in Close, and
+    what the worker recorded. The identities are their keys (hashes), never an email or phone."""
+    at = float(link.get("at") or 0)
+    return {
+        "leads": [
+            {"id": str(lead), "url": template.format(lead)} for lead in link.get("leads") or []
+        ],
+        "status": link.get("status"),
+        "policy": link.get("policy"),
+        "source": link.get("source"),
+        "submission": link.get("submission"),
+        "via": link.get("via"),
+        "identities": dict(link.get("identities") or {}),
+        "reason": link.get("reason"),
+        "kept": link.get("kept"),
+        "merged": link.get("merged"),
+        "first_seen_at": iso(at),
+        "updated_at": iso(float(link.get("updated_at") or at)),
+    }
 
 
 def owner_of(record: Record) -> str | None:
@@ -102,10 +124,10 @@ def error_reason(record: Record) -> str | None:
 
 
 async def queue_overview(queue: Queue) -> dict[str, Any]:
-    """Submissions per state, queue depth, whether delivery to Close is paused, and when
-    Redis last lost its data."""
-    counts, status, loss = await asyncio.gather(
-        queue.index.counts(), read_status(queue), queue.marker.last_loss()
+    """Submissions per state, queue depth, whether delivery to Close is paused, when Redis last
+    lost its data, and the identity links per status."""
+    counts, status, loss, links = await asyncio.gather(
+        queue.index.counts(), read_status(queue), queue.marker.last_loss(), queue.links.counts()
     )
     depth, delivery = status.depth, status.delivery
     return {
@@ -125,4 +147,6 @@ async def queue_overview(queue: Queue) -> dict[str, Any]:
         # When Redis was last found without its data (queue/marker.py): what was accepted
         # before and not delivered is gone; kept a week.
         "redis": {"data_lost_at": iso(loss.at) if loss else None},
+        # Identity links kept per status (queue/links.py): flagged ones are possible duplicates.
+        "links": links,
     }

@@ -7,8 +7,9 @@ in the record's progress (``Progress.link``), and :class:`LinkStep`, the first s
 lead, applies the source's ``dedup.link`` policy:
 
 - ``ignore``: the record's note of it, nothing else;
-- ``flag``: kept in Redis as a possible duplicate (``queue/links.py``, which lists them; the
-  admin API and dashboard do not show them yet), counted in ``intake_identity_links_total``;
+- ``flag``: kept in Redis as a possible duplicate (``queue/links.py``), listed by the admin API
+  (``GET /v1/links?status=flagged``) and the dashboard's possible duplicates page
+  (``/admin/links``), counted in ``intake_identity_links_total``;
 - ``merge``: Close's ``POST /lead/merge/``, the older lead kept (the destination), when the
   limits allow it (leads this service created, the newer one younger than the window; else the
   pair is flagged). Before it, the locks of every identity of both leads are taken without

@@ -82,6 +82,7 @@ def ids_of(body: dict[str, Any]) -> list[str]:
 ROUTES = [
     ("GET", "/v1/submissions"),
     ("GET", "/v1/counts"),
+    ("GET", "/v1/links"),
     ("GET", "/v1/submissions/{id}"),
     ("DELETE", "/v1/submissions/{id}"),
     ("POST", "/v1/submissions/{id}/replay"),
@@ -426,7 +427,7 @@ async def test_redis_down_is_503(make_settings: Callable[..., Settings], sources
                 "/admin/login", data={"token": ADMIN_TOKEN}, allow_redirects=False
             )
             assert login.status == 503 and "Set-Cookie" not in login.headers
-            for page in ("/admin", "/admin/dead", f"/admin/submissions/{sub_id}"):
+            for page in ("/admin", "/admin/dead", "/admin/links", f"/admin/submissions/{sub_id}"):
                 response = await client.get(page)
                 assert response.status == 503 and response.content_type == "text/html"
                 assert "Redis is unreachable" in await response.text()

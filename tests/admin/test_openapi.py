@@ -85,7 +85,7 @@ def test_every_v1_route_is_documented_and_nothing_else(
     admin_routes = {(m, p) for m, p in routes if p.startswith("/v1/")}
     assert {(m, p) for m, p in documented() if p.startswith("/v1/")} == admin_routes
     assert documented() - routes == set()  # /openapi.json included
-    assert len(admin_routes) == 6
+    assert len(admin_routes) == 7
 
 
 def test_every_operation_documents_auth_and_problem_answers() -> None:
@@ -137,6 +137,12 @@ async def seed(queue: Queue) -> None:
             await queue.steps.apply(
                 Transition(sub_id, state, last_error=error, dead=state == "dead")
             )
+    # Identity links, one of each status, so the listing answers real rows.
+    link = {"leads": ["lead_1", "lead_2"], "via": "search", "submission": "sub_seed1"}
+    link["identities"] = {"e:" + "0" * 32: "lead_1", "p:" + "1" * 32: "lead_2"}
+    await queue.links.record(link, "flagged", policy="flag", source="partner")
+    merged = {**link, "leads": ["lead_3", "lead_4"]}
+    await queue.links.record(merged, "merged", policy="merge", kept="lead_3", merged="lead_4")
 
 
 @contextmanager
