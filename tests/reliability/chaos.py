@@ -30,7 +30,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.keys import GROUP, Keys
-from service.queue.links import Links
 from service.queue.records import FINAL_STATES, Record
 from tests.reliability.followup_books import Submission, check_followups
 from tests.reliability.harness import (
@@ -454,7 +453,7 @@ class Outcome:
     merges: dict[str, str] = field(default_factory=dict)
     """Close's merges: the lead merged away -> the lead it went into."""
     links: list[dict[str, Any]] = field(default_factory=list)
-    """The identity links the admin API lists."""
+    """The identity links the admin API lists (``leads``: their two ids)."""
     objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """The follow-ups Close holds: tasks, opportunities, activities, subscriptions, notes."""
     config: dict[str, Any] = field(default_factory=dict)
@@ -704,6 +703,26 @@ async def _collect(redis: Redis, ids: list[str]) -> dict[str, Record | None]:
     return out
 
 
+async def _listed_links(stack: Stack) -> list[dict[str, Any]]:
+    """Every identity link, as the admin API lists them (``GET /v1/links``, page by page),
+    each with its two lead ids."""
+    url = f"{stack.receiver_url(stack.receivers[0])}/v1/links"
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    out: list[dict[str, Any]] = []
+    query: dict[str, str] = {"limit": "50"}
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(url, params=query, headers=headers) as answer:
+                assert answer.status == 200, await answer.text()
+                page = await answer.json()
+            out.extend(
+                {**link, "leads": [lead["id"] for lead in link["leads"]]} for link in page["links"]
+            )
+            if not page["more"]:
+                return out
+            query["before"] = repr(page["next_before"])
+
+
 async def _leftovers(redis: Redis) -> dict[str, int]:
     keys = Keys(PREFIX)
     pending = await redis.xpending(keys.stream, GROUP)
@@ -796,7 +815,6 @@ async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
                 Keys(PREFIX).stream, GROUP, min="-", max="+", count=10
             )
             consumers = await redis.xinfo_consumers(Keys(PREFIX).stream, GROUP)
-            links = await Links(redis, Keys(PREFIX), record_ttl=3600).listing(limit=100_000)
         finally:
             await redis.aclose()
         objects = {
@@ -804,6 +822,7 @@ async def run_chaos(workdir: Path, plan: ChaosPlan) -> Outcome:
             for table in ("tasks", "opportunities", "activities", "subscriptions", "notes")
         }
         merges = {m["lead_id"]: m["destination"] for m in await stack.emulator.objects("merges")}
+        links = await _listed_links(stack)
         outcome = Outcome(
             plan=plan,
             deliveries=deliveries,
