@@ -122,7 +122,9 @@ async def test_429_storm_all_created_and_no_request_during_a_pause(
     for i in range(12):
         assert len(state.leads_with_email(f"person{100 + i}@example.com")) == 1
     # Whenever Close said stop (429, or remaining=0), nothing more reached that group until the
-    # reset it named had passed (20 ms allowed for requests already on the wire).
+    # reset it named had passed. 100 ms are allowed for requests already on the wire: up to 7
+    # others may be in flight, and the emulator shares the test's event loop, so on a busy
+    # machine it may read one sent before the answer well after it (20 ms was too little).
     log = [r for r in state.requests if r.group != "read"]
     pauses = 0
     for told in log:
@@ -132,7 +134,7 @@ async def test_429_storm_all_created_and_no_request_during_a_pause(
         answered = told.monotonic + told.duration_ms / 1000
         until = told.monotonic + math.ceil(told.rate_reset - 1e-9)
         early = [
-            r for r in log if r.group == told.group and answered + 0.02 < r.monotonic < until - 0.02
+            r for r in log if r.group == told.group and answered + 0.1 < r.monotonic < until - 0.02
         ]
         assert not early, (
             f"requests during the pause after #{told.index}: {[r.index for r in early]}"
