@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -26,6 +26,7 @@ from close_emulator import (
     create_emulator_app,
 )
 from provider_emulator import create_provider_emulator_app
+from service.close.client import CloseClient
 from service.config.settings import Settings
 from service.config.sources import Sources, load_sources, parse_sources
 from service.dev.redis_server import RedisServer
@@ -88,6 +89,19 @@ async def emulator() -> AsyncIterator[TestServer]:
 
 def emulator_state(server: TestServer) -> EmulatorState:
     return server.app[EMULATOR_STATE]
+
+
+def emulator_client(session: ClientSession, emulator: TestServer) -> CloseClient:
+    """A Close client of the test emulator, for a test acting as someone else in Close (a rep
+    making a lead by hand); no retries."""
+    return CloseClient(
+        session,
+        base_url=str(emulator.make_url("/api/v1")),
+        api_key=SecretStr(API_KEY),
+        timeout=5.0,
+        connect_timeout=5.0,
+        attempts=1,
+    )
 
 
 def lead_posts(state: EmulatorState) -> list[RequestRecord]:

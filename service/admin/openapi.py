@@ -58,6 +58,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
+def _limit(default: int) -> dict[str, Any]:
+    """The ``limit`` query parameter of a listing."""
+    schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": default}
+    return {"name": "limit", "in": "query", "schema": schema}
+
+
 def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
 
@@ -471,16 +477,7 @@ PATHS: dict[str, Any] = {
                     "description": "Received at or before.",
                     "schema": TIME,
                 },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": MAX_LIMIT,
-                        "default": 50,
-                    },
-                },
+                _limit(50),
                 {
                     "name": "include",
                     "in": "query",
@@ -596,16 +593,7 @@ PATHS: dict[str, Any] = {
                     "description": "Only this status (absent: both).",
                     "schema": {"type": "string", "enum": list(LINK_STATUSES)},
                 },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": MAX_LIMIT,
-                        "default": DEFAULT_LINKS,
-                    },
-                },
+                _limit(DEFAULT_LINKS),
                 {
                     "name": "before",
                     "in": "query",

@@ -186,25 +186,33 @@ async def test_list_limit_says_when_there_is_more(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "parameter"),
+    ("target", "parameter"),
     [
-        ("state=bogus", "state"),
-        ("state=dead,bogus", "state"),
-        ("limit=0", "limit"),
-        ("limit=501", "limit"),
-        ("limit=ten", "limit"),
-        ("since=yesterday", "since"),
-        ("until=-5", "until"),
-        ("since=1e400", "since"),
-        ("since=2024-05-02T00:00:00Z&until=2024-05-01T00:00:00Z", "since"),
-        ("include=secrets", "include"),
-        ("source=", "source"),
+        ("/v1/submissions?state=bogus", "state"),
+        ("/v1/submissions?state=dead,bogus", "state"),
+        ("/v1/submissions?limit=0", "limit"),
+        ("/v1/submissions?limit=501", "limit"),
+        ("/v1/submissions?limit=ten", "limit"),
+        ("/v1/submissions?since=yesterday", "since"),
+        ("/v1/submissions?until=-5", "until"),
+        ("/v1/submissions?since=1e400", "since"),
+        ("/v1/submissions?since=2024-05-02T00:00:00Z&until=2024-05-01T00:00:00Z", "since"),
+        ("/v1/submissions?include=secrets", "include"),
+        ("/v1/submissions?source=", "source"),
+        ("/v1/links?status=ignored", "status"),
+        ("/v1/links?status=", "status"),
+        ("/v1/links?status=flagged&status=merged", "status"),
+        ("/v1/links?limit=0", "limit"),
+        ("/v1/links?limit=501", "limit"),
+        ("/v1/links?limit=ten", "limit"),
+        ("/v1/links?before=yesterday", "before"),
+        ("/v1/links?before=-1", "before"),
     ],
 )
 async def test_bad_parameters_are_named_in_a_400(
-    client: Client, query: str, parameter: str
+    client: Client, target: str, parameter: str
 ) -> None:
-    response = await client.get(f"/v1/submissions?{query}", headers=ADMIN)
+    response = await client.get(target, headers=ADMIN)
     body = await problem_of(response, 400, "invalid-parameter")
     assert body["invalid-params"][0]["name"] == parameter
     assert body["detail"].startswith(f"{parameter}: ")

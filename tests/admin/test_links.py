@@ -202,29 +202,6 @@ async def test_links_first_seen_before_the_retention_are_pruned_from_the_counts(
     assert await redis.zrange(keys.links, 0, -1) == ["lead_c|lead_d"]
 
 
-@pytest.mark.parametrize(
-    ("query", "name"),
-    [
-        ("?status=ignored", "status"),
-        ("?status=", "status"),
-        ("?status=flagged&status=merged", "status"),
-        ("?limit=0", "limit"),
-        ("?limit=501", "limit"),
-        ("?limit=ten", "limit"),
-        ("?before=yesterday", "before"),
-        ("?before=-1", "before"),
-    ],
-)
-async def test_invalid_parameters_are_400_naming_them(
-    client: Client, query: str, name: str
-) -> None:
-    response = await client.get(f"/v1/links{query}", headers=ADMIN)
-    assert response.status == 400 and response.content_type == PROBLEM
-    body = await response.json(content_type=PROBLEM)
-    assert body["type"] == "urn:lead-intake:problem:invalid-parameter"
-    assert body["invalid-params"][0]["name"] == name
-
-
 async def test_links_need_the_token_and_the_page_a_session(client: Client, queue: Queue) -> None:
     await queue.links.record(link_of("lead_a", "lead_b", "sub_one"), "flagged", policy="flag")
     for headers in ({}, {"Authorization": "Bearer wrong"}):

@@ -9,10 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from service.close.client import CloseClient
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.keys import GROUP, Keys
@@ -21,6 +19,7 @@ from service.receiver.app import create_app
 from tests.conftest import (
     ADMIN_TOKEN,
     API_KEY,
+    emulator_client,
     emulator_state,
     lead_posts,
     running_worker,
@@ -360,14 +359,7 @@ async def test_several_matches_choose_the_most_recently_updated(
 ) -> None:
     state = emulator_state(emulator)
     async with aiohttp.ClientSession() as session:  # two leads for the person already exist
-        close = CloseClient(
-            session,
-            base_url=str(emulator.make_url("/api/v1")),
-            api_key=SecretStr(API_KEY),
-            timeout=5.0,
-            connect_timeout=5.0,
-            attempts=1,
-        )
+        close = emulator_client(session, emulator)
         old = await close.create_lead(
             {"name": "Old", "contacts": [{"emails": [{"email": "max@example.com"}]}]}
         )

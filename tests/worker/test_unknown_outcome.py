@@ -8,16 +8,14 @@ from typing import Any
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from service.close.client import CloseClient
 from service.config.sources import Sources
 from service.queue import Queue
 from service.queue.records import FINAL_STATES
 from service.worker.pipeline import OWN_LEAD_FOUND
 from tests.conftest import (
-    API_KEY,
+    emulator_client,
     emulator_state,
     enqueue,
     lead_posts,
@@ -104,14 +102,7 @@ async def test_a_lead_someone_else_made_meanwhile_is_a_match_not_the_lost_create
         await wait_until(lambda: len(lead_posts(state)) == 1)
         made = {"name": "Rep's lead", "contacts": [{"emails": [{"email": email}]}]}
         async with ClientSession() as http:
-            close = CloseClient(
-                http,
-                base_url=str(emulator.make_url("/api/v1")),
-                api_key=SecretStr(API_KEY),
-                timeout=5.0,
-                connect_timeout=5.0,
-                attempts=1,
-            )
+            close = emulator_client(http, emulator)
             rep_lead = str((await close.create_lead(made))["id"])
         state.leads[rep_lead]["created_by"] = "user_a_sales_rep"
         record = await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
