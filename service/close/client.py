@@ -137,6 +137,8 @@ class CloseClient(FollowupCalls):
             "User-Agent": f"lead-intake/{__version__}",
             "Accept": "application/json",
         }
+        self.timeout = timeout
+        """How long one request may take (seconds)."""
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._rules = retry_rules(attempts, pacer)
         self._client = RetryClient(client_session=session, retry_options=self._rules["GET"])

@@ -3,7 +3,7 @@ objects did this service's API user create since a moment.
 
 The log does not depend on the search index, so it shows a lead whose create's answer was lost
 while ``/data/search/`` may not yet. Only a supported filter combination is sent
-(``user_id`` + ``object_type`` + ``action``, with a ``date_updated`` bound); pages follow
+(``user_id`` + ``object_type`` + ``action``, with ``date_updated`` bounds); pages follow
 ``cursor_next`` (``_limit`` 50, newest first) up to :data:`MAX_PAGES`.
 """
 
@@ -31,10 +31,11 @@ def iso(moment: float) -> str:
 
 
 async def created_since(
-    close: CloseClient, user_id: str, object_type: str, since: float
+    close: CloseClient, user_id: str, object_type: str, since: float, until: float | None = None
 ) -> list[dict[str, Any]]:
     """Every ``created`` event of ``object_type`` by ``user_id`` updated at or after ``since``
-    (epoch seconds), newest first. Raises CloseError like every call, TooManyEvents."""
+    (and at or before ``until``, when given; epoch seconds), newest first. Raises CloseError
+    like every call, TooManyEvents."""
     params = {
         "user_id": user_id,
         "object_type": object_type,
@@ -42,12 +43,15 @@ async def created_since(
         "date_updated__gte": iso(since),
         "_limit": str(PAGE),
     }
+    if until is not None:
+        params["date_updated__lte"] = iso(until)
     events: list[dict[str, Any]] = []
     cursor: str | None = None
     for _ in range(MAX_PAGES):
         query = dict(params)
         if cursor:  # the cursor keeps the date bounds: they are not sent again
-            del query["date_updated__gte"]
+            query.pop("date_updated__gte")
+            query.pop("date_updated__lte", None)
             query["_cursor"] = cursor
         answer = await close.request("GET", "event/", params=query)
         page = answer if isinstance(answer, Mapping) else {}

@@ -10,11 +10,13 @@ after the POST) asks, in this order:
    mark less the clock skew and no other submission recorded making it; otherwise it is used
    as any match is.
 2. Close's event log (:meth:`UnknownCreates.resolve`): the lead ``created`` events of this
-   service's API user (``GET /me/``, read once) since the mark less the clock skew, and the
-   contact ``created`` events of the same window for their contacts. A lead whose contacts show
-   the person (``lookup.has_person``) is the one the lost create made, unless another
-   submission recorded making it (then it is the person's lead, attached to). The lead is read
-   by id (``GET /lead/{id}/``, the read-after-write path) before it is used: when no event
+   service's API user (``GET /me/``, read once) from the mark less the clock skew to the mark
+   plus the Close timeout, :data:`LATE_APPLY_SECONDS` and the clock skew (the window the lost
+   create can have been applied in: a busy organisation's log is not paged back to the mark
+   from now), and the contact ``created`` events of the same window for their contacts. A
+   lead whose contacts show the person (``lookup.has_person``) is the one the lost create made,
+   unless another submission recorded making it (then it is the person's lead, attached to).
+   The lead is read by id (``GET /lead/{id}/``, the read-after-write path) before it is used: when no event
    carries its contacts, that read is how the person is checked.
 3. Nothing in the log: once ``event_lag`` seconds have passed since the mark (the log may
    show an event a little late), the create is sent again at once, whatever Close's search
@@ -62,6 +64,10 @@ MARK_SECONDS = 3600.0
 """How long a create mark lasts at least (its life is the longer of this and the grace
 period): the person's other submissions see it until the marking submission resolves, and
 resolve it themselves from the marking submission's record when it is slow to."""
+LATE_APPLY_SECONDS = 30.0
+"""How much later than the Close timeout after its mark a lost create is looked for in the
+event log: the pacer's wait before the POST and Close finishing a request the worker stopped
+waiting for. A create Close applied later still is not seen, and is made again."""
 LEAD_SUBMISSIONS = 20
 """How many of a candidate lead's submissions are read to tell whether another made it."""
 
@@ -158,12 +164,13 @@ class UnknownCreates:
     async def _from_log(self, submission: str, identity: Identity, started: float) -> Found | None:
         user = await self.user_id()
         since = started - self.clock_skew
-        leads = await created_since(self.close, user, "lead", since)
+        until = started + self.close.timeout + LATE_APPLY_SECONDS + self.clock_skew
+        leads = await created_since(self.close, user, "lead", since, until)
         if not leads:
             return None
         contacts: dict[str, list[Any]] = {}
         if any(not isinstance((e.get("data") or {}).get("contacts"), list) for e in leads):
-            for event in await created_since(self.close, user, "contact", since):
+            for event in await created_since(self.close, user, "contact", since, until):
                 data = event.get("data")
                 if isinstance(data, Mapping) and event.get("lead_id"):
                     contacts.setdefault(str(event["lead_id"]), []).append(data)

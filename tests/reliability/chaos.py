@@ -298,8 +298,9 @@ class Senders:
                 queue.task_done()
 
     async def _after(self, delivery: Delivery, queue: asyncio.Queue[Delivery]) -> None:
-        """Queue ``delivery`` once every submission of ``delivery.after`` is final."""
-        deadline = time.monotonic() + 150
+        """Queue ``delivery`` once every submission of ``delivery.after`` is final (a long
+        run's backlog can hold them for minutes)."""
+        deadline = time.monotonic() + self.plan.send_seconds + self.plan.settle_seconds
         for earlier in delivery.after:
             await earlier.answered.wait()
             key = Keys(PREFIX).sub(earlier.accepted_id or "")

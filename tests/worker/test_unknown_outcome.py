@@ -4,15 +4,19 @@ index may lag far longer than the grace period without a second lead (service/wo
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from service.close import events as events_module
 from service.config.sources import Sources
 from service.queue import Queue
 from service.queue.records import FINAL_STATES
+from service.worker import unknown as unknown_module
 from service.worker.pipeline import OWN_LEAD_FOUND
 from tests.conftest import (
     emulator_client,
@@ -136,3 +140,42 @@ async def test_the_persons_other_submission_waits_for_the_unknown_create(
     assert {r.state for r in records} <= {"attached", "created"}
     assert "attached" in {r.state for r in records}
     assert len({r.lead_id for r in records}) == 1
+
+
+async def test_the_event_log_is_read_only_around_the_lost_create_not_back_from_now(
+    queue: Queue,
+    make_settings: Any,
+    sources: Sources,
+    redis: Redis,
+    emulator: TestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A busy organisation: after the lost create, the service's user makes more leads than one
+    # page of events holds. Only the window the create can have been applied in is read, so
+    # the answer fits in a page (before, paging back from now ran out of pages and fell back
+    # to the grace period, by then over: a second lead).
+    monkeypatch.setattr(events_module, "MAX_PAGES", 1)
+    monkeypatch.setattr(unknown_module, "LATE_APPLY_SECONDS", 0.0)
+    state = emulator_state(emulator)
+    state.configure(search_lag_seconds=600.0)
+    state.add_fault(**LOST)
+    email = "busy-org@example.com"
+    sub_id = await enqueue(queue, {"contact": {"email": email, "name": "Busy Org"}})
+    settings = make_settings(
+        unknown_outcome_grace_seconds=120.0,
+        event_log_lag_seconds=3.0,
+        close_timeout_seconds=1.0,
+        close_clock_skew_seconds=0.0,
+    )
+    async with running_worker(settings, sources, redis):
+        await wait_until(lambda: len(lead_posts(state)) == 1)
+        await asyncio.sleep(1.2)  # past the mark + the Close timeout
+        async with ClientSession() as http:
+            close = emulator_client(http, emulator)
+            for n in range(60):
+                await close.create_lead({"name": f"Later {n}"})
+        record = await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=20)
+    assert record.state == "created" and "lead found in the event log" in steps(record)
+    assert len(state.leads_with_email(email)) == 1
+    windows = [r for r in state.requests if r.path == "/api/v1/event/"]
+    assert windows and all(r.status == 200 for r in windows)
