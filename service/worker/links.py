@@ -29,7 +29,7 @@ from service.errors import CloseRefused
 from service.keys import identity_keys as person_keys
 from service.metrics import Metrics
 from service.queue import Queue
-from service.worker.identity import IdentityBusy, IdentityLocks, identity_keys
+from service.worker.identity import Held, IdentityBusy, IdentityLocks, identity_keys
 from service.worker.lookup import Match, about_missing_lead, created_at
 from service.worker.steps import Done, Step, StepContext
 
@@ -55,6 +55,22 @@ def link_of(
             **dict.fromkeys(phones, match.linked),
         }
     return link
+
+
+def lost_create_link(
+    own: Mapping[str, Any], match: Match, held: Held, sub_id: str
+) -> dict[str, Any]:
+    """The link of a submission whose lost create made ``own`` while the person's other
+    submission found (and cached) ``match``'s lead: the submission's identities on its own lead
+    lead to it, the others to the match."""
+    own_id = str(own["id"])
+    on_own = lead_identities(own)
+    return {
+        "leads": [own_id, match.lead_id],
+        "via": "event log",
+        "submission": sub_id,
+        "identities": {i: own_id if i in on_own else match.lead_id for i in held.identities},
+    }
 
 
 def lead_identities(lead: Mapping[str, Any]) -> set[str]:

@@ -52,8 +52,8 @@ from service.worker.followups import Followups
 from service.worker.gate import DeliveryGate
 from service.worker.hydrate import Hydrate
 from service.worker.identity import Held, IdentityLocks, LeadCache, identity_keys
-from service.worker.links import LinkStep, link_of
-from service.worker.lookup import find_lead
+from service.worker.links import LinkStep, link_of, lost_create_link
+from service.worker.lookup import Match, find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
 from service.worker.steps import LeadGone, Step, StepContext, StepRunner
 from service.worker.unknown import AwaitingIndex, UnknownCreates
@@ -207,10 +207,9 @@ class Pipeline:
                 if match is not None
                 else None
             )
-            started = attempt.progress.create_started_at
             own = None
-            if match is not None and started:
-                own = await self.unknown.own_lead(attempt.record.id, match.lead_id, started)
+            if match is not None and attempt.progress.create_started_at:
+                own, link = await self._own_lead(attempt, mapped, held, match, link)
             if own is not None:  # the lead of this submission's own create, its answer lost
                 lead = self._found_in_log(attempt, held, own, True, step=OWN_LEAD_FOUND)
                 lead_id, created = str(own["id"]), True
@@ -224,9 +223,12 @@ class Pipeline:
                 matched = {"step": "matched", "lead_id": lead_id, "via": via}
                 if link is not None:
                     matched["linked"] = link["leads"][1]
+                # Every identity of the submission now names the lead (one the cache did not
+                # know yet included: the person's next submission with only that one finds it).
+                known = via == "cache" and all(c == lead_id for c in held.cached_leads)
                 attempt.defer(
                     matched,
-                    person=self._person(held, cache_lead=lead_id if via != "cache" else ""),
+                    person=self._person(held, cache_lead="" if known else lead_id),
                     lead_id=lead_id,
                 )
             else:
@@ -283,6 +285,28 @@ class Pipeline:
                 event = {"step": "lead merged", "from": ctx.lead_id, "to": kept}
                 ctx.attempt.defer(event, lead_id=kept)
                 ctx.lead_id, ctx.lead, ctx.found = kept, None, None
+
+    async def _own_lead(
+        self,
+        attempt: Attempt,
+        mapped: MappedLead,
+        held: Held,
+        match: Match,
+        link: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """A match met by an attempt whose create's answer was lost: the lead that create made
+        (None when it made none) and the link. The match itself may be that lead; else the
+        event log tells whether the create made another, and then the two are a link (another
+        submission of the person found the match meanwhile, knowing nothing of this one)."""
+        record, started = attempt.record, attempt.progress.create_started_at
+        assert started is not None
+        own = await self.unknown.own_lead(record.id, match.lead_id, started)
+        if own is not None:
+            return own, link
+        made = await self.unknown.resolve(record.id, mapped.identity, started)
+        if made is None or not made.mine or str(made.lead["id"]) == match.lead_id:
+            return None, link
+        return made.lead, lost_create_link(made.lead, match, held, record.id)
 
     def _person(self, held: Held, **changes: Any) -> PersonUpdate:
         if changes.get("cache_lead"):

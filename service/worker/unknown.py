@@ -16,8 +16,10 @@ after the POST) asks, in this order:
    from now), and the contact ``created`` events of the same window for their contacts. A
    lead whose contacts show the person (``lookup.has_person``) is the one the lost create made,
    unless another submission recorded making it (then it is the person's lead, attached to).
-   The lead is read by id (``GET /lead/{id}/``, the read-after-write path) before it is used: when no event
-   carries its contacts, that read is how the person is checked.
+   The lead is read by id (``GET /lead/{id}/``, the read-after-write path) before it is used:
+   when no event carries its contacts, that read is how the person is checked. An attempt that
+   met a match which is not its own create's lead asks the log too (``Pipeline._own_lead``):
+   a lead the create made besides is the person's second lead, an identity link.
 3. Nothing in the log: once ``event_lag`` seconds have passed since the mark (the log may
    show an event a little late), the create is sent again at once, whatever Close's search
    index lags. Before then the attempt waits (:class:`AwaitingIndex`, until the mark plus the

@@ -20,9 +20,11 @@ from service.queue.records import Record
 from tests.conftest import (
     emulator_state,
     enqueue,
+    lead_posts,
     running_worker,
     sources_from,
     wait_for_record,
+    wait_until,
 )
 
 MERGE = "/api/v1/lead/merge/"
@@ -254,3 +256,36 @@ async def test_a_source_that_skips_matched_persons_still_merges_the_link(
     assert "third" not in " ".join(note_texts(emulator, str(a.lead_id)))
     [link] = await queue.links.listing()
     assert (link["status"], link["kept"]) == ("merged", a.lead_id)
+
+
+async def test_a_lost_create_that_made_a_second_lead_is_linked_and_merged(
+    queue: Queue, make_settings: Any, redis: Redis, emulator: TestServer
+) -> None:
+    # Email 1 + phone 2 made lead A. Email 2 + phone 1's create is applied but its answer lost
+    # (lead B, which the search will not show for minutes). Meanwhile email 1 + phone 1 finds A
+    # and names it for phone 1 too. The retry of the lost create meets A through phone 1, and
+    # the event log shows its own B besides: a link, merged.
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    settings = make_settings(
+        event_log_lag_seconds=2.0, close_clock_skew_seconds=0.0, worker_concurrency=4
+    )
+    async with running_worker(settings, sources, redis):
+        a = await wait_for_record(queue, await enqueue(queue, body(E1, P2, "first")))
+        state.configure(search_lag_seconds=600.0)
+        state.add_fault(method="POST", path="/api/v1/lead/", status=502, after_apply=True)
+        lost = await enqueue(queue, body(E2, P1, "second"))
+        await wait_until(lambda: len(lead_posts(state)) == 2)
+        third = await enqueue(queue, body(E1, P1, "third"))
+        c = await wait_for_record(queue, third, ("attached",))
+        b = await wait_for_record(queue, lost, ("created", "attached"), within=15)
+    assert c.lead_id == a.lead_id
+    assert b.state == "created" and b.lead_id == a.lead_id  # its steps ran on the kept lead
+    assert b.progress.link is not None and b.progress.link["via"] == "event log"
+    made_by_b = next(i for i in b.progress.link["leads"] if i != a.lead_id)
+    assert state.live_object("lead", made_by_b) is None  # merged away
+    assert merge_posts(emulator) == 1
+    for email in (E1, E2):
+        assert [lead["id"] for lead in state.leads_with_email(email)] == [a.lead_id]
+    [link] = await queue.links.listing()
+    assert (link["status"], link["kept"], link["merged"]) == ("merged", a.lead_id, made_by_b)
