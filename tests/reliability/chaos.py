@@ -205,9 +205,9 @@ def _linked_person(
     rng: random.Random, n: int, run: str, later: dict[int, Delivery], out: list[Delivery]
 ) -> None:
     """A person with two emails and two phones: email 1 with phone 2 (now) and email 2 with
-    phone 1 (next), each a lead of its own; then, once both are final, email 1 with phone 1,
-    whose lookup finds both leads (an identity link), and sometimes email 2 with phone 2 at
-    about the same time (a second submission finding the same link)."""
+    phone 1 (next), each a lead of its own; then email 1 with phone 1, whose lookup finds both
+    leads (an identity link) when it comes once both are final, and sometimes email 2 with
+    phone 2 at about the same time (a second submission finding the same link)."""
     e1, e2 = f"p{n}-{run}@{EMAIL_DOMAIN}", f"p{n}-alt-{run}@{EMAIL_DOMAIN}"
     p1 = f"+1 415 3{n // 10000 % 100:02d} {n % 10000:04d}"
     p2 = f"+1 415 4{n // 10000 % 100:02d} {n % 10000:04d}"
@@ -223,15 +223,18 @@ def _linked_person(
     second = delivery(n + 1, made, e2, p1, f"hello again {n}")
     out.append(first)
     later[n + 1] = second
-    slot = _free(later, n + rng.randint(20, 60))
+    # Half of them send email 1 + phone 1 once both leads are there (the link to find); the
+    # others right behind, in any order with the first two (no second lead to make at all).
+    wait = rng.random() < 0.5
+    slot = _free(later, n + (rng.randint(20, 60) if wait else rng.randint(2, 6)))
     source = "chaos-flag" if flag else rng.choice(["chaos", "chaos-skip"])
     both = delivery(slot, source, e1, p1, f"both {n}")
-    both.after = (first, second)
+    both.after = (first, second) if wait else ()
     later[slot] = both
     if rng.random() < 0.5:
         slot = _free(later, slot + rng.randint(1, 4))
         other = delivery(slot, source, e2, p2, f"both again {n}")
-        other.after = (first, second)
+        other.after = both.after
         later[slot] = other
 
 
@@ -499,7 +502,18 @@ class Outcome:
         good = {d.email for d in firsts if d.kind in ("new", "repeat-person", "linked") and d.email}
         poison = {d.email for d in firsts if d.kind == "poison" and d.email}
         duplicates = {e: ids for e, ids in leads_by_email.items() if len(ids) > 1}
-        missing = sorted(e for e in good if not leads_by_email.get(e))
+        # A person has a lead when one of their emails is on one. (A linked person's other
+        # email may be on none: a submission matched by the phone it shares with a lead
+        # attaches there without adding the email.)
+        emails_of: dict[str, set[str]] = defaultdict(set)
+        for d in firsts:
+            if d.email in good:
+                emails_of[d.person or d.email].add(d.email)
+        missing = sorted(
+            person
+            for person, emails in emails_of.items()
+            if not any(leads_by_email.get(e) for e in emails)
+        )
         poisoned_leads = sorted(e for e in poison if leads_by_email.get(e))
         strangers = sorted(set(leads_by_email) - good - poison)
         if duplicates:
@@ -507,6 +521,7 @@ class Outcome:
             fail.extend(self._history(email, ids) for email, ids in sorted(duplicates.items()))
         if missing:
             fail.append(f"{len(missing)} persons without a lead: {missing[:5]}")
+            fail.extend(self._history(email, [], of_person=True) for email in missing[:2])
         if poisoned_leads or strangers:
             fail.append(f"leads that should not exist: {poisoned_leads[:5]} {strangers[:5]}")
         applied = [

@@ -68,14 +68,19 @@ def check_followups(
     doubled = [c for c, n in per_contact.items() if n > 1]
     if doubled:
         fail.append(f"{len(doubled)} contacts subscribed more than once: {doubled[:3]}")
-    failed = Counter(
-        name
+    unfinished = [
+        (s.record, name, mark)
         for s in subs
         for name, mark in s.record.progress.steps.items()
         if mark.state not in ("done", "skipped")
-    )
-    if failed:
-        fail.append(f"follow-up steps not done: {dict(failed)}")
+    ]
+    if unfinished:
+        fail.append(f"follow-up steps not done: {dict(Counter(n for _, n, _ in unfinished))}")
+        fail.extend(
+            f"    {record.id} {record.state} on {record.lead_id}: {name} {mark}; "
+            f"history {record.history[-6:]}"
+            for record, name, mark in unfinished[:3]
+        )
     by_lead: dict[str, list[Submission]] = defaultdict(list)
     for s in subs:
         by_lead[follow(s.record.lead_id or "")].append(s)
