@@ -300,10 +300,11 @@ class Pipeline:
         submission of the person found the match meanwhile, knowing nothing of this one)."""
         record, started = attempt.record, attempt.progress.create_started_at
         assert started is not None
-        own = await self.unknown.own_lead(record.id, match.lead_id, started)
+        before = self.unknown.later_mark(held.creating_now(), record.id, started)
+        own = await self.unknown.own_lead(record.id, match.lead_id, started, before)
         if own is not None:
             return own, link
-        made = await self.unknown.resolve(record.id, mapped.identity, started)
+        made = await self.unknown.resolve(record.id, mapped.identity, started, before)
         if made is None or not made.mine or str(made.lead["id"]) == match.lead_id:
             return None, link
         return made.lead, lost_create_link(made.lead, match, held, record.id)
@@ -321,7 +322,8 @@ class Pipeline:
         record = attempt.record
         started = attempt.progress.create_started_at
         if started:
-            found = await self.unknown.resolve(record.id, mapped.identity, started)
+            before = self.unknown.later_mark(held.creating_now(), record.id, started)
+            found = await self.unknown.resolve(record.id, mapped.identity, started, before)
             if found is not None:
                 return self._found_in_log(attempt, held, found.lead, found.mine), found.mine
         # Another submission of this person sent a create whose answer was lost: its lead may

@@ -119,10 +119,14 @@ class UnknownCreates:
             self._user_id = str(me["id"])
         return self._user_id
 
-    async def resolve(self, submission: str, identity: Identity, started: float) -> Found | None:
+    async def resolve(
+        self, submission: str, identity: Identity, started: float, before: float | None = None
+    ) -> Found | None:
         """The lead the create marked at ``started`` made (or the person's lead another
         submission made since), or None when the event log shows none and its lag is over:
-        create again. Raises AwaitingIndex while the answer cannot be told yet."""
+        create again. Raises AwaitingIndex while the answer cannot be told yet. ``before``:
+        another submission of the person marked a create then (it found this one's create
+        made nothing), so a lead made from then on is that one's, not this one's."""
         waited = time.time() - started
         if waited < self.event_lag:  # one look, once the log has had time to show the event
             raise AwaitingIndex(
@@ -130,7 +134,7 @@ class UnknownCreates:
                 retry_after=self.event_lag - waited,
             )
         try:
-            found = await self._from_log(submission, identity, started)
+            found = await self._from_log(submission, identity, started, before)
         except CloseRateLimited:
             raise  # a pause, not an answer: retried as any 429
         except (CloseError, TooManyEvents) as exc:
@@ -152,21 +156,29 @@ class UnknownCreates:
         return found
 
     async def own_lead(
-        self, submission: str, lead_id: str, started: float
+        self, submission: str, lead_id: str, started: float, before: float | None = None
     ) -> dict[str, Any] | None:
         """``lead_id`` (the cache's or the search's match) read from Close, when the create
-        ``submission`` marked at ``started`` made it (step 1 of the module docstring)."""
+        ``submission`` marked at ``started`` made it (step 1 of the module docstring; ``before``
+        as for :meth:`resolve`)."""
         lead = await self._read(lead_id)
         if lead is None or str(lead.get("created_by") or "") != await self.user_id():
             return None
-        if created_at(lead) < started - self.clock_skew:
+        made = created_at(lead)
+        if made < started - self.clock_skew:
             return None  # older than the mark: the person's lead from before
+        if before is not None and made >= before:
+            return None  # made after another submission's mark: that one's create
         return None if await self._claimed(lead_id, submission) else lead
 
-    async def _from_log(self, submission: str, identity: Identity, started: float) -> Found | None:
+    async def _from_log(
+        self, submission: str, identity: Identity, started: float, before: float | None
+    ) -> Found | None:
         user = await self.user_id()
         since = started - self.clock_skew
         until = started + self.close.timeout + LATE_APPLY_SECONDS + self.clock_skew
+        if before is not None:
+            until = min(until, before)
         leads = await created_since(self.close, user, "lead", since, until)
         if not leads:
             return None
@@ -216,6 +228,17 @@ class UnknownCreates:
             if record is not None and record.progress.lead_created and record.lead_id == lead_id:
                 return True
         return False
+
+    def later_mark(
+        self, creating: tuple[str, float] | None, submission: str, started: float
+    ) -> float | None:
+        """When another submission of the person marked a create (``creating``: its id and
+        the seconds its mark has left) after ``submission``'s mark at ``started`` (it had found
+        that create made nothing): the ``before`` of :meth:`resolve`; None when none did."""
+        if creating is None or creating[0] == submission:
+            return None
+        at = time.time() - (self.mark_ttl - creating[1])
+        return at if at > started else None
 
     @property
     def mark_ttl(self) -> float:

@@ -179,3 +179,37 @@ async def test_the_event_log_is_read_only_around_the_lost_create_not_back_from_n
     assert len(state.leads_with_email(email)) == 1
     windows = [r for r in state.requests if r.path == "/api/v1/event/"]
     assert windows and all(r.status == 200 for r in windows)
+
+
+async def test_a_lost_create_does_not_claim_the_lead_another_submission_made_after_it(
+    queue: Queue, make_settings: Any, sources: Sources, redis: Redis, emulator: TestServer
+) -> None:
+    # The first submission's create is refused before it applies (it cannot know). The second
+    # submission of the person waits out the event log's lag, sees nothing, and creates; its
+    # answer is lost too. The first one's retry then finds that lead in its window: it is the
+    # second's (made after the second's mark), not the first's.
+    state = emulator_state(emulator)
+    state.configure(search_lag_seconds=600.0)
+    state.add_fault(method="POST", path="/api/v1/lead/", status=503, count=1)
+    state.add_fault(**LOST)
+    email = "two-lost-creates@example.com"
+    settings = make_settings(
+        unknown_outcome_grace_seconds=120.0,
+        event_log_lag_seconds=1.0,
+        close_clock_skew_seconds=0.0,
+        retry_base_seconds=4.0,
+        retry_max_seconds=4.0,
+        worker_concurrency=4,
+    )
+    first = await enqueue(queue, {"contact": {"email": email, "name": "First Lost"}})
+    async with running_worker(settings, sources, redis):
+        await wait_until(lambda: len(lead_posts(state)) == 1)
+        second = await enqueue(queue, {"contact": {"email": email}, "notes": "again"})
+        records = {
+            sub_id: await wait_for_record(queue, sub_id, tuple(FINAL_STATES), within=30)
+            for sub_id in (first, second)
+        }
+    assert len(state.leads_with_email(email)) == 1 and len(lead_posts(state)) == 2
+    assert records[second].state == "created" and records[second].progress.lead_created
+    assert records[first].state == "attached" and not records[first].progress.lead_created
+    assert records[first].lead_id == records[second].lead_id
