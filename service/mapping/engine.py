@@ -14,6 +14,7 @@ built by ``service.mapping.lead``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from service.mapping.note import NoteContext, NoteRenderer, iso_utc, template_pr
 from service.mapping.rejections import NAME_FIELDS, missing_required, where_looked
 from service.mapping.schema import CloseSchema
 from service.mapping.spec import (
+    DOCUMENT_ROOTS,
     NAME_ALIAS,
     MappingPreset,
     MappingSpec,
@@ -66,6 +68,10 @@ class _CheckPlan:
     """Each field a required group needs: (its position in extract, its expression)."""
     groups: tuple[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]], ...]
     """Each required group, and for each member the extracted fields it needs."""
+    members: tuple[tuple[tuple[str, tuple[str, ...]], ...], ...]
+    """``groups`` as (member, its fields) pairs, group by group."""
+    document: tuple[str, ...] | None
+    """The document's parts those expressions read (None: the whole document)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +86,24 @@ class MappedLead:
     warnings: tuple[str, ...]
 
 
-def root_document(envelope: Envelope) -> dict[str, Any]:
+_PARTS: dict[str, Callable[[Envelope], Any]] = {
+    "body": lambda envelope: envelope.body,
+    "fetched": lambda envelope: envelope.fetched,
+    "headers": lambda envelope: {str(k).lower(): v for k, v in envelope.headers.items()},
+    "query": lambda envelope: dict(envelope.query),
+    "client_ip": lambda envelope: envelope.client_ip,
+    "received_at": lambda envelope: iso_utc(envelope.received_at),
+    "source": lambda envelope: envelope.source,
+    "submission_id": lambda envelope: envelope.id,
+}
+
+
+def root_document(envelope: Envelope, parts: tuple[str, ...] | None = None) -> dict[str, Any]:
     """What extract expressions read: body, fetched (hydration), headers, query, client_ip,
-    received_at, source."""
+    received_at, source, submission_id. ``parts``: only those (the others are left out; an
+    expression that reads no other gives the same result)."""
+    if parts is not None:
+        return {part: _PARTS[part](envelope) for part in parts}
     return {
         "body": envelope.body,
         "fetched": envelope.fetched,
@@ -131,6 +152,8 @@ class Mapper:
             raise ConfigError(issues.items)
         self._note = NoteRenderer(spec.note.template, spec.limits)
         self._check = self._check_plan()
+        event_id = self.template.event_id
+        self._event_parts = _parts(event_id) if event_id is not None else None
         self._where = where_looked(self.template)
         self.provider = self.preset.provider if self.preset is not None else None
 
@@ -165,7 +188,9 @@ class Mapper:
     def event_id(self, envelope: Envelope) -> str | None:
         """The provider's event id per the preset (delivery dedup), if it has one."""
         expr = self.template.event_id
-        return id_text(expr.run if expr else None, root_document(envelope))
+        if expr is None:
+            return None
+        return id_text(expr.run, root_document(envelope, self._event_parts))
 
     @property
     def splits(self) -> bool:
@@ -213,10 +238,18 @@ class Mapper:
                     members.append((name,) if name in position else ())
             groups.append((group, tuple(members)))
         needed = {path for _, members in groups for paths in members for path in paths}
+        failing = tuple((p, e) for p, e in t.extract.items() if not e.cannot_fail)
+        read = [e.reads for _, e in failing] + [t.extract[path].reads for path in needed]
+        document = None
+        if all(fields is not None for fields in read):
+            named = set().union(*(fields for fields in read if fields is not None))
+            document = tuple(part for part in DOCUMENT_ROOTS if part in named)
         return _CheckPlan(
-            failing=tuple((p, e) for p, e in t.extract.items() if not e.cannot_fail),
+            failing=failing,
             fields={path: (position[path], t.extract[path]) for path in needed},
             groups=tuple(groups),
+            members=tuple(tuple(zip(group, members, strict=True)) for group, members in groups),
+            document=document,
         )
 
     def check(self, envelope: Envelope) -> None:
@@ -229,12 +262,40 @@ class Mapper:
         group with none present has had every member normalised, so the reason names the
         same dropped values. No lead body, no note. (The rejection's ``warnings`` detail names
         only the notices of the fields looked at.) A source whose template expressions can
-        fail is checked by the whole mapping, without the note.
+        fail is checked by the whole mapping, without the note. The walk reads only the
+        document's parts those expressions read, and keeps no notices: a payload it refuses is
+        walked again with the whole document and its notices (``_refuse``), for the reason.
         """
         plan = self._check
         if plan is None:
             self._map(envelope, note=False)
             return
+        # First without keeping track of the notices (nearly every payload passes): only the
+        # document's parts the expressions read, each member's fields normalised once.
+        document = root_document(envelope, plan.document)
+        raw = {path: evaluate(expr, document) for path, expr in plan.failing}
+        builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)
+        record: dict[str, Any] = {}
+        done: set[str] = set()
+        for members in plan.members:
+            for name, paths in members:
+                if paths and paths[0] not in done:
+                    for path in paths:
+                        expr = plan.fields[path][1]
+                        builder.add(
+                            record, path, raw[path] if path in raw else evaluate(expr, document)
+                        )
+                        done.add(path)
+                    if paths[0] in NAME_FIELDS:
+                        builder.derive_names(record)
+                if _present(record, name):
+                    break
+            else:
+                self._refuse(plan, envelope)
+
+    def _refuse(self, plan: _CheckPlan, envelope: Envelope) -> None:
+        """``check``'s walk again, with the whole document and the notices in extract order:
+        raises the rejection ``map`` would raise."""
         document = root_document(envelope)
         raw = {path: evaluate(expr, document) for path, expr in plan.failing}
         builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)
@@ -334,6 +395,13 @@ class Mapper:
             notices.append(Notice(f"note fields expression {expr.path} failed; showing the body"))
             return document["body"]
         return document["body"] if is_empty(value) else value
+
+
+def _parts(expr: Expr) -> tuple[str, ...] | None:
+    """The document's parts ``expr`` reads (None: the whole document)."""
+    if expr.reads is None:
+        return None
+    return tuple(part for part in DOCUMENT_ROOTS if part in expr.reads)
 
 
 def _present(record: dict[str, Any], path: str) -> bool:
