@@ -127,7 +127,10 @@ def accepted(
             return see_other(target)
     if duplicate:
         return _json({"id": sub_id, "duplicate": True}, 200)
-    return _json({"id": sub_id, "status": "queued"}, 202)
+    # The id is ours (``sub_`` and Crockford base32): no JSON escaping to do.
+    return web.Response(
+        body=b'{"id":"' + sub_id.encode() + b'","status":"queued"}', status=202, headers=_JSON
+    )
 
 
 def accepted_items(results: list[tuple[str, bool]]) -> web.Response:
@@ -141,6 +144,9 @@ def accepted_items(results: list[tuple[str, bool]]) -> web.Response:
     if not any(new for _, new in results):
         return _json({"status": "duplicate", "duplicate": True, "submissions": rows}, 200)
     return _json({"status": "queued", "submissions": rows}, 202)
+
+
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
 def _json(data: dict[str, Any], status: int) -> web.Response:
