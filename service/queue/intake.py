@@ -175,6 +175,8 @@ class Intake:
         self.refusal: str | None = None
         """Set while nothing may be stored (a Redis without persistence in production)."""
         self._index = index_keys(keys)
+        self._stream = keys.stream
+        self._no_bucket = keys.throttle("-")
         self._store = ScriptBatcher(redis, _STORE.bind(redis))
         self._tokens = ScriptBatcher(redis, _TOKENS.bind(redis))
 
@@ -248,11 +250,11 @@ class Intake:
     ) -> tuple[str, bool]:
         if self.refusal is not None:
             raise WritesRefused(self.refusal)
-        client, source = _by_kind(throttles)
+        client, source = _by_kind(throttles) if throttles else (None, None)
         keys = _StoreKeys(
             client_bucket=self._bucket(client),
             source_bucket=self._bucket(source),
-            stream=self.keys.stream,
+            stream=self._stream,
             record=self.keys.sub(envelope.id),
             idem=self.keys.idem(envelope.source, delivery.digest if delivery else "-"),
         )
@@ -280,7 +282,7 @@ class Intake:
 
     def _bucket(self, throttle: Throttle | None) -> str:
         """The bucket's key (a placeholder, never touched, for a limit the request lacks)."""
-        return self.keys.throttle(throttle.scope if throttle else "-")
+        return self.keys.throttle(throttle.scope) if throttle else self._no_bucket
 
 
 def _by_kind(throttles: Sequence[Throttle]) -> tuple[Throttle | None, Throttle | None]:
