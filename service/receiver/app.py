@@ -151,7 +151,6 @@ async def _admit(
     SUBMISSION.set((sub_id, name))  # this request's task: every log line names the submission
     requested_page, token, clean = door.controls(body)
     headers = request.headers
-    query = request.query
     envelope = Envelope(
         id=sub_id,
         source=name,
@@ -159,7 +158,7 @@ async def _admit(
         content_type=parsed.media_type,
         body=clean,
         headers={h: headers[h] for h in KEPT_HEADERS if h in headers},
-        query={k: v for k, v in query.items() if k not in door.private_query} if query else {},
+        query=_query(request, door.private_query) if request.query_string else {},
         client_ip=client,
         trace=tracing.carried(),
     )
@@ -199,6 +198,11 @@ async def _admit(
 
 def _refused_body(error: BodyError) -> ProblemError:
     return ProblemError(error.status, error.slug, error.detail)
+
+
+def _query(request: web.Request, private: frozenset[str]) -> dict[str, str]:
+    """The request's query to keep, without its credentials."""
+    return {k: v for k, v in request.query.items() if k not in private}
 
 
 def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
 
 from service import httpbody
 from service.clientip import Network, client_ip
@@ -39,6 +40,8 @@ PARSE_LIMITS = web.AppKey("parse_limits", dict[str, ParseLimits])
 DOORS: web.AppKey[dict[str, Door]] = web.AppKey("doors")
 
 UNAUTHORIZED_DETAIL = "the request could not be authenticated"
+NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+"""The query of a request without one (``request.query`` would parse the empty string)."""
 
 
 def build_verifiers(sources: Sources) -> dict[str, Verifier]:
@@ -198,7 +201,7 @@ def authenticate(request: web.Request, source: str, verifier: Verifier, raw: byt
         method=request.method,
         url=f"{request.scheme}://{request.host}{request.raw_path}" if verifier.signs_url else "",
         headers=request.headers,
-        query=request.query,
+        query=request.query if request.query_string else NO_QUERY,
         body=raw,
         now=time.time(),
     )

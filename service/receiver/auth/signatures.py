@@ -101,12 +101,14 @@ class StandardWebhooksVerifier(Verifier):
         self.scheme = spec.scheme
         self.secrets = tuple(spec.secret_values())
         self.keys = [key for key in (standard_key(s) for s in self.secrets) if key]
+        prefix = spec.header_prefix
+        self._names = (f"{prefix}-signature", f"{prefix}-id", f"{prefix}-timestamp")
 
     def verify(self, request: SignedRequest) -> str | None:
-        prefix = self.spec.header_prefix
-        signatures = _header(request, f"{prefix}-signature")
-        msg_id = request.headers.get(f"{prefix}-id", "").strip()
-        stamp = request.headers.get(f"{prefix}-timestamp", "").strip()
+        signature_header, id_header, timestamp_header = self._names
+        signatures = _header(request, signature_header)
+        msg_id = request.headers.get(id_header, "").strip()
+        stamp = request.headers.get(timestamp_header, "").strip()
         if not msg_id:
             raise AuthFailed("malformed-signature")
         if not stamp:
