@@ -15,7 +15,7 @@ of concurrent requests share round trips, and each request still waits for its o
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -185,21 +185,21 @@ class Intake:
         ``WAIT``), failing it (a 503 at the door) when that took longer than the timeout."""
         self._store.wait_for_replicas(replicas, timeout_seconds)
 
-    async def enqueue(
+    def enqueue(
         self,
         envelope: Envelope,
         delivery: DeliveryKey | None = None,
         throttles: Sequence[Throttle] = (),
-    ) -> tuple[str, bool]:
+    ) -> Coroutine[Any, Any, tuple[str, bool]]:
         """Take the rate-limit tokens, store the record and add the stream entry, in one
-        atomic step.
+        atomic step (awaited: the write's coroutine itself, without a frame of its own).
 
-        Returns ``(submission id, True)`` when queued, or ``(first submission's id, False)`` when
+        Gives ``(submission id, True)`` when queued, or ``(first submission's id, False)`` when
         ``delivery`` names a delivery already accepted within its window (nothing is stored).
         Raises ``OverLimit`` when a bucket of ``throttles`` is empty (nothing is stored).
         """
         history = history_event(envelope.received_at, "queued")
-        return await self._write(envelope, "queued", history, delivery, throttles=throttles)
+        return self._write(envelope, "queued", history, delivery, throttles=throttles)
 
     async def store_rejected(
         self,
