@@ -32,11 +32,12 @@ from service.queue.lua import Script
 from service.queue.records import State, history_event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliveryKey:
     """What identifies one delivery: ``kind`` says where it came from (``idempotency-key``,
     ``webhook-id``, ``event-id``, ``body-hash``), ``digest`` is the hashed value, ``ttl`` how
-    long a repeat is recognised."""
+    long a repeat is recognised. (Made per request and read only: not frozen, whose
+    ``__init__`` costs more.)"""
 
     kind: str
     digest: str
