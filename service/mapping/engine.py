@@ -14,7 +14,6 @@ built by ``service.mapping.lead``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +21,14 @@ import phonenumbers
 
 from service.envelope import Envelope
 from service.errors import ConfigError, ConfigIssue, MappingRejected
+from service.mapping.checkplan import CheckPlan, check_plan
+from service.mapping.document import parts_read, root_document
 from service.mapping.lead import lead_body
 from service.mapping.normalize import Notice, RecordBuilder
-from service.mapping.note import NoteContext, NoteRenderer, iso_utc, template_problem
+from service.mapping.note import NoteContext, NoteRenderer, template_problem
 from service.mapping.rejections import NAME_FIELDS, missing_required, where_looked
 from service.mapping.schema import CloseSchema
 from service.mapping.spec import (
-    DOCUMENT_ROOTS,
     NAME_ALIAS,
     MappingPreset,
     MappingSpec,
@@ -39,7 +39,6 @@ from service.mapping.spec import (
 from service.mapping.template import (
     DATA_ERRORS,
     CompiledTemplate,
-    Expr,
     Issues,
     compile_template,
     evaluate,
@@ -59,22 +58,6 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class _CheckPlan:
-    """What ``Mapper.check`` evaluates."""
-
-    failing: tuple[tuple[str, Expr], ...]
-    """Extract expressions that can fail, in extract order: always evaluated."""
-    fields: dict[str, tuple[int, Expr]]
-    """Each field a required group needs: (its position in extract, its expression)."""
-    groups: tuple[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]], ...]
-    """Each required group, and for each member the extracted fields it needs."""
-    members: tuple[tuple[tuple[str, tuple[str, ...]], ...], ...]
-    """``groups`` as (member, its fields) pairs, group by group."""
-    document: tuple[str, ...] | None
-    """The document's parts those expressions read (None: the whole document)."""
-
-
-@dataclass(frozen=True, slots=True)
 class MappedLead:
     """The outcome of mapping one submission."""
 
@@ -84,36 +67,6 @@ class MappedLead:
     identity: Identity
     record: dict[str, Any]
     warnings: tuple[str, ...]
-
-
-_PARTS: dict[str, Callable[[Envelope], Any]] = {
-    "body": lambda envelope: envelope.body,
-    "fetched": lambda envelope: envelope.fetched,
-    "headers": lambda envelope: {str(k).lower(): v for k, v in envelope.headers.items()},
-    "query": lambda envelope: dict(envelope.query),
-    "client_ip": lambda envelope: envelope.client_ip,
-    "received_at": lambda envelope: iso_utc(envelope.received_at),
-    "source": lambda envelope: envelope.source,
-    "submission_id": lambda envelope: envelope.id,
-}
-
-
-def root_document(envelope: Envelope, parts: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """What extract expressions read: body, fetched (hydration), headers, query, client_ip,
-    received_at, source, submission_id. ``parts``: only those (the others are left out; an
-    expression that reads no other gives the same result)."""
-    if parts is not None:
-        return {part: _PARTS[part](envelope) for part in parts}
-    return {
-        "body": envelope.body,
-        "fetched": envelope.fetched,
-        "headers": {str(k).lower(): v for k, v in envelope.headers.items()},
-        "query": dict(envelope.query),
-        "client_ip": envelope.client_ip,
-        "received_at": iso_utc(envelope.received_at),
-        "source": envelope.source,
-        "submission_id": envelope.id,
-    }
 
 
 class Mapper:
@@ -151,9 +104,9 @@ class Mapper:
         if issues.items:
             raise ConfigError(issues.items)
         self._note = NoteRenderer(spec.note.template, spec.limits)
-        self._check = self._check_plan()
+        self._check = check_plan(self.template, self.spec)
         event_id = self.template.event_id
-        self._event_parts = _parts(event_id) if event_id is not None else None
+        self._event_parts = parts_read(event_id) if event_id is not None else None
         self._where = where_looked(self.template)
         self.provider = self.preset.provider if self.preset is not None else None
 
@@ -217,41 +170,6 @@ class Mapper:
         expr = self.template.fetch_id
         return id_text(expr.run if expr else None, root_document(envelope))
 
-    def _check_plan(self) -> _CheckPlan | None:
-        """What ``check`` evaluates; None when it must run the whole mapping (a template
-        expression can fail)."""
-        t = self.template
-        template = [expr for expr in (*t.lead.values(), *t.contact.values()) if expr is not None]
-        template += [entry.expr for entry in (*t.custom, *t.contact_custom)]
-        if not all(expr.cannot_fail for expr in template):
-            return None
-        position = {path: index for index, path in enumerate(t.extract)}
-        names = tuple(name for name in NAME_FIELDS if name in position)
-        groups = []
-        for group in required_groups(self.spec):
-            members = []
-            for name in group:
-                # full_name is derived from first and last name, and back: one unit.
-                if name == NAME_ALIAS or name in NAME_FIELDS:
-                    members.append(names)
-                else:
-                    members.append((name,) if name in position else ())
-            groups.append((group, tuple(members)))
-        needed = {path for _, members in groups for paths in members for path in paths}
-        failing = tuple((p, e) for p, e in t.extract.items() if not e.cannot_fail)
-        read = [e.reads for _, e in failing] + [t.extract[path].reads for path in needed]
-        document = None
-        if all(fields is not None for fields in read):
-            named = set().union(*(fields for fields in read if fields is not None))
-            document = tuple(part for part in DOCUMENT_ROOTS if part in named)
-        return _CheckPlan(
-            failing=failing,
-            fields={path: (position[path], t.extract[path]) for path in needed},
-            groups=tuple(groups),
-            members=tuple(tuple(zip(group, members, strict=True)) for group, members in groups),
-            document=document,
-        )
-
     def check(self, envelope: Envelope) -> None:
         """Raise MappingRejected exactly when ``map`` would, with the same reason; else None.
 
@@ -293,7 +211,7 @@ class Mapper:
             else:
                 self._refuse(plan, envelope)
 
-    def _refuse(self, plan: _CheckPlan, envelope: Envelope) -> None:
+    def _refuse(self, plan: CheckPlan, envelope: Envelope) -> None:
         """``check``'s walk again, with the whole document and the notices in extract order:
         raises the rejection ``map`` would raise."""
         document = root_document(envelope)
@@ -395,13 +313,6 @@ class Mapper:
             notices.append(Notice(f"note fields expression {expr.path} failed; showing the body"))
             return document["body"]
         return document["body"] if is_empty(value) else value
-
-
-def _parts(expr: Expr) -> tuple[str, ...] | None:
-    """The document's parts ``expr`` reads (None: the whole document)."""
-    if expr.reads is None:
-        return None
-    return tuple(part for part in DOCUMENT_ROOTS if part in expr.reads)
 
 
 def _present(record: dict[str, Any], path: str) -> bool:
