@@ -105,14 +105,16 @@ class Procs:
         *,
         cores: str | None = None,
         env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` (pinned to ``cores`` with taskset), its output in ``<name>.log``."""
+        """Start ``argv`` (pinned to ``cores`` with taskset), its output in ``<name>.log``;
+        ``cwd``: where it runs (``python -m`` imports the service from there)."""
         command = [*(["taskset", "-c", cores] if cores else []), *argv]
         log = (self.logdir / f"{name}.log").open("ab")
         try:
             process = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=cwd,
                 env=dict(env) if env is not None else None,
                 stdout=log,
                 stderr=subprocess.STDOUT,

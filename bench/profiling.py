@@ -86,12 +86,12 @@ DOOR_PARTS = (
     ("the delivery key (a header's digest; a form's body hash)", ("delivery_key",)),
     ("the submission id", ("new_submission_id",)),
     ("rate-limit buckets named, the client address", (
-        "throttles (service/receiver/spam", "request_client", "Tokens.")),
+        "throttles (service/receiver/spam", "Door.throttles_of", "request_client", "Tokens.")),
     ("the 2xx answer (answers.accepted, aiohttp's Response)",
      ("accepted (service/receiver/answers",)),
     ("metrics (observe_http)", ("Metrics.observe_http",)),
     ("the rest of _admit (envelope, kept headers, control fields, honeypot)",
-     ("_admit (service/receiver/app",)),
+     ("_admit (service/receiver/app", "Door.controls")),
     ("the door's glue (receive, the middleware, CORS)", (
         "receive (service/receiver/app", "door_middleware", "_observed",
         "decorate (service/receiver/cors")),

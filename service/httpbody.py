@@ -53,7 +53,8 @@ async def read_body(request: web.BaseRequest, limit: int, within: float) -> byte
     """The decoded body: 413 past ``limit`` bytes (sent or decoded, without reading the rest),
     408 when it does not arrive within ``within`` seconds, 400 when the bytes or their
     ``Content-Encoding`` are broken, 415 for an encoding this service does not decode."""
-    codings = _codings(request.headers.getall("Content-Encoding", []))
+    encodings = request.headers.getall("Content-Encoding", ())
+    codings = _codings(encodings) if encodings else ()
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
     try:
@@ -70,8 +71,9 @@ async def read_body(request: web.BaseRequest, limit: int, within: float) -> byte
 async def _read(request: web.BaseRequest, limit: int, within: float) -> bytes:
     content = request.content
     if content.is_eof():
-        # The whole body came with the headers (a small post): nothing left to wait for.
-        raw = await content.read()
+        # The whole body came with the headers (a small post): nothing left to wait for, so
+        # it is taken as it is (``read`` would come back for more, and find the end).
+        raw = content.read_nowait()
         if len(raw) > limit:
             raise too_large(limit)
         return raw
@@ -96,7 +98,7 @@ def _reason(exc: Exception) -> str:
     return " ".join(str(message).split())[:200] or type(exc).__name__
 
 
-def _codings(values: Sequence[str]) -> list[str]:
+def _codings(values: Sequence[str]) -> Sequence[str]:
     codings = [c.strip().lower() for value in values for c in value.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if len(codings) > MAX_ENCODINGS:

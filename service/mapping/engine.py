@@ -21,9 +21,11 @@ import phonenumbers
 
 from service.envelope import Envelope
 from service.errors import ConfigError, ConfigIssue, MappingRejected
+from service.mapping.checkplan import CheckPlan, check_plan
+from service.mapping.document import parts_read, root_document
 from service.mapping.lead import lead_body
 from service.mapping.normalize import Notice, RecordBuilder
-from service.mapping.note import NoteContext, NoteRenderer, iso_utc, template_problem
+from service.mapping.note import NoteContext, NoteRenderer, template_problem
 from service.mapping.rejections import NAME_FIELDS, missing_required, where_looked
 from service.mapping.schema import CloseSchema
 from service.mapping.spec import (
@@ -37,7 +39,6 @@ from service.mapping.spec import (
 from service.mapping.template import (
     DATA_ERRORS,
     CompiledTemplate,
-    Expr,
     Issues,
     compile_template,
     evaluate,
@@ -57,18 +58,6 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class _CheckPlan:
-    """What ``Mapper.check`` evaluates."""
-
-    failing: tuple[tuple[str, Expr], ...]
-    """Extract expressions that can fail, in extract order: always evaluated."""
-    fields: dict[str, tuple[int, Expr]]
-    """Each field a required group needs: (its position in extract, its expression)."""
-    groups: tuple[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]], ...]
-    """Each required group, and for each member the extracted fields it needs."""
-
-
-@dataclass(frozen=True, slots=True)
 class MappedLead:
     """The outcome of mapping one submission."""
 
@@ -78,21 +67,6 @@ class MappedLead:
     identity: Identity
     record: dict[str, Any]
     warnings: tuple[str, ...]
-
-
-def root_document(envelope: Envelope) -> dict[str, Any]:
-    """What extract expressions read: body, fetched (hydration), headers, query, client_ip,
-    received_at, source."""
-    return {
-        "body": envelope.body,
-        "fetched": envelope.fetched,
-        "headers": {str(k).lower(): v for k, v in envelope.headers.items()},
-        "query": dict(envelope.query),
-        "client_ip": envelope.client_ip,
-        "received_at": iso_utc(envelope.received_at),
-        "source": envelope.source,
-        "submission_id": envelope.id,
-    }
 
 
 class Mapper:
@@ -130,7 +104,9 @@ class Mapper:
         if issues.items:
             raise ConfigError(issues.items)
         self._note = NoteRenderer(spec.note.template, spec.limits)
-        self._check = self._check_plan()
+        self._check = check_plan(self.template, self.spec)
+        event_id = self.template.event_id
+        self._event_parts = parts_read(event_id) if event_id is not None else None
         self._where = where_looked(self.template)
         self.provider = self.preset.provider if self.preset is not None else None
 
@@ -165,7 +141,9 @@ class Mapper:
     def event_id(self, envelope: Envelope) -> str | None:
         """The provider's event id per the preset (delivery dedup), if it has one."""
         expr = self.template.event_id
-        return id_text(expr.run if expr else None, root_document(envelope))
+        if expr is None:
+            return None
+        return id_text(expr.run, root_document(envelope, self._event_parts))
 
     @property
     def splits(self) -> bool:
@@ -192,33 +170,6 @@ class Mapper:
         expr = self.template.fetch_id
         return id_text(expr.run if expr else None, root_document(envelope))
 
-    def _check_plan(self) -> _CheckPlan | None:
-        """What ``check`` evaluates; None when it must run the whole mapping (a template
-        expression can fail)."""
-        t = self.template
-        template = [expr for expr in (*t.lead.values(), *t.contact.values()) if expr is not None]
-        template += [entry.expr for entry in (*t.custom, *t.contact_custom)]
-        if not all(expr.cannot_fail for expr in template):
-            return None
-        position = {path: index for index, path in enumerate(t.extract)}
-        names = tuple(name for name in NAME_FIELDS if name in position)
-        groups = []
-        for group in required_groups(self.spec):
-            members = []
-            for name in group:
-                # full_name is derived from first and last name, and back: one unit.
-                if name == NAME_ALIAS or name in NAME_FIELDS:
-                    members.append(names)
-                else:
-                    members.append((name,) if name in position else ())
-            groups.append((group, tuple(members)))
-        needed = {path for _, members in groups for paths in members for path in paths}
-        return _CheckPlan(
-            failing=tuple((p, e) for p, e in t.extract.items() if not e.cannot_fail),
-            fields={path: (position[path], t.extract[path]) for path in needed},
-            groups=tuple(groups),
-        )
-
     def check(self, envelope: Envelope) -> None:
         """Raise MappingRejected exactly when ``map`` would, with the same reason; else None.
 
@@ -229,12 +180,40 @@ class Mapper:
         group with none present has had every member normalised, so the reason names the
         same dropped values. No lead body, no note. (The rejection's ``warnings`` detail names
         only the notices of the fields looked at.) A source whose template expressions can
-        fail is checked by the whole mapping, without the note.
+        fail is checked by the whole mapping, without the note. The walk reads only the
+        document's parts those expressions read, and keeps no notices: a payload it refuses is
+        walked again with the whole document and its notices (``_refuse``), for the reason.
         """
         plan = self._check
         if plan is None:
             self._map(envelope, note=False)
             return
+        # First without keeping track of the notices (nearly every payload passes): only the
+        # document's parts the expressions read, each member's fields normalised once.
+        document = root_document(envelope, plan.document)
+        raw = {path: evaluate(expr, document) for path, expr in plan.failing}
+        builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)
+        record: dict[str, Any] = {}
+        done: set[str] = set()
+        for members in plan.members:
+            for name, paths in members:
+                if paths and paths[0] not in done:
+                    for path in paths:
+                        expr = plan.fields[path][1]
+                        builder.add(
+                            record, path, raw[path] if path in raw else evaluate(expr, document)
+                        )
+                        done.add(path)
+                    if paths[0] in NAME_FIELDS:
+                        builder.derive_names(record)
+                if _present(record, name):
+                    break
+            else:
+                self._refuse(plan, envelope)
+
+    def _refuse(self, plan: CheckPlan, envelope: Envelope) -> None:
+        """``check``'s walk again, with the whole document and the notices in extract order:
+        raises the rejection ``map`` would raise."""
         document = root_document(envelope)
         raw = {path: evaluate(expr, document) for path, expr in plan.failing}
         builder = RecordBuilder(self.spec.limits, self.region, self.spec.phone_check)

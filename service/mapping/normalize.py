@@ -48,6 +48,17 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _LOCAL_PART = re.compile(r"^[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)*$")
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ANGLE_ADDRESS = re.compile(r"<([^<>]+)>\s*$")
+# The same test as _valid_email's steps, in one match, for printable ASCII (no line break, so
+# ``$`` in the steps' patterns is the end of the text, and the IDNA codec leaves an ASCII domain
+# as it is, refusing only empty or over-long labels, which the label pattern refuses too): a
+# local part of 1-64 characters, one "@", two or more domain labels, a top-level label of
+# letters (two or more) or an ``xn--`` label, at most 254 characters in all.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_PLAIN_EMAIL = re.compile(
+    r"(?=.{1,254}\Z)(?=[^@]{1,64}@[^@]*\Z)"
+    r"[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)*"
+    rf"@(?:{_LABEL}\.)+(?:[a-z]{{2,63}}|xn--[a-z0-9-]{{0,59}}(?<!-))\Z"
+)
 _COUNTRY_ALIASES = {"usa": "US", "unitedstatesofamerica": "US", "uk": "GB", "england": "GB"}
 
 
@@ -121,7 +132,7 @@ def normalize_email(value: Any) -> tuple[str | None, Notice | None]:
     if raw is None or not raw.strip():
         return None, None
     text = clean_text(raw)
-    match = _ANGLE_ADDRESS.search(text)
+    match = _ANGLE_ADDRESS.search(text) if ">" in text else None
     if match:
         text = match.group(1)
     text = text.strip().removeprefix("mailto:").strip().lower()
@@ -131,6 +142,14 @@ def normalize_email(value: Any) -> tuple[str | None, Notice | None]:
 
 
 def _valid_email(text: str) -> bool:
+    """Whether ``text`` is an address the lead takes: one match for printable ASCII (nearly
+    every address), :func:`_valid_email_steps` for the rest; the same answer for every text."""
+    if text.isascii() and text.isprintable():
+        return _PLAIN_EMAIL.match(text) is not None
+    return _valid_email_steps(text)
+
+
+def _valid_email_steps(text: str) -> bool:
     if len(text) > 254 or text.count("@") != 1:
         return False
     local, domain = text.split("@")

@@ -26,6 +26,7 @@ from service.mapping.jmes import (
     literal_value,
     reads_field,
     root_field,
+    top_fields,
 )
 from service.mapping.schema import CloseSchema, CustomField, check_value, is_field_id
 from service.mapping.spec import (
@@ -65,6 +66,8 @@ class Expr:
     reads_message: bool = False
     literal: Any = None  # the value when the whole expression is a literal
     cannot_fail: bool = False  # True: raises on no input (jmes.cannot_fail)
+    reads: frozenset[str] | None = None
+    """The document's top-level fields it reads (jmes.top_fields); None: maybe any."""
 
 
 def evaluate(expr: Expr, document: Any) -> Any:
@@ -153,6 +156,7 @@ def _compile(path: str, text: str, issues: Issues, *, record: bool) -> Expr | No
         reads_message,
         literal,
         cannot_fail=cannot_fail(compiled),
+        reads=top_fields(compiled),
     )
 
 

@@ -15,7 +15,7 @@ of concurrent requests share round trips, and each request still waits for its o
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,11 +32,12 @@ from service.queue.lua import Script
 from service.queue.records import State, history_event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliveryKey:
     """What identifies one delivery: ``kind`` says where it came from (``idempotency-key``,
     ``webhook-id``, ``event-id``, ``body-hash``), ``digest`` is the hashed value, ``ttl`` how
-    long a repeat is recognised."""
+    long a repeat is recognised. (Made per request and read only: not frozen, whose
+    ``__init__`` costs more.)"""
 
     kind: str
     digest: str
@@ -175,6 +176,8 @@ class Intake:
         self.refusal: str | None = None
         """Set while nothing may be stored (a Redis without persistence in production)."""
         self._index = index_keys(keys)
+        self._stream = keys.stream
+        self._no_bucket = keys.throttle("-")
         self._store = ScriptBatcher(redis, _STORE.bind(redis))
         self._tokens = ScriptBatcher(redis, _TOKENS.bind(redis))
 
@@ -183,21 +186,21 @@ class Intake:
         ``WAIT``), failing it (a 503 at the door) when that took longer than the timeout."""
         self._store.wait_for_replicas(replicas, timeout_seconds)
 
-    async def enqueue(
+    def enqueue(
         self,
         envelope: Envelope,
         delivery: DeliveryKey | None = None,
         throttles: Sequence[Throttle] = (),
-    ) -> tuple[str, bool]:
+    ) -> Coroutine[Any, Any, tuple[str, bool]]:
         """Take the rate-limit tokens, store the record and add the stream entry, in one
-        atomic step.
+        atomic step (awaited: the write's coroutine itself, without a frame of its own).
 
-        Returns ``(submission id, True)`` when queued, or ``(first submission's id, False)`` when
+        Gives ``(submission id, True)`` when queued, or ``(first submission's id, False)`` when
         ``delivery`` names a delivery already accepted within its window (nothing is stored).
         Raises ``OverLimit`` when a bucket of ``throttles`` is empty (nothing is stored).
         """
         history = history_event(envelope.received_at, "queued")
-        return await self._write(envelope, "queued", history, delivery, throttles=throttles)
+        return self._write(envelope, "queued", history, delivery, throttles=throttles)
 
     async def store_rejected(
         self,
@@ -248,11 +251,11 @@ class Intake:
     ) -> tuple[str, bool]:
         if self.refusal is not None:
             raise WritesRefused(self.refusal)
-        client, source = _by_kind(throttles)
+        client, source = _by_kind(throttles) if throttles else (None, None)
         keys = _StoreKeys(
             client_bucket=self._bucket(client),
             source_bucket=self._bucket(source),
-            stream=self.keys.stream,
+            stream=self._stream,
             record=self.keys.sub(envelope.id),
             idem=self.keys.idem(envelope.source, delivery.digest if delivery else "-"),
         )
@@ -280,7 +283,7 @@ class Intake:
 
     def _bucket(self, throttle: Throttle | None) -> str:
         """The bucket's key (a placeholder, never touched, for a limit the request lacks)."""
-        return self.keys.throttle(throttle.scope if throttle else "-")
+        return self.keys.throttle(throttle.scope) if throttle else self._no_bucket
 
 
 def _by_kind(throttles: Sequence[Throttle]) -> tuple[Throttle | None, Throttle | None]:

@@ -94,7 +94,8 @@ class Script(Generic[KeysT, ArgsT]):
         key_list: list[Any] = list(self._keys_of(keys))
         key_list.extend(more_keys)
         arg_list: list[Any] = [
-            value if type(value) in _PLAIN else _encode(value) for value in self._args_of(args)
+            value if type(value) in _PLAIN else "" if value is None else _encode(value)
+            for value in self._args_of(args)
         ]
         arg_list.extend(_encode(value) for value in more_args)
         return key_list, arg_list

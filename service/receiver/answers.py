@@ -8,6 +8,7 @@ without control characters, so a ``Location`` header can never be split or point
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -66,9 +67,20 @@ def _quality(ranges: list[tuple[str, str, float]], kind: str, subtype: str) -> f
 
 
 def prefers_html(accept: str | None) -> bool:
-    """True when ``Accept`` rates text/html above application/json (a browser navigating)."""
+    """True when ``Accept`` rates text/html above application/json (a browser navigating).
+    Browsers and clients send a few ``Accept`` values over and over: the answer is kept (for
+    values of at most 256 characters, 512 of them)."""
     if not accept:
         return False
+    return _kept_prefers_html(accept) if len(accept) <= 256 else _prefers_html(accept)
+
+
+@lru_cache(maxsize=512)
+def _kept_prefers_html(accept: str) -> bool:
+    return _prefers_html(accept)
+
+
+def _prefers_html(accept: str) -> bool:
     ranges = _ranges(accept)
     html = _quality(ranges, "text", "html")
     return html > 0 and html > _quality(ranges, "application", "json")
@@ -127,7 +139,10 @@ def accepted(
             return see_other(target)
     if duplicate:
         return _json({"id": sub_id, "duplicate": True}, 200)
-    return _json({"id": sub_id, "status": "queued"}, 202)
+    # The id is ours (``sub_`` and Crockford base32): no JSON escaping to do.
+    return web.Response(
+        body=b'{"id":"' + sub_id.encode() + b'","status":"queued"}', status=202, headers=_JSON
+    )
 
 
 def accepted_items(results: list[tuple[str, bool]]) -> web.Response:
@@ -141,6 +156,9 @@ def accepted_items(results: list[tuple[str, bool]]) -> web.Response:
     if not any(new for _, new in results):
         return _json({"status": "duplicate", "duplicate": True, "submissions": rows}, 200)
     return _json({"status": "queued", "submissions": rows}, 202)
+
+
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
 def _json(data: dict[str, Any], status: int) -> web.Response:

@@ -54,18 +54,21 @@ from service.receiver.bodies import (
 from service.receiver.captcha import CAPTCHA, captcha_ctx
 from service.receiver.delivery import delivery_key
 from service.receiver.door import (
+    DOORS,
     PARSE_LIMITS,
     TRUSTED_PROXIES,
     VERIFIERS,
+    Door,
     authenticate,
     authenticate_body,
+    build_doors,
     build_parse_limits,
     build_verifiers,
     read_body,
     request_client,
 )
 from service.receiver.handshake import handshake
-from service.receiver.items import accept_items, refuses_unmappable, unmappable
+from service.receiver.items import accept_items, unmappable
 from service.receiver.state import (
     ADMIN_PLANE,
     DRAINING,
@@ -95,16 +98,16 @@ KEPT_HEADERS = (
 
 async def receive(request: web.Request) -> web.Response:
     name = request.match_info["source"]
-    source = request.app[SOURCES].get(name)
-    if source is None:
+    door = request.app[DOORS].get(name)
+    if door is None:
         raise ProblemError(404, "unknown-source", f"there is no source named {name!r}")
     client = request_client(request)
-    tokens = spam.Tokens(request.app[QUEUE].intake, spam.throttles(name, client, source.rate_limit))
+    tokens = spam.Tokens(request.app[QUEUE].intake, door.throttles_of(client))
     try:
-        response = await _admit(request, name, source, client, tokens)
+        response = await _admit(request, door, client, tokens)
     except ProblemError as exc:
-        response = await _refused(request, source, tokens, exc)
-    cors.decorate(request, response, source.cors)
+        response = await _refused(request, door.source, tokens, exc)
+    cors.decorate(request, response, door.source.cors)
     return response
 
 
@@ -123,31 +126,30 @@ async def _refused(
 
 
 async def _admit(
-    request: web.Request, name: str, source: SourceConfig, client: str | None, tokens: spam.Tokens
+    request: web.Request, door: Door, client: str | None, tokens: spam.Tokens
 ) -> web.Response:
     app = request.app
     settings, queue = app[SETTINGS], app[QUEUE]
+    name, source, verifier = door.name, door.source, door.verifier
     content_type = request.headers.get("Content-Type")
     media_type, _ = media_type_of(content_type)
     if not supported(media_type):
         raise _refused_body(unsupported_media_type(media_type))
     limit = source.max_body_bytes or settings.max_body_bytes
     raw = await read_body(request, limit, settings.read_timeout_seconds)
-    verifier = app[VERIFIERS].get(name)
     event_id = authenticate(request, name, verifier, raw) if verifier else None
     try:
-        parsed = parse_body(content_type, raw, app[PARSE_LIMITS][name])
+        parsed = parse_body(content_type, raw, door.limits)
     except BodyError as exc:
         raise _refused_body(exc) from None
     body = parsed.body
     if verifier is not None:
         body, body_event_id = authenticate_body(request, name, verifier, body)
         event_id = event_id or body_event_id
-    private = verifier.private_query() if verifier else frozenset()
     now = time.time()
     sub_id = new_submission_id(now)
     SUBMISSION.set((sub_id, name))  # this request's task: every log line names the submission
-    requested_page, token, clean = _controls(body, source)
+    requested_page, token, clean = door.controls(body)
     headers = request.headers
     envelope = Envelope(
         id=sub_id,
@@ -156,7 +158,7 @@ async def _admit(
         content_type=parsed.media_type,
         body=clean,
         headers={h: headers[h] for h in KEPT_HEADERS if h in headers},
-        query={k: v for k, v in request.query.items() if k not in private} if request.query else {},
+        query=_query(request, door.private_query) if request.query_string else {},
         client_ip=client,
         trace=tracing.carried(),
     )
@@ -164,8 +166,8 @@ async def _admit(
         return await _spam(
             request, dataclasses.replace(envelope, body=body), source, requested_page, tokens
         )
-    mapper = app[MAPPERS].get(name)
-    if mapper is not None and refuses_unmappable(app[SOURCES], source, mapper):
+    mapper = door.mapper
+    if mapper is not None and door.checks_mapping:
         _check_mappable(mapper, envelope)
     if source.captcha is not None:
         await tokens.take()  # a flood stops here, before it costs a call to the CAPTCHA service
@@ -198,16 +200,9 @@ def _refused_body(error: BodyError) -> ProblemError:
     return ProblemError(error.status, error.slug, error.detail)
 
 
-def _controls(body: Any, source: SourceConfig) -> tuple[Any, Any, Any]:
-    """The form's control fields (``_redirect``, the CAPTCHA token) and the body without them
-    (nor the honeypot): ``(requested page, token, body to store)``."""
-    names = (
-        source.redirect.field if source.redirect else None,
-        source.captcha.token_field if source.captcha else None,
-        source.honeypot.field if source.honeypot else None,
-    )
-    values = [body.get(n) if n and isinstance(body, dict) else None for n in names[:2]]
-    return values[0], values[1], spam.without_fields(body, names)
+def _query(request: web.Request, private: frozenset[str]) -> dict[str, str]:
+    """The request's query to keep, without its credentials."""
+    return {k: v for k, v in request.query.items() if k not in private}
 
 
 def _check_mappable(mapper: Mapper, envelope: Envelope) -> None:
@@ -370,8 +365,9 @@ def create_app(
     app[SOURCES] = sources
     # Event ids at the door and the dashboard's search: no Close schema needed.
     app[MAPPERS] = mappers = build_mappers(sources, None)
-    app[VERIFIERS] = build_verifiers(sources)
-    app[PARSE_LIMITS] = build_parse_limits(sources)
+    app[VERIFIERS] = verifiers = build_verifiers(sources)
+    app[PARSE_LIMITS] = limits = build_parse_limits(sources)
+    app[DOORS] = build_doors(sources, mappers, verifiers, limits)
     app[METRICS] = metrics or Metrics()
     app[DRAINING] = asyncio.Event()
     app[TRUSTED_PROXIES] = settings.trusted_networks

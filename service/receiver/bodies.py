@@ -44,8 +44,10 @@ class ParseLimits:
 DEFAULT_LIMITS = ParseLimits()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ParsedBody:
+    """A parsed body (made per request and read only: not frozen, a cheaper ``__init__``)."""
+
     media_type: str
     body: Any
 

@@ -19,7 +19,11 @@ EXPOSED_HEADERS = "Retry-After"
 
 
 def _add_vary(response: web.StreamResponse) -> None:
-    vary = [v.strip() for v in response.headers.get("Vary", "").split(",") if v.strip()]
+    present = response.headers.get("Vary")
+    if present is None:  # nearly every answer: nothing to merge
+        response.headers["Vary"] = "Origin"
+        return
+    vary = [v.strip() for v in present.split(",") if v.strip()]
     if "origin" not in {v.lower() for v in vary}:
         response.headers["Vary"] = ", ".join([*vary, "Origin"])
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
 
 from service import httpbody
 from service.clientip import Network, client_ip
-from service.config.sources import Sources
+from service.config.sources import SourceConfig, Sources
+from service.mapping import Mapper
 from service.problems import ProblemError
+from service.queue import Throttle
 from service.receiver.auth import (
     AuthFailed,
     SignedRequest,
@@ -24,6 +28,8 @@ from service.receiver.auth import (
     verify,
 )
 from service.receiver.bodies import ParseLimits
+from service.receiver.items import refuses_unmappable
+from service.receiver.spam import throttles
 from service.receiver.state import METRICS
 
 logger = logging.getLogger(__name__)
@@ -31,8 +37,11 @@ logger = logging.getLogger(__name__)
 VERIFIERS = web.AppKey("verifiers", dict[str, Verifier])
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[Network, ...])
 PARSE_LIMITS = web.AppKey("parse_limits", dict[str, ParseLimits])
+DOORS: web.AppKey[dict[str, Door]] = web.AppKey("doors")
 
 UNAUTHORIZED_DETAIL = "the request could not be authenticated"
+NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+"""The query of a request without one (``request.query`` would parse the empty string)."""
 
 
 def build_verifiers(sources: Sources) -> dict[str, Verifier]:
@@ -80,6 +89,81 @@ def build_parse_limits(sources: Sources) -> dict[str, ParseLimits]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Door:
+    """What the walk of a request needs of one source, worked out once at start."""
+
+    name: str
+    source: SourceConfig
+    verifier: Verifier | None
+    limits: ParseLimits
+    mapper: Mapper | None
+    checks_mapping: bool
+    """Whether a payload that can never map is refused with 422 (``items.refuses_unmappable``)."""
+    private_query: frozenset[str]
+    """Query parameters that carry credentials: never stored."""
+    redirect_field: str | None
+    token_field: str | None
+    """The form's ``_redirect`` field and the CAPTCHA token's field, if the source has them."""
+    dropped: frozenset[str]
+    """Fields left out of the stored body: those two and the honeypot."""
+    throttles: dict[str | None, tuple[Throttle, ...]] = field(default_factory=dict)
+    """The rate-limit buckets by client address, as named so far (:meth:`throttles_of`)."""
+
+    def throttles_of(self, client: str | None) -> tuple[Throttle, ...]:
+        """``spam.throttles`` of this source for ``client``, named once per address (the
+        cache starts again past :data:`THROTTLE_CACHE` addresses)."""
+        found = self.throttles.get(client)
+        if found is None:
+            if len(self.throttles) >= THROTTLE_CACHE:
+                self.throttles.clear()
+            found = self.throttles[client] = throttles(self.name, client, self.source.rate_limit)
+        return found
+
+    def controls(self, body: Any) -> tuple[Any, Any, Any]:
+        """The form's control fields (``_redirect``, the CAPTCHA token) and the body without
+        them (nor the honeypot): ``(requested page, token, body to store)``."""
+        if not isinstance(body, dict):
+            return None, None, body
+        requested = body.get(self.redirect_field) if self.redirect_field else None
+        token = body.get(self.token_field) if self.token_field else None
+        if self.dropped:
+            body = {key: value for key, value in body.items() if key not in self.dropped}
+        return requested, token, body
+
+
+THROTTLE_CACHE = 4096
+
+
+def build_doors(
+    sources: Sources,
+    mappers: dict[str, Mapper],
+    verifiers: dict[str, Verifier],
+    limits: dict[str, ParseLimits],
+) -> dict[str, Door]:
+    """Each source's :class:`Door`."""
+    doors = {}
+    for name, source in sources.items():
+        mapper = mappers.get(name)
+        verifier = verifiers.get(name)
+        redirect = source.redirect.field if source.redirect else None
+        token = source.captcha.token_field if source.captcha else None
+        honeypot = source.honeypot.field if source.honeypot else None
+        doors[name] = Door(
+            name=name,
+            source=source,
+            verifier=verifier,
+            limits=limits[name],
+            mapper=mapper,
+            checks_mapping=mapper is not None and refuses_unmappable(sources, source, mapper),
+            private_query=verifier.private_query() if verifier else frozenset(),
+            redirect_field=redirect,
+            token_field=token,
+            dropped=frozenset(n for n in (redirect, token, honeypot) if n),
+        )
+    return doors
+
+
 def request_client(request: web.Request) -> str | None:
     """The client address (``X-Forwarded-For`` only from a trusted proxy)."""
     trusted: tuple[Network, ...] = request.app[TRUSTED_PROXIES]
@@ -117,7 +201,7 @@ def authenticate(request: web.Request, source: str, verifier: Verifier, raw: byt
         method=request.method,
         url=f"{request.scheme}://{request.host}{request.raw_path}" if verifier.signs_url else "",
         headers=request.headers,
-        query=request.query,
+        query=request.query if request.query_string else NO_QUERY,
         body=raw,
         now=time.time(),
     )

@@ -9,7 +9,7 @@ over the limit is 429 with ``Retry-After`` in whole seconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -31,14 +31,6 @@ def honeypot_filled(body: Any, spec: HoneypotSpec | None) -> bool:
     return any(isinstance(v, str) and v.strip() for v in values) or any(
         v not in (None, "", [], {}) and not isinstance(v, str) for v in values
     )
-
-
-def without_fields(body: Any, names: Iterable[str | None]) -> Any:
-    """``body`` without the form's control fields (honeypot, CAPTCHA token, ``_redirect``)."""
-    drop = {name for name in names if name}
-    if not drop or not isinstance(body, dict):
-        return body
-    return {key: value for key, value in body.items() if key not in drop}
 
 
 def throttles(source: str, client: str | None, spec: RateLimitSpec | None) -> tuple[Throttle, ...]:

@@ -194,6 +194,7 @@ def test_check_of_generic_form_reads_only_required_fields() -> None:
     plan = mapper(preset="generic-form")._check
     assert plan is not None
     assert plan.failing == ()
+    assert plan.document == ("body",)  # the attribution fields read headers: not needed here
     assert set(plan.fields) == {"email", "phone", "full_name", "first_name", "last_name"}
     failing = mapper(preset="generic-form", lead={"name": "lookup(company, company)"})
     assert failing._check is None  # the whole mapping decides
@@ -268,3 +269,24 @@ def test_check_agrees_on_random_form_posts(body: dict[str, Any], region: str | N
         if required is not None:
             spec["required"] = required
         assert_agrees(mapper(**spec), envelope(body, headers=REFERER))
+
+
+@pytest.mark.parametrize(
+    ("extract", "parts"),
+    [
+        ({"email": 'first(query.email, headers."x-email")'}, ("headers", "query")),
+        ({"email": "body.email", "extra.tags": "join(', ', body.tags)"}, ("body",)),
+        ({"email": "@.body.email"}, None),  # reads the document whole
+        ({"email": "body.email", "phone": "sort_by(body.phones, &n)[0].v"}, None),
+    ],
+)
+def test_check_reads_the_parts_of_the_document_its_fields_read(
+    extract: dict[str, str], parts: tuple[str, ...] | None
+) -> None:
+    m = mapper(extract=extract)
+    assert m._check is not None
+    assert m._check.document == parts
+    bodies = [{"email": "a@example.com"}, {"email": "nope", "tags": "x"}, {"tags": ["a"]}, {}]
+    for body in bodies:
+        for query, headers in (({"email": "q@example.com"}, {}), ({}, {"x-email": "no"})):
+            assert_agrees(m, envelope(body, query=query, headers=headers))

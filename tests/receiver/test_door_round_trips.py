@@ -4,6 +4,7 @@ limit, as a duplicate or for anything else costs that one script too. Counted on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +12,6 @@ from typing import Any
 import hiredis
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
 
 from service.config.settings import Settings
 from service.keys import Keys
@@ -44,20 +44,21 @@ class Wire:
 
 @contextmanager
 def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
+    """Every write to a Redis connection's stream (redis-py's commands, the door's batches)."""
     wire = Wire()
-    original = AbstractConnection.send_packed_command
+    original = asyncio.StreamWriter.writelines
 
-    async def send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        parts = [command] if isinstance(command, (bytes, bytearray)) else list(command)
+    def writelines(self: asyncio.StreamWriter, data: Any) -> None:
+        parts = list(data)
         reader = hiredis.Reader()
         reader.feed(b"".join(bytes(part) for part in parts))
         names = []
         while (parsed := reader.gets()) is not False:
             names.append(parsed[0].decode().upper())
         wire.writes.append(names)
-        await original(self, command, check_health)
+        original(self, parts)
 
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+    monkeypatch.setattr(asyncio.StreamWriter, "writelines", writelines)
     yield wire
 
 

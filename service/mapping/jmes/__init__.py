@@ -12,6 +12,7 @@ from service.mapping.jmes.analysis import (
     read_paths,
     reads_field,
     root_field,
+    top_fields,
 )
 from service.mapping.jmes.compiler import Evaluator, evaluator
 from service.mapping.jmes.functions import FUNCTION_NAMES, FUNCTIONS, OPTIONS, FunctionFailed
@@ -29,4 +30,5 @@ __all__ = [
     "read_paths",
     "reads_field",
     "root_field",
+    "top_fields",
 ]

@@ -3,7 +3,8 @@
 ``compile_expression`` parses an expression and rejects unknown functions and wrong argument
 counts before any payload arrives. The rest read a parsed expression's syntax tree: whether
 it is a plain literal (``literal_value``), which input field it starts from (``root_field``)
-or reads at all (``reads_field``), and whether it can raise on some input (``cannot_fail``).
+or reads at all (``reads_field``), which top-level fields it reads (``top_fields``), and
+whether it can raise on some input (``cannot_fail``).
 """
 
 from __future__ import annotations
@@ -92,6 +93,50 @@ def reads_field(compiled: ParsedResult, name: str) -> bool:
         chained = node.get("type") in {"subexpression", "projection", "value_projection"}
         stack.extend((child, chained and index > 0) for index, child in enumerate(children))
     return False
+
+
+#: Nodes whose first child runs on the input and the rest on what it gives (``a.b``, ``a[0]``,
+#: ``a | b``, ``a[*].b``, ``a[?b == 'c'].d``).
+_INPUT_FIRST = frozenset(
+    {"subexpression", "index_expression", "pipe", "projection", "filter_projection"}
+)
+#: Nodes whose every child runs on the input.
+_INPUT_ALL = frozenset(
+    {
+        "function_expression",
+        "multi_select_list",
+        "multi_select_dict",
+        "key_val_pair",
+        "or_expression",
+        "and_expression",
+        "not_expression",
+        "comparator",
+    }
+)
+
+
+def top_fields(compiled: ParsedResult) -> frozenset[str] | None:
+    """The fields an expression reads from the top of its input (``body`` and ``headers`` in
+    ``first(body.email, headers.from)``): a document holding only those gives the same result.
+    None when it may read more than named fields (``@``, an ``&expr``, a slice or anything
+    else not known here), so the input must be whole."""
+    found: set[str] = set()
+    stack: list[Any] = [compiled.parsed]
+    while stack:
+        node = stack.pop()
+        kind = node.get("type") if isinstance(node, dict) else None
+        children = node.get("children", []) if kind is not None else []
+        if kind == "field":
+            found.add(str(node["value"]))
+        elif kind == "literal":
+            continue
+        elif kind in _INPUT_FIRST and children:
+            stack.append(children[0])
+        elif kind in _INPUT_ALL:
+            stack.extend(children)
+        else:
+            return None
+    return frozenset(found)
 
 
 def _field_chain(node: dict[str, Any]) -> list[str] | None:

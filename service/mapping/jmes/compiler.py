@@ -22,7 +22,7 @@ from jmespath import visitor
 from jmespath.parser import ParsedResult
 from jmespath.visitor import TreeInterpreter
 
-from service.mapping.jmes.functions import FUNCTIONS, OPTIONS, arity_ok
+from service.mapping.jmes.functions import FUNCTIONS, OPTIONS, arity_ok, pick_ranked, pick_ranks
 
 Evaluator = Callable[[Any], Any]
 
@@ -238,6 +238,8 @@ def _function(node: Any) -> Evaluator:
         if types and not _literal_fits(children[position], types, name):
             checks.append((position, types))
     check = _type_check_single
+    if name == "pick" and all(_is_text(child) for child in children[1:]) and not checks:
+        return _pick(arguments[0], pick_ranks(tuple(child["value"] for child in children[1:])))
 
     def call(value: Any) -> Any:
         resolved = [argument(value) for argument in arguments]
@@ -246,6 +248,19 @@ def _function(node: Any) -> Evaluator:
         return function(FUNCTIONS, *resolved)
 
     return call
+
+
+def _is_text(node: Any) -> bool:
+    return node.get("type") == "literal" and isinstance(node["value"], str)
+
+
+def _pick(obj: Evaluator, ranks: dict[str, int]) -> Evaluator:
+    """pick(obj, 'name', ...) of literal names: their tokens made once, here."""
+
+    def pick(value: Any) -> Any:
+        return pick_ranked(obj(value), ranks)
+
+    return pick
 
 
 def _literal_fits(node: Any, types: list[str], name: str) -> bool:

@@ -81,6 +81,36 @@ def _meaning_matches(meaning: str, key: str, value: Any) -> bool:
     return text is not None and re.search(looks, text) is not None
 
 
+def pick_ranks(names: tuple[str, ...]) -> dict[str, int]:
+    """Each of pick()'s names as its loose token, and its place among them (0, 1, 2...: a
+    token named twice keeps its first place)."""
+    ranks: dict[str, int] = {}
+    for name in names:
+        ranks.setdefault(key_token(name), len(ranks))
+    return ranks
+
+
+def pick_ranked(obj: Any, ranks: dict[str, int]) -> Any:
+    """pick(): in the first object (of ``obj``, or of the list ``obj``) that has one, the
+    value of the first of the names (``ranks``) whose key is there with a value that is not
+    empty; of several keys with the same token, the first with a value. The names' tokens
+    are made once (a compiled pick() of literal names makes them when it is compiled)."""
+    unranked = len(ranks)
+    for candidate in obj if isinstance(obj, list) else [obj]:
+        if not isinstance(candidate, dict):
+            continue
+        best, found = unranked, None
+        for key, value in candidate.items():
+            place = ranks.get(key_token(key if type(key) is str else str(key)), unranked)
+            if place < best and not is_empty(value):
+                best, found = place, value
+                if not place:
+                    break
+        if best < unranked:
+            return found
+    return None
+
+
 class IntakeFunctions(functions.Functions):
     """Functions added to JMESPath for Lead Intake mappings."""
 
@@ -93,19 +123,7 @@ class IntakeFunctions(functions.Functions):
 
     @functions.signature({"types": _ANY}, {"types": ["string"], "variadic": True})
     def _func_pick(self, obj: Any, *names: str) -> Any:
-        for candidate in obj if isinstance(obj, list) else [obj]:
-            if not isinstance(candidate, dict):
-                continue
-            index: dict[str, Any] = {}
-            for key, value in candidate.items():
-                token = key_token(key if type(key) is str else str(key))
-                if token not in index or is_empty(index[token]):
-                    index[token] = value
-            for name in names:
-                value = index.get(key_token(name))
-                if not is_empty(value):
-                    return value
-        return None
+        return pick_ranked(obj, pick_ranks(names))
 
     @functions.signature({"types": _ANY}, {"types": ["string"]})
     def _func_pick_like(self, obj: Any, meaning: str) -> Any:

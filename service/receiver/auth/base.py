@@ -33,10 +33,11 @@ class AuthFailed(Exception):
         super().__init__(reason)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SignedRequest:
     """The parts of a request a scheme may sign. ``headers`` is case-insensitive; ``url`` is
-    empty unless the verifier ``signs_url``."""
+    empty unless the verifier ``signs_url``. (Made for every signed request and read only:
+    not frozen, whose ``__init__`` costs more per field.)"""
 
     method: str
     url: str

@@ -13,6 +13,7 @@ from service.mapping.jmes import (
     literal_value,
     reads_field,
     root_field,
+    top_fields,
 )
 
 PRESETS = load_presets()
@@ -99,3 +100,31 @@ def test_root_field_of_simple_paths(expression: str, root: str | None) -> None:
 )
 def test_reads_field_ignores_sub_fields(expression: str, reads: bool) -> None:
     assert reads_field(_compiled(expression), "message") is reads
+
+
+@pytest.mark.parametrize(
+    ("expression", "fields"),
+    [
+        ("body.a.b", {"body"}),
+        ("first(body.a, headers.x, url_param(headers.referer, 'u'))", {"body", "headers"}),
+        ("pick(body, 'email', 'mail')", {"body"}),
+        ("body[0].x | y", {"body"}),
+        ("body[*].x", {"body"}),
+        ("body[?a == query.b].c", {"body"}),
+        ("{a: body.a, b: query.b}", {"body", "query"}),
+        ("[body.a, client_ip] || !fetched", {"body", "client_ip", "fetched"}),
+        ("body[1:2]", {"body"}),
+        ("'literal'", set()),
+        ("@", None),
+        ("@.body", None),
+        ("sort_by(body, &a)", None),
+        ("body.*", None),
+        ("body[]", None),
+        ("[0]", None),
+    ],
+)
+def test_top_fields_names_what_an_expression_reads_from_its_input(
+    expression: str, fields: set[str] | None
+) -> None:
+    found = top_fields(_compiled(expression))
+    assert found == (frozenset(fields) if fields is not None else None)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from service.config.presets import load_presets
 from service.mapping.engine import root_document
-from service.mapping.jmes import OPTIONS, cannot_fail, compile_expression, evaluator
+from service.mapping.jmes import OPTIONS, cannot_fail, compile_expression, evaluator, top_fields
 from tests.mapping import envelope, payload
 from tests.mapping.test_engine import ODD_BODIES
 
@@ -166,3 +166,28 @@ def test_preset_expressions_match_the_interpreter_on_examples_and_odd_bodies(nam
     headers = {"referer": "https://www.example.com/?utm_source=x", "origin": "null"}
     for body in [payload(name), *ODD_BODIES]:
         _agree(PRESET_COMPILED, root_document(envelope(body, headers=headers)))
+
+
+def _only_what_it_reads(pairs: list[tuple[str, Any]], document: dict[str, Any]) -> None:
+    for expression, compiled in pairs:
+        fields = top_fields(compiled)
+        if fields is None:
+            continue
+        part = {key: value for key, value in document.items() if key in fields}
+        run = evaluator(compiled)
+        assert _outcome(run, part) == _outcome(run, document), expression
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=_DOCUMENTS)
+def test_a_document_of_the_fields_an_expression_reads_gives_the_same(
+    document: dict[str, Any],
+) -> None:
+    _only_what_it_reads(COMPILED, document)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_JSON | _DOCUMENTS)
+def test_preset_expressions_read_only_their_top_fields(body: Any) -> None:
+    headers = {"referer": "https://e.com/?utm_source=x", "origin": "null"}
+    _only_what_it_reads(PRESET_COMPILED, root_document(envelope(body, headers=headers)))

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.mapping.jmes import FUNCTION_NAMES, compile_expression, evaluator
+from service.mapping.jmes.functions import pick_ranked, pick_ranks
+from service.mapping.text import is_empty, key_token
 
 
 def run(expression: str, data: Any) -> Any:
@@ -171,3 +175,44 @@ def test_booleans_read_yes_and_no_as_text() -> None:
     assert run("split_name(t)", data) == {"first": "yes", "last": None}
     assert run("to_object(rows, &k, &v)", data) == {"yes": 1}
     assert run('lookup(t, `{"yes": "Opted in"}`)', data) == "Opted in"
+
+
+def reference_pick(obj: Any, *names: str) -> Any:
+    """pick() as it was before its names' tokens could be made once, when it is compiled."""
+    for candidate in obj if isinstance(obj, list) else [obj]:
+        if not isinstance(candidate, dict):
+            continue
+        index: dict[str, Any] = {}
+        for key, value in candidate.items():
+            token = key_token(key if type(key) is str else str(key))
+            if token not in index or is_empty(index[token]):
+                index[token] = value
+        for name in names:
+            value = index.get(key_token(name))
+            if not is_empty(value):
+                return value
+    return None
+
+
+# Keys whose loose tokens collide ("E-Mail", "email", "e_mail"), values that are empty in each
+# way (None, "", "  ", [], {}) and ones that are not (0, False, text).
+_PICK_KEYS = st.sampled_from(["email", "E-Mail", "e_mail", "Mail", "name", "NAME", "tel", "x", 1])
+_PICK_VALUES = st.sampled_from([None, "", "  ", [], {}, 0, False, "a", "b", ["c"], {"d": 1}])
+_PICK_OBJECTS = st.dictionaries(_PICK_KEYS, _PICK_VALUES, max_size=6)
+_PICK_NAMES = st.lists(st.sampled_from(["email", "e-mail", "mail", "name", "tel", "x", "1"]))
+
+
+@settings(max_examples=1000)
+@given(
+    obj=_PICK_OBJECTS | st.lists(_PICK_OBJECTS | _PICK_VALUES, max_size=3) | _PICK_VALUES,
+    names=_PICK_NAMES.filter(bool),
+)
+def test_pick_answers_as_before_compiled_or_not(obj: Any, names: list[str]) -> None:
+    expected = reference_pick(obj, *names)
+    literal = ", ".join(f"'{name}'" for name in names)
+    compiled = run(f"pick(o, {literal})", {"o": obj})  # literal names: ranked when compiled
+    read = ", ".join(f"n[{index}]" for index in range(len(names)))
+    called = run(f"pick(o, {read})", {"o": obj, "n": names})  # names read from the input
+    for answer in (compiled, called, pick_ranked(obj, pick_ranks(tuple(names)))):
+        assert answer == expected
+        assert type(answer) is type(expected)
