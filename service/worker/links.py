@@ -133,14 +133,26 @@ class LinkStep(Step):
         refusal = await self._not_ours(ctx, (first, second))
         if refusal:
             return await self._flag(ctx, link, refusal)
-        leads = {}
+        leads: dict[str, dict[str, Any]] = {}
+        gone: dict[str, CloseRefused] = {}
         for lead_id in (first, second):
             try:
                 leads[lead_id] = await ctx.close.get_lead(lead_id)
             except CloseRefused as exc:
-                if lead_id == ctx.lead_id or not about_missing_lead(exc):
+                if not about_missing_lead(exc):
                     raise
-                return Done(skipped="the other lead no longer exists", detail={"gone": lead_id})
+                gone[lead_id] = exc
+        if ctx.lead_id in gone and len(gone) == 2:
+            raise gone[ctx.lead_id]
+        if ctx.lead_id in gone:
+            # Merged into the other by a submission of the person that has not recorded it yet
+            # (its answer lost, or its worker between Close's answer and Redis).
+            [(kept, body)] = leads.items()
+            every = set(identity_keys(ctx.mapped.identity)) | lead_identities(body)
+            return await self._merged(ctx, link, ctx.lead_id, kept, every)
+        if gone:
+            detail = {"gone": next(iter(gone))}
+            return Done(skipped="the other lead no longer exists", detail=detail)
         older, newer = sorted(leads, key=lambda i: (created_at(leads[i]), i))
         window = ctx.source.dedup.merge_window_seconds
         if time.time() - created_at(leads[newer]) > window:

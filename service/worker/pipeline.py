@@ -249,7 +249,7 @@ class Pipeline:
                 raise gone.refusal from None  # the lead it made is gone: Close's answer says why
             # The lead we matched is gone (deleted or merged): look the person up afresh.
             await self.cache.forget(list(held.identities))
-            attempt.progress = attempt.progress.changed(matched_via=None, steps={})
+            attempt.progress = attempt.progress.changed(matched_via=None, steps={}, link=None)
             attempt.defer({"step": "matched lead gone", "lead_id": lead_id}, lead_id="")
             raise StaleCachedLead(f"lead {lead_id} no longer exists in Close") from None
         if skip:

@@ -501,7 +501,13 @@ class Outcome:
                 leads_by_email[email].append(str(lead["id"]))
         good = {d.email for d in firsts if d.kind in ("new", "repeat-person", "linked") and d.email}
         poison = {d.email for d in firsts if d.kind == "poison" and d.email}
-        duplicates = {e: ids for e, ids in leads_by_email.items() if len(ids) > 1}
+        # A flagged person's two leads may both show an email (a match by the shared phone
+        # adds it to the contact): listed as a possible duplicate, not made twice.
+        flagged_persons = self._check_links(firsts, leads_by_email)
+        allowed = {d.email for d in firsts if d.person in flagged_persons}
+        duplicates = {
+            e: ids for e, ids in leads_by_email.items() if len(ids) > 1 and e not in allowed
+        }
         # A person has a lead when one of their emails is on one. (A linked person's other
         # email may be on none: a submission matched by the phone it shares with a lead
         # attaches there without adding the email.)
@@ -534,7 +540,6 @@ class Outcome:
                 f"{len(applied)} lead creates applied for {len(self.leads)} leads "
                 f"and {len(self.merges)} merged away"
             )
-        flagged_persons = self._check_links(firsts, leads_by_email)
         # Records of one person name the same lead (the one it was merged into, if it was).
         lead_of: dict[str, set[str]] = defaultdict(set)
         for d in firsts:

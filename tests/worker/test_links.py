@@ -12,6 +12,7 @@ import yaml
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from close_emulator.merge import merge_leads
 from service.config.settings import Settings
 from service.config.sources import Sources
 from service.metrics import Metrics
@@ -289,3 +290,23 @@ async def test_a_lost_create_that_made_a_second_lead_is_linked_and_merged(
         assert [lead["id"] for lead in state.leads_with_email(email)] == [a.lead_id]
     [link] = await queue.links.listing()
     assert (link["status"], link["kept"], link["merged"]) == ("merged", a.lead_id, made_by_b)
+
+
+async def test_a_link_whose_matched_lead_close_merged_already_follows_the_kept_one(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    # Another submission merged B into A in Close but has not recorded it (its answer lost):
+    # the next one, meeting B through its email, follows to A instead of making a new lead.
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    a, b = await two_leads(queue, settings, sources, redis)
+    merge_leads(str(b.lead_id), str(a.lead_id), state)
+    async with running_worker(settings, sources, redis):
+        fourth = await enqueue(queue, body(E2, P2, "fourth"))
+        record = await wait_for_record(queue, fourth, ("attached",))
+    assert record.lead_id == a.lead_id
+    assert len(lead_posts(state)) == 2 and merge_posts(emulator) == 0
+    assert await queue.links.follow(str(b.lead_id)) == a.lead_id
+    [link] = await queue.links.listing()
+    assert (link["status"], link["kept"], link["merged"]) == ("merged", a.lead_id, b.lead_id)
+    assert "fourth" in " ".join(note_texts(emulator, str(a.lead_id)))
