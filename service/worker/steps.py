@@ -193,7 +193,11 @@ class StepRunner:
                 if found is not None:
                     self._finish(ctx, step, found, "found after a lost answer")
                     return
-            attempt.progress = attempt.progress.marked(step.name, StepMark("started", time.time()))
+            # A resumed step keeps its first start: a later find looks back to it (the lost
+            # answer's effect may be older than this attempt, and on another lead since a merge).
+            earlier = attempt.progress.steps.get(step.name) if resumed else None
+            started = earlier.at if earlier is not None else time.time()
+            attempt.progress = attempt.progress.marked(step.name, StepMark("started", started))
             await self.record(attempt, {"step": f"{step.name} started"})
             try:
                 done = await step.run(ctx)

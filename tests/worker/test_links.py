@@ -4,6 +4,7 @@ the source's ``dedup.link`` says what happens: merged (the older kept), flagged,
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from redis.asyncio import Redis
 from close_emulator.merge import merge_leads
 from service.config.settings import Settings
 from service.config.sources import Sources
+from service.mapping.note import has_marker
 from service.metrics import Metrics
 from service.queue import Queue
 from service.queue.records import Record
+from service.worker.links import lead_identities
 from tests.conftest import (
     emulator_state,
     enqueue,
@@ -310,3 +313,30 @@ async def test_a_link_whose_matched_lead_close_merged_already_follows_the_kept_o
     [link] = await queue.links.listing()
     assert (link["status"], link["kept"], link["merged"]) == ("merged", a.lead_id, b.lead_id)
     assert "fourth" in " ".join(note_texts(emulator, str(a.lead_id)))
+
+
+async def test_a_note_whose_answer_was_lost_before_a_merge_is_found_on_the_kept_lead(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    # The note reached lead B, its answer lost; B is merged into A before the retry, seconds
+    # later. The retry looks on B (nothing: the note moved), posts there (B is gone), follows
+    # the merge to A and looks there from the step's first start: one note, not two.
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    async with running_worker(settings, sources, redis):
+        a = await wait_for_record(queue, await enqueue(queue, body(E1, P1, "first")))
+        b = await wait_for_record(queue, await enqueue(queue, body(E2, P2, "second")))
+        state.add_fault(method="POST", path="/api/v1/activity/note/", status=502, after_apply=True)
+        third = await enqueue(queue, {"contact": {"email": E2}, "notes": "third"})
+        await wait_for_record(queue, third, ("retrying",))
+    merge_leads(str(b.lead_id), str(a.lead_id), state)
+    identities = sorted(lead_identities(state.leads[str(a.lead_id)]))
+    await queue.links.merged(str(b.lead_id), str(a.lead_id), identities, cache_ttl=3600)
+    # The retry's own start is later than the note by more than the clock skew allowed (5 s).
+    await asyncio.sleep(6.0)
+    async with running_worker(settings, sources, redis):
+        record = await wait_for_record(queue, third, ("attached",), within=15)
+    assert record.lead_id == a.lead_id
+    notes = [n for n in state.notes_for(str(a.lead_id)) if has_marker(n["note"], third)]
+    assert len(notes) == 1
+    assert record.progress.steps["note"].close_id == notes[0]["id"]
