@@ -60,3 +60,17 @@ async def created_since(
         if not cursor:
             return events
     raise TooManyEvents(f"more than {MAX_PAGES * PAGE} {object_type} events since {iso(since)}")
+
+
+async def merged_into(close: CloseClient, lead_id: str) -> str | None:
+    """The lead ``lead_id`` was merged into, as its ``deleted`` event tells
+    (``meta.merge_destination_lead_id``); None when the log shows no merge of it."""
+    params = {"object_id": lead_id, "action": "deleted", "_limit": str(PAGE)}
+    answer = await close.request("GET", "event/", params=params)
+    page = answer if isinstance(answer, Mapping) else {}
+    for event in page.get("data") or []:
+        meta = event.get("meta") if isinstance(event, Mapping) else None
+        kept = meta.get("merge_destination_lead_id") if isinstance(meta, Mapping) else None
+        if kept:
+            return str(kept)
+    return None

@@ -56,12 +56,9 @@ from service.worker.links import LinkStep, link_of, lost_create_link
 from service.worker.lookup import Match, find_lead
 from service.worker.outcomes import Attempt, Outcomes, RetryPolicy, close_error_detail
 from service.worker.steps import LeadGone, Step, StepContext, StepRunner
-from service.worker.unknown import AwaitingIndex, UnknownCreates
+from service.worker.unknown import OWN_LEAD_FOUND, AwaitingIndex, UnknownCreates
 
 logger = logging.getLogger(__name__)
-
-OWN_LEAD_FOUND = "lead found: made by this submission's create, its answer lost"
-"""The history's step when the cache or the search shows the lead a lost create made."""
 
 __all__ = ["AwaitingIndex", "Pipeline", "StaleCachedLead"]
 
@@ -268,8 +265,8 @@ class Pipeline:
         )
 
     async def _run_steps(self, ctx: StepContext, steps: tuple[Step, ...]) -> None:
-        """``steps`` after the lead; a lead gone because it was merged (the merge map knows
-        it) is followed to the kept lead, and the remaining steps run there."""
+        """``steps`` after the lead; a lead merged away (the merge map, or Close's event log,
+        says into which) is followed to the kept lead, and the remaining steps run there."""
         seen = {ctx.lead_id}
         while True:
             try:
@@ -279,6 +276,7 @@ class Pipeline:
                 return
             except LeadGone:
                 kept = await self.links.follow(ctx.lead_id)
+                kept = kept or await self.unknown.merged_into(ctx.lead_id)
                 if kept is None or kept in seen:  # no merge known, or a map gone round in a loop
                     raise
                 seen.add(kept)

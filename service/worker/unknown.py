@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.close.client import CloseClient
-from service.close.events import TooManyEvents, created_since
+from service.close.events import TooManyEvents, created_since, merged_into
 from service.errors import (
     CloseAuthFailed,
     CloseError,
@@ -66,6 +66,8 @@ MARK_SECONDS = 3600.0
 """How long a create mark lasts at least (its life is the longer of this and the grace
 period): the person's other submissions see it until the marking submission resolves, and
 resolve it themselves from the marking submission's record when it is slow to."""
+OWN_LEAD_FOUND = "lead found: made by this submission's create, its answer lost"
+"""The history's step when the cache or the search shows the lead a lost create made."""
 LATE_APPLY_SECONDS = 30.0
 """How much later than the Close timeout after its mark a lost create is looked for in the
 event log: the pacer's wait before the POST and Close finishing a request the worker stopped
@@ -228,6 +230,14 @@ class UnknownCreates:
             if record is not None and record.progress.lead_created and record.lead_id == lead_id:
                 return True
         return False
+
+    async def merged_into(self, lead_id: str) -> str | None:
+        """The lead Close's event log says ``lead_id`` was merged into (None: no merge shown,
+        or the log cannot be read: the caller's lead is then gone as before)."""
+        try:
+            return await merged_into(self.close, lead_id)
+        except (CloseRefused, CloseAuthFailed):
+            return None
 
     def later_mark(
         self, creating: tuple[str, float] | None, submission: str, started: float

@@ -340,3 +340,25 @@ async def test_a_note_whose_answer_was_lost_before_a_merge_is_found_on_the_kept_
     notes = [n for n in state.notes_for(str(a.lead_id)) if has_marker(n["note"], third)]
     assert len(notes) == 1
     assert record.progress.steps["note"].close_id == notes[0]["id"]
+
+
+async def test_a_created_lead_merged_away_unrecorded_is_followed_through_the_event_log(
+    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+) -> None:
+    # The submission made B; before its note's retry, B was merged into A by a submission that
+    # has not recorded it (no merge map). Close's event log names A: the steps go on there,
+    # instead of the submission ending dead on "lead does not exist".
+    sources = with_link("merge")
+    state = emulator_state(emulator)
+    async with running_worker(settings, sources, redis):
+        a = await wait_for_record(queue, await enqueue(queue, body(E1, P1, "first")))
+        state.add_fault(method="POST", path="/api/v1/activity/note/", status=502)
+        made = await enqueue(queue, body(E2, P2, "second"))
+        await wait_for_record(queue, made, ("retrying",))
+    b = await queue.records.get(made)
+    assert b is not None and b.lead_id and b.progress.lead_created
+    merge_leads(str(b.lead_id), str(a.lead_id), state)
+    async with running_worker(settings, sources, redis):
+        record = await wait_for_record(queue, made, ("created", "dead"), within=15)
+    assert record.state == "created" and record.lead_id == a.lead_id
+    assert "second" in " ".join(note_texts(emulator, str(a.lead_id)))
