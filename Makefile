@@ -138,7 +138,7 @@ bench: install $(BENCH_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## The long chaos run (tests/reliability/README.md): 5,000 submissions while workers, a receiver
-## and Redis are killed or restarted and Close misbehaves; prints the counts. About 6 minutes.
+## and Redis are killed or restarted and Close misbehaves; prints the counts. 2-7 minutes.
 ## INTAKE_CHAOS_SEED=N replays a run's plan.
 chaos: install
 	INTAKE_CHAOS_LONG=1 $(BIN)/pytest tests/reliability/test_chaos.py -k long -q -s
