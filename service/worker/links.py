@@ -133,23 +133,14 @@ class LinkStep(Step):
         refusal = await self._not_ours(ctx, (first, second))
         if refusal:
             return await self._flag(ctx, link, refusal)
-        leads: dict[str, dict[str, Any]] = {}
-        gone: dict[str, CloseRefused] = {}
-        for lead_id in (first, second):
-            try:
-                leads[lead_id] = await ctx.close.get_lead(lead_id)
-            except CloseRefused as exc:
-                if not about_missing_lead(exc):
-                    raise
-                gone[lead_id] = exc
-        if ctx.lead_id in gone and len(gone) == 2:
-            raise gone[ctx.lead_id]
+        leads, gone = await self._read(ctx, (first, second))
         if ctx.lead_id in gone:
             # Merged into the other by a submission of the person that has not recorded it yet
             # (its answer lost, or its worker between Close's answer and Redis).
-            [(kept, body)] = leads.items()
-            every = set(identity_keys(ctx.mapped.identity)) | lead_identities(body)
-            return await self._merged(ctx, link, ctx.lead_id, kept, every)
+            found = await self._merged_already(ctx, link, leads, gone)
+            if found is None:
+                raise gone[ctx.lead_id]  # both gone
+            return found
         if gone:
             detail = {"gone": next(iter(gone))}
             return Done(skipped="the other lead no longer exists", detail=detail)
@@ -174,22 +165,39 @@ class LinkStep(Step):
         link = ctx.attempt.progress.link or {}
         if ctx.source.dedup.link != "merge" or not link:
             return None
-        alive: dict[str, dict[str, Any] | None] = {}
-        for lead_id in link["leads"]:
+        leads, gone = await self._read(ctx, link["leads"])
+        return await self._merged_already(ctx, link, leads, gone)
+
+    @staticmethod
+    async def _read(
+        ctx: StepContext, lead_ids: Sequence[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, CloseRefused]]:
+        """The leads Close still has, and Close's answer for each one it does not."""
+        leads: dict[str, dict[str, Any]] = {}
+        gone: dict[str, CloseRefused] = {}
+        for lead_id in lead_ids:
             try:
-                alive[lead_id] = await ctx.close.get_lead(lead_id)
+                leads[lead_id] = await ctx.close.get_lead(lead_id)
             except CloseRefused as exc:
                 if not about_missing_lead(exc):
                     raise
-                alive[lead_id] = None
-        kept = [lead for lead, body in alive.items() if body is not None]
-        gone = [lead for lead, body in alive.items() if body is None]
-        if len(kept) != 1:
+                gone[lead_id] = exc
+        return leads, gone
+
+    async def _merged_already(
+        self,
+        ctx: StepContext,
+        link: Mapping[str, Any],
+        leads: Mapping[str, dict[str, Any]],
+        gone: Mapping[str, CloseRefused],
+    ) -> Done | None:
+        """One of the pair gone and the other alive: it was merged into the other (a lost
+        answer, this submission's or another's); record it. None otherwise."""
+        if len(leads) != 1 or len(gone) != 1:
             return None  # both alive: not merged (or both gone: nothing to find)
-        body = alive[kept[0]]
-        assert body is not None
+        [(kept, body)] = leads.items()
         every = set(identity_keys(ctx.mapped.identity)) | lead_identities(body)
-        return await self._merged(ctx, link, gone[0], kept[0], every)
+        return await self._merged(ctx, link, next(iter(gone)), kept, every)
 
     async def _merged(
         self, ctx: StepContext, link: Mapping[str, Any], source: str, kept: str, every: set[str]

@@ -61,6 +61,20 @@ async def two_leads(
     return a, b
 
 
+async def third_submission(
+    queue: Queue,
+    settings: Settings,
+    sources: Sources,
+    redis: Redis,
+    ends: tuple[str, ...] = ("attached",),
+    **worker: Any,
+) -> Record:
+    """Email 1 + phone 1, the submission that meets both leads, processed to one of ``ends``."""
+    async with running_worker(settings, sources, redis, **worker):
+        third = await enqueue(queue, body(E1, P1, "third"))
+        return await wait_for_record(queue, third, ends, within=15)
+
+
 def merge_posts(emulator: TestServer) -> int:
     return sum(
         1 for r in emulator_state(emulator).requests if r.method == "POST" and r.path == MERGE
@@ -107,9 +121,7 @@ async def test_flag_keeps_both_leads_and_lists_the_link(
     metrics = Metrics()
     state = emulator_state(emulator)
     a, b = await two_leads(queue, settings, sources, redis)
-    async with running_worker(settings, sources, redis, metrics=metrics):
-        third = await enqueue(queue, body(E1, P1, "third"))
-        linked = await wait_for_record(queue, third, ("attached",))
+    linked = await third_submission(queue, settings, sources, redis, metrics=metrics)
     assert linked.lead_id in (a.lead_id, b.lead_id)
     assert state.live_object("lead", str(a.lead_id)) is not None
     assert state.live_object("lead", str(b.lead_id)) is not None
@@ -129,9 +141,7 @@ async def test_ignore_only_notes_the_link_in_the_record(
     sources = with_link("ignore")
     state = emulator_state(emulator)
     a, b = await two_leads(queue, settings, sources, redis)
-    async with running_worker(settings, sources, redis):
-        third = await enqueue(queue, body(E1, P1, "third"))
-        linked = await wait_for_record(queue, third, ("attached",))
+    linked = await third_submission(queue, settings, sources, redis)
     assert state.live_object("lead", str(a.lead_id)) is not None
     assert state.live_object("lead", str(b.lead_id)) is not None
     assert merge_posts(emulator) == 0
@@ -148,9 +158,7 @@ async def test_a_lost_merge_answer_merges_once_and_is_found_on_the_retry(
     state = emulator_state(emulator)
     a, b = await two_leads(queue, settings, sources, redis)
     state.add_fault(method="POST", path=MERGE, status=502, after_apply=True)
-    async with running_worker(settings, sources, redis):
-        third = await enqueue(queue, body(E1, P1, "third"))
-        linked = await wait_for_record(queue, third, ("attached",), within=15)
+    linked = await third_submission(queue, settings, sources, redis)
     assert merge_posts(emulator) == 1
     assert linked.lead_id == a.lead_id
     assert state.live_object("lead", str(b.lead_id)) is None
@@ -197,15 +205,13 @@ async def test_a_link_found_by_search_is_flagged_when_the_cache_forgot_both_lead
     cached = [k async for k in redis.scan_iter(match=keys.lead("*"))]
     assert cached
     await redis.delete(*cached)
-    async with running_worker(settings, sources, redis):
-        third = await enqueue(queue, body(E1, P1, "third"))
-        linked = await wait_for_record(queue, third, ("attached",))
+    linked = await third_submission(queue, settings, sources, redis)
     # The email's lead is the match; the rows showing only the phone are the other lead.
     assert linked.lead_id == a.lead_id and linked.progress.matched_via == "search:email"
     assert linked.progress.link is not None and linked.progress.link["via"] == "search"
     assert linked.progress.link["leads"] == [a.lead_id, b.lead_id]
     [link] = await queue.links.listing("flagged")
-    assert link["submission"] == third
+    assert link["submission"] == linked.id
 
 
 async def test_a_merge_the_window_refuses_is_flagged_with_the_reason(
@@ -249,9 +255,7 @@ async def test_a_source_that_skips_matched_persons_still_merges_the_link(
     sources = sources_from(data)
     state = emulator_state(emulator)
     a, b = await two_leads(queue, settings, sources, redis)
-    async with running_worker(settings, sources, redis):
-        third = await enqueue(queue, body(E1, P1, "third"))
-        skipped = await wait_for_record(queue, third, ("skipped",))
+    skipped = await third_submission(queue, settings, sources, redis, ("skipped",))
     assert skipped.lead_id == a.lead_id
     assert state.live_object("lead", str(b.lead_id)) is None
     assert merge_posts(emulator) == 1
