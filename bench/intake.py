@@ -2,14 +2,17 @@
 
 Every run: wrk on core 1 (with Redis), the server on core 0, 32 connections, a warm-up, then
 a measured run bounded by time (wrk -d) and by count (the request file: each request once, so
-idempotency never turns load into duplicates; wrk stops when the file is used up).
+idempotency never turns load into duplicates; wrk stops when the file is used up). The naive
+handler and the two receivers the targets compare take turns in rounds (:func:`_rounds`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,28 +75,92 @@ def _with_cpu(pid: int, redis_pid: int, run: Callable[[], WrkResult]) -> dict[st
     }
 
 
-def _measure_receiver(
+ROUNDS = 5
+"""The naive XADD handler and the two receivers take turns, this many runs each: a box whose
+speed drifts (other tenants, its clock) then slows all three alike, and the targets' ratios
+are the medians of the rounds' ratios."""
+
+
+def _rounds(
     stack: Stack,
-    port: int,
-    kind: str,
+    servers: list[tuple[str, int, int, str | None]],
+    base_file: Path,
+    *,
     seconds: float,
     warmup: float,
-    tag: str,
-    pids: tuple[int, int],
-) -> tuple[dict[str, Any], int, int]:
-    """The warm-up's and the run's requests are distinct; returns (run, 202s of the warm-up,
-    mean body size)."""
-    warm_count, run_count = int(warmup * FILE_RATE), int(seconds * FILE_RATE)
-    warm, _ = request_file(stack, f"{tag}-warm", kind, warm_count, tag)
-    run, size = request_file(stack, f"{tag}-run", kind, run_count, tag, start=warm_count)
-    warmed = run_wrk(port, warm, count=warm_count, wrap=False, seconds=warmup)
-    result = _with_cpu(
-        *pids, lambda: run_wrk(port, run, count=run_count, wrap=False, seconds=seconds)
-    )
-    if result["exhausted"]:
-        # wrk's main thread sleeps out -d: the rate it reports is then too low.
-        print(f"  (!) {tag}: every distinct request was used before {seconds} s", flush=True)
-    return result, warmed.statuses.get("202", 0), size
+    redis_pid: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """``servers`` (label, pid, port, request kind; None: the naive handler, replaying
+    ``base_file``) in turns: a warm-up each, then ``ROUNDS`` runs each of ``seconds / ROUNDS``.
+    A receiver's requests are distinct across every run (each a new delivery of a new person),
+    so idempotency never turns load into duplicates."""
+    length = seconds / ROUNDS
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in servers}
+    for turn in range(ROUNDS + 1):
+        span = warmup if turn == 0 else length
+        for label, pid, port, kind in servers:
+            if kind is None:
+                file, count, wrap = base_file, 10**9, True
+            else:
+                count = int(span * FILE_RATE)
+                start = turn * int(max(warmup, length) * FILE_RATE)
+                file, size = request_file(stack, f"{label}-{turn}", kind, count, label, start)
+                wrap = False
+
+            result = _with_cpu(
+                pid,
+                redis_pid,
+                partial(run_wrk, port, file, count=count, wrap=wrap, seconds=span),
+            )
+            if result["exhausted"]:
+                # wrk's main thread sleeps out -d: the rate it reports is then too low.
+                print(f"  (!) {label}: every distinct request was used before {span} s")
+            result["warm_up"] = turn == 0
+            if kind is not None:
+                result["body_bytes"] = size
+            runs[label].append(result)
+    return runs
+
+
+def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's measured rounds as one run: rates and CPU over all of them, the median
+    round's p50, the worst round's p99 and max; ``rounds``: each round's figures."""
+    measured = [r for r in runs if not r["warm_up"]]
+    requests = sum(r["requests"] for r in measured)
+    seconds = sum(r["seconds"] for r in measured)
+    cpu = sum(r["cpu_us_per_request"] * r["requests"] for r in measured) / 1e6
+    redis = sum(r["redis_cpu_us_per_request"] * r["requests"] for r in measured) / 1e6
+    statuses: dict[str, int] = {}
+    for r in measured:
+        for status, n in r["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "rps": requests / seconds if seconds else 0.0,
+        "p50_ms": statistics.median(r["p50_ms"] for r in measured),
+        "p99_ms": max(r["p99_ms"] for r in measured),
+        "max_ms": max(r["max_ms"] for r in measured),
+        "cpu_us_per_request": 1e6 * cpu / max(1, requests),
+        "cpu_share": cpu / seconds if seconds else 0.0,
+        "redis_cpu_us_per_request": 1e6 * redis / max(1, requests),
+        "load_core_busy": sum(r["load_core_busy"] * r["seconds"] for r in measured) / seconds,
+        "statuses": statuses,
+        "exhausted": any(r["exhausted"] for r in measured),
+        "accepted_all_runs": sum(r["statuses"].get("202", 0) for r in runs),
+        "rounds": [
+            {k: r[k] for k in ("rps", "cpu_us_per_request", "cpu_share", "p99_ms")}
+            for r in measured
+        ],
+    }
+
+
+def _median_ratio(
+    a: dict[str, Any], b: dict[str, Any], key: str, *, inverse: bool = False
+) -> float:
+    """The median over the rounds of ``a``'s ``key`` / ``b``'s (``b`` / ``a`` if inverse)."""
+    pairs = zip(a["rounds"], b["rounds"], strict=True)
+    return statistics.median((y[key] / x[key]) if inverse else (x[key] / y[key]) for x, y in pairs)
 
 
 def _summary(r: dict[str, Any]) -> str:
@@ -121,23 +188,16 @@ def intake(
         base_count = int((seconds + warmup) * FILE_RATE // 4)
         base_file, size = request_file(stack, "baseline", "json", base_count, "base")
         out["json_body_bytes"] = size
-        # The baselines on the receiver's event loop (the comparison the targets use), and,
-        # when that is uvloop, on asyncio's own loop too (what a naive handler usually runs on).
+        # The ceiling, and the naive handler on asyncio's own loop (what a naive handler
+        # usually runs on), each in one run, for reference; the targets' comparison (the naive
+        # handler on the receiver's loop against the receiver) in rounds, below.
         loop = receiver_loop()
         out["event_loop"] = loop
-        runs = [(kind, loop, kind) for kind in ("ceiling", "xadd")]
+        runs = [("ceiling", loop, "ceiling")]
         if loop != "asyncio":
             runs += [(kind, "asyncio", f"{kind}_asyncio") for kind in ("ceiling", "xadd")]
         for kind, kind_loop, key in runs:
-            port = free_port()
-            argv = [PYTHON, "-m", "bench.baselines", kind, "--port", str(port), "--loop", kind_loop]
-            proc = procs.start(
-                f"baseline-{key}",
-                [*argv, "--redis", redis_url],
-                cores=SERVER_CORE,
-                env=service_env(),
-            )
-            procs.wait_port(kind, proc, port)
+            proc, port = _baseline(procs, kind, kind_loop, key, redis_url)
             run_wrk(port, base_file, count=10**9, wrap=True, seconds=warmup)
             out[key] = _with_cpu(
                 proc.pid,
@@ -147,9 +207,11 @@ def intake(
             print(f"  {key:<16} {_summary(out[key])}", flush=True)
             procs.stop(proc)
 
-        accepted = 0
+        naive, naive_port = _baseline(procs, "xadd", loop, "xadd", redis_url)
+        servers: list[tuple[str, int, int, str | None]] = [("xadd", naive.pid, naive_port, None)]
+        receivers = []
         for kind, label in (("json", "receiver_json"), ("form", "receiver_form")):
-            # A fresh receiver per kind, so that each profile holds one kind of request.
+            # A receiver per kind, so that each profile holds one kind of request.
             raw = stack.workdir / f"{label}.pyspy" if profile_dir is not None else None
             wrapper = profiling.wrapper(raw, SERVER_CORE) if raw is not None else None
             proc, port = stack.start_receiver(
@@ -159,19 +221,21 @@ def intake(
                 cores=LOAD_CORE if wrapper else SERVER_CORE,
                 wrapper=wrapper,
             )
-            result, warm_ok, size = _measure_receiver(
-                stack,
-                port,
-                kind,
-                seconds,
-                warmup,
-                f"in-{kind}",
-                (service_pid(proc), procs.redis_pids[redis_url]),
-            )
-            accepted += warm_ok + result["statuses"].get("202", 0)
-            out[label] = result
-            out[f"{kind}_body_bytes"] = size
-            print(f"  {label:<16} {_summary(result)}", flush=True)
+            receivers.append((label, proc, raw))
+            servers.append((label, service_pid(proc), port, kind))
+        rounds = _rounds(
+            stack,
+            servers,
+            base_file,
+            seconds=seconds,
+            warmup=warmup,
+            redis_pid=procs.redis_pids[redis_url],
+        )
+        for label, *_ in servers:
+            out[label] = _combined(rounds[label])
+            print(f"  {label:<16} {_summary(out[label])}", flush=True)
+        out["rounds"] = ROUNDS
+        for label, proc, raw in receivers:
             if raw is not None and profile_dir is not None:
                 profiling.stop_profiled(procs, proc)
                 title = f"{label}: lead-intake serve under wrk, {CONNECTIONS} connections"
@@ -181,29 +245,44 @@ def intake(
                 print(f"  profile written to {profile_dir / f'{label}.txt'}", flush=True)
             else:
                 procs.stop(proc)
+        procs.stop(naive)
         # Accepted means stored: every 202 (warm-ups included) has its stream entry. (A few
         # more entries than 202s: requests in flight when wrk stopped were stored, unanswered.)
         out["stored_in_stream"] = asyncio.run(stream_added(redis_url, "intake"))
-        out["accepted"] = accepted
-    xadd, ceiling = out["xadd"]["rps"], out["ceiling"]["rps"]
+        out["accepted"] = sum(out[label]["accepted_all_runs"] for label, *_ in servers[1:])
+        out["json_body_bytes"] = rounds["receiver_json"][0]["body_bytes"]
+        out["form_body_bytes"] = rounds["receiver_form"][0]["body_bytes"]
+    naive, json, form = out["xadd"], out["receiver_json"], out["receiver_form"]
+    cpu = "cpu_us_per_request"
     out["ratios"] = {
-        "receiver_vs_xadd": out["receiver_json"]["rps"] / xadd,
-        "receiver_vs_ceiling": out["receiver_json"]["rps"] / ceiling,
-        "xadd_vs_ceiling": xadd / ceiling,
-        "form_vs_xadd": out["receiver_form"]["rps"] / xadd,
-        "form_cpu_vs_json_cpu": out["receiver_form"]["cpu_us_per_request"]
-        / out["receiver_json"]["cpu_us_per_request"],
+        # The targets' ratios: medians of the rounds' (each round's runs minutes apart at most).
+        "receiver_vs_xadd": _median_ratio(json, naive, "rps"),
+        "form_vs_xadd": _median_ratio(form, naive, "rps"),
+        "form_cpu_vs_json_cpu": _median_ratio(form, json, cpu),
         # What one core of each would serve (1 / CPU per request), whatever bounds the run.
-        "receiver_vs_xadd_per_core": out["xadd"]["cpu_us_per_request"]
-        / out["receiver_json"]["cpu_us_per_request"],
-        "form_vs_xadd_per_core": out["xadd"]["cpu_us_per_request"]
-        / out["receiver_form"]["cpu_us_per_request"],
+        "receiver_vs_xadd_per_core": _median_ratio(json, naive, cpu, inverse=True),
+        "form_vs_xadd_per_core": _median_ratio(form, naive, cpu, inverse=True),
+        "receiver_vs_ceiling": json["rps"] / out["ceiling"]["rps"],
+        "xadd_vs_ceiling": naive["rps"] / out["ceiling"]["rps"],
+    }
+    out["round_ratios"] = {
+        key: [r["rps"] / x["rps"] for r, x in zip(runs["rounds"], naive["rounds"], strict=True)]
+        for key, runs in (("receiver_vs_xadd", json), ("form_vs_xadd", form))
     }
     if "xadd_asyncio" in out:
-        out["ratios"]["receiver_vs_xadd_asyncio"] = (
-            out["receiver_json"]["rps"] / out["xadd_asyncio"]["rps"]
-        )
+        out["ratios"]["receiver_vs_xadd_asyncio"] = json["rps"] / out["xadd_asyncio"]["rps"]
     return out
+
+
+def _baseline(procs: Procs, kind: str, loop: str, key: str, redis_url: str) -> tuple[Any, int]:
+    """A bare aiohttp baseline (``bench/baselines.py``) on ``loop``; (process, port)."""
+    port = free_port()
+    argv = [PYTHON, "-m", "bench.baselines", kind, "--port", str(port), "--loop", loop]
+    proc = procs.start(
+        f"baseline-{key}", [*argv, "--redis", redis_url], cores=SERVER_CORE, env=service_env()
+    )
+    procs.wait_port(kind, proc, port)
+    return proc, port
 
 
 def intake_scaleout(stack: Stack, logdir: Path, *, seconds: float, warmup: float) -> dict[str, Any]:

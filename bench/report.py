@@ -54,7 +54,17 @@ def _intake(i: dict[str, Any]) -> list[str]:
         f"{i['warmup']:g} s warm-up, then {i['seconds']:g} s measured "
         f"(at most {i['seconds'] * i.get('file_rate', 7500):,.0f} distinct requests: "
         "every request is a new delivery of a new person, so none is a duplicate). "
-        f"JSON body {i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the "
+        + (
+            f"The naive handler on the receiver's loop and the two receivers take turns: "
+            f"{i['rounds']} rounds of {i['seconds'] / i['rounds']:g} s each, after a "
+            "warm-up each, so that a box whose speed drifts slows all three alike; the "
+            "targets' ratios are the medians of the rounds' ratios, and the table's rows "
+            "for those three are all their rounds together (p50: the median round's, p99 "
+            "and max: the worst round's). "
+            if "rounds" in i
+            else ""
+        )
+        + f"JSON body {i.get('json_body_bytes')} bytes, signed (Standard Webhooks); the "
         f"form post {i.get('form_body_bytes')} bytes, form-encoded."
     ]
     out += _table("server", "requests/s", "p50 ms", "p99 ms", "max ms",
@@ -86,7 +96,8 @@ def _intake(i: dict[str, Any]) -> list[str]:
     return [
         *out,
         "",
-        f"Ratios (same event loop): receiver / naive XADD = "
+        f"Ratios (same event loop{', medians of the rounds' if 'rounds' in i else ''}): "
+        "receiver / naive XADD = "
         f"**{ratios['receiver_vs_xadd']:.2f}**, receiver / ceiling = "
         f"{ratios['receiver_vs_ceiling']:.2f}, naive / ceiling = "
         f"{ratios['xadd_vs_ceiling']:.2f}, form / naive = **{ratios['form_vs_xadd']:.2f}**"
@@ -100,6 +111,17 @@ def _intake(i: dict[str, Any]) -> list[str]:
             f"{ratios['receiver_vs_xadd_asyncio']:.2f}."
             if "receiver_vs_xadd_asyncio" in ratios
             else "."
+        ),
+        *(
+            [
+                "Each round's requests/s over the naive handler's: signed JSON "
+                + ", ".join(f"{r:.2f}" for r in i["round_ratios"]["receiver_vs_xadd"])
+                + "; form posts "
+                + ", ".join(f"{r:.2f}" for r in i["round_ratios"]["form_vs_xadd"])
+                + "."
+            ]
+            if "round_ratios" in i
+            else []
         ),
         f"Every 202 was stored: {i['accepted']:,} answered 202 (warm-ups included), "
         f"{i['stored_in_stream']:,} entries in the stream (a few more: requests in "

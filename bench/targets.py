@@ -46,11 +46,11 @@ NOTES = {
         "core 1 (wrk and Redis) was {load} busy: the receivers did not use their whole core. "
         "Their CPU per request is within the per-core targets (signed JSON {json_cpu:.0f} us "
         "against at most {json_need:.0f}, form posts {form_cpu:.0f} against {form_need:.0f}), "
-        "but each request waits for its batch's script in Redis ({json_redis:.0f} and "
+        "but each request waits for its script in Redis ({json_redis:.0f} and "
         "{form_redis:.0f} us of Redis CPU per request, against the bare XADD's "
         "{naive_redis:.0f}), and with 32 connections the time they spend waiting leaves the "
         "core idle: requests/s is bound by the round trip, not by the receiver's CPU. More "
-        "connections, or the next batch sent while one is in Redis, would use the rest."
+        "connections would use the rest."
     ),
     "intake_json": (
         "Per request the receiver spends more CPU than the naive handler (CPU per request in "

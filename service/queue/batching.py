@@ -1,17 +1,22 @@
 """Group commit for the door: the enqueue scripts of concurrent requests share round trips.
 
 Each request still waits for its own script's answer before it answers the sender, so "a 2xx
-only after Redis stored it" holds. While one pipeline is on its way to Redis, the requests that
-arrive meanwhile queue up and go together in the next one: under load, one round trip (and one
-socket write and read in redis-py) serves many requests; with a single request in flight there
-is no added wait.
+only after Redis stored it" holds. The scripts go to Redis pipelined on one connection: a
+request's script is written with the others of the same turn of the event loop, or sooner,
+with the ``chunk`` before it, once that many are waiting; one reader takes the replies in the
+order they were written. So Redis runs the first scripts of a burst while the receiver is still
+parsing the rest, instead of the receiver waiting for a whole batch and Redis for the next one
+(the receiver's core idled a fifth of the time that way), and one socket write and one read
+still serve many requests under load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Generic
 
@@ -19,33 +24,58 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.queue.connection import RedisClient
 from service.queue.lua import ArgsT, BoundScript, KeysT
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 256
+CHUNK = 8
+"""Scripts written at once when that many are waiting, before the loop's turn ends."""
 
 
 class NotReplicated(RedisError):
     """The batch's writes did not reach the replicas asked for in time: not acknowledged."""
 
 
-class ScriptBatcher(Generic[KeysT, ArgsT]):
-    """Runs one Lua script for many concurrent callers in pipelined ``EVALSHA`` round trips."""
+class _Call:
+    """One caller's script: the packed command, its future, and how often it was sent."""
 
-    def __init__(self, redis: RedisClient, script: BoundScript[KeysT, ArgsT]) -> None:
+    __slots__ = ("command", "future", "sent")
+
+    def __init__(self, command: bytes, future: asyncio.Future[Any]) -> None:
+        self.command = command
+        self.future = future
+        self.sent = 0
+
+
+class ScriptBatcher(Generic[KeysT, ArgsT]):
+    """Runs one Lua script for many concurrent callers, pipelined ``EVALSHA`` on one
+    connection (on a cluster, concurrent calls: its client routes each to its node)."""
+
+    def __init__(
+        self, redis: RedisClient, script: BoundScript[KeysT, ArgsT], *, chunk: int = CHUNK
+    ) -> None:
         self.redis = redis
         self.bound = script
         self.script = script.runner
-        self._pending: list[tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self.chunk = chunk
+        self.writes = 0
+        """Socket writes made so far (each one or more scripts): what group commit saves."""
+        self._waiting: list[_Call] = []
+        """Not yet written."""
+        self._turn_end: asyncio.Handle | None = None
+        self._sent: deque[list[_Call]] = deque()
+        """Written, in order, their replies not read yet."""
+        self._reader: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._retrying: set[asyncio.Task[None]] = set()
         self._connection: AbstractConnection | None = None
+        self._usable = False
+        """The connection is open and in step: everything written on it is read in order."""
         self.replicas = 0
-        """When above 0, each batch ends with ``WAIT replicas timeout``; a batch fewer replicas
-        acknowledged in time fails whole (:class:`NotReplicated`)."""
+        """When above 0, each write ends with ``WAIT replicas timeout``; the scripts of a write
+        fewer replicas acknowledged in time fail together (:class:`NotReplicated`)."""
         self.replica_timeout_ms = 0
 
     def wait_for_replicas(self, replicas: int, timeout_seconds: float) -> None:
@@ -63,141 +93,180 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         """The script's answer, to await: a future, not a coroutine (one frame less for each
         request to pass on its way in and out)."""
         key_list, arg_list = self.bound.script.pack(keys, args, more_keys, more_args)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((key_list, arg_list, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if not isinstance(self.redis, Redis):
+            return asyncio.ensure_future(self._call(key_list, arg_list))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append(
+            _Call(_pack(("EVALSHA", self.script.sha, len(key_list), *key_list, *arg_list)), future)
+        )
+        if len(self._waiting) >= self.chunk:
+            self._write()
+        elif self._turn_end is None:
+            self._turn_end = loop.call_soon(self._write)
         return future
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                results = await self._run(batch)
-            except BaseException as exc:  # nobody of the batch may wait forever
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, (RedisError, OSError)):
-                    continue  # only this batch failed; the next one connects again
+    def _write(self) -> None:
+        """Write every waiting script (and the ``WAIT``) on the connection, or connect first."""
+        if self._turn_end is not None:
+            self._turn_end.cancel()
+            self._turn_end = None
+        if not self._waiting:
+            return
+        connection = self._connection
+        if not self._usable or connection is None or _dead(connection):
+            self._usable = False
+            if self._connecting is None:
+                self._connecting = asyncio.create_task(self._connect())
+            return
+        calls, self._waiting = self._waiting, []
+        commands = [call.command for call in calls]
+        if self.replicas:
+            # WAIT counts the replicas that have every write this connection made so far: at
+            # this point in the stream, that includes these scripts' writes.
+            commands.append(_pack(("WAIT", self.replicas, self.replica_timeout_ms)))
+        for call in calls:
+            call.sent += 1
+        connection._writer.writelines(commands)  # type: ignore[union-attr]
+        self.writes += 1
+        self._sent.append(calls)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(connection))
+
+    async def _connect(self) -> None:
+        """Open (or reopen) the connection, then write what waits. A connection that died
+        while idle (Redis restarted, the master moved) is found here, before anything is
+        written on it: nothing of it was sent, so nothing is lost or doubled."""
+        try:
+            if self._reader is not None:  # a broken connection's reader still closing it
+                await asyncio.wait([self._reader])
+            if self._connection is None:
+                self._connection = await self.redis.connection_pool.get_connection()  # type: ignore[union-attr]
+            connection = self._connection
+            if connection.is_connected and _dead(connection):
+                await connection.disconnect()
+            if not connection.is_connected:
+                await connection.connect()  # a new socket (with the client's retry)
+        except BaseException as exc:  # nobody waiting may wait forever
+            calls, self._waiting = self._waiting, []
+            _fail(calls, exc)
+            if not isinstance(exc, (RedisError, OSError)):
                 raise  # cancelled or a bug
-            for (*_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            return
+        finally:
+            self._connecting = None
+        self._usable = True
+        self._write()
 
-    async def _run(self, batch: list[tuple[Sequence[Any], Sequence[Any], Any]]) -> list[Any]:
-        # On a cluster (no single connection) the scripts go as concurrent calls: its client
-        # routes each command to its node and refuses EVALSHA in its pipelines.
-        results = await self._run_once(batch)
-        for pause in _AGAIN_AFTER:
-            again = [i for i, r in enumerate(results) if isinstance(r, _NOT_RUN)]
-            if not again:
-                break
-            # Redis lost its script cache (a restart, a failover), or is still loading its
-            # data: neither ran the script. Load it, then run those again the same way (on a
-            # single server, through this connection, so the WAIT covers them too).
-            if any(isinstance(results[i], BusyLoadingError) for i in again):
-                await asyncio.sleep(pause)
-            try:
-                self.script.sha = await self.redis.script_load(self.script.script)
-            except BusyLoadingError:
+    async def _read(self, connection: AbstractConnection) -> None:
+        """Read the replies of every write, in order; a broken connection fails every script
+        written on it (what Redis ran of them cannot be known) and is closed."""
+        try:
+            while self._sent:
+                calls = self._sent[0]
+                # One time limit for a write's replies, not one per read (math.inf: no
+                # per-read limit of redis-py's own).
+                limit = (connection.socket_timeout or 0) + self.replica_timeout_ms / 1000
+                async with asyncio.timeout(limit or None):
+                    results = [await _reply(connection) for _ in calls]
+                    acked = int(await _reply(connection)) if self.replicas else 0
+                self._sent.popleft()
+                self._settle(calls, results, acked)
+        except BaseException as exc:
+            self._usable = False
+            broken = [call for calls in self._sent for call in calls]
+            self._sent.clear()
+            _fail(broken, exc)
+            await connection.disconnect()
+            if not isinstance(exc, (RedisError, OSError)):
+                raise  # cancelled or a bug
+        finally:
+            self._reader = None
+
+    def _settle(self, calls: list[_Call], results: list[Any], acked: int) -> None:
+        again: list[_Call] = []
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, _NOT_RUN) and call.sent <= len(_AGAIN_AFTER):
+                again.append(call)
+            elif call.future.done():
                 continue
-            retried = await self._run_once([batch[i] for i in again])
-            for index, result in zip(again, retried, strict=True):
-                results[index] = result
-        return results
+            elif isinstance(result, Exception):
+                call.future.set_exception(result)
+            elif self.replicas and acked < self.replicas:
+                # Stored on the master, not known to survive its loss: not acknowledged (the
+                # sender sends again, and a repeat is recognised as the same delivery).
+                call.future.set_exception(
+                    NotReplicated(
+                        f"the write reached {acked} of {self.replicas} replicas within "
+                        f"{self.replica_timeout_ms} ms"
+                    )
+                )
+            else:
+                call.future.set_result(result)
+        if again:
+            pause = _AGAIN_AFTER[max(call.sent for call in again) - 1]
+            busy = any(isinstance(r, BusyLoadingError) for r in results)
+            task = asyncio.create_task(self._again(again, pause if busy else 0.0))
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
 
-    async def _run_once(self, batch: list[tuple[Sequence[Any], Sequence[Any], Any]]) -> list[Any]:
-        if isinstance(self.redis, Redis):
-            return await self._send(self.redis, batch)
-        return list(await asyncio.gather(*(self._call(keys, args) for keys, args, _ in batch)))
+    async def _again(self, calls: list[_Call], pause: float) -> None:
+        """Redis lost its script cache (a restart, a failover), or is still loading its data:
+        it ran none of ``calls``. Load the script, then send them again the same way (on a
+        single server, on this connection, so a ``WAIT`` covers them too)."""
+        if pause:
+            await asyncio.sleep(pause)
+        try:
+            self.script.sha = await self.redis.script_load(self.script.script)
+        except BusyLoadingError:
+            pass  # sent again all the same: the reply says whether it is still loading
+        except BaseException as exc:
+            _fail(calls, exc)
+            if not isinstance(exc, (RedisError, OSError)):
+                raise
+            return
+        self._waiting[:0] = calls
+        self._write()
 
     async def _call(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        try:
-            return await self.redis.evalsha(self.script.sha, len(keys), *keys, *args)
-        except ResponseError as exc:  # that command's result, as in a pipeline
-            return exc
-
-    async def _send(
-        self, redis: Redis, batch: list[tuple[Sequence[Any], Sequence[Any], Any]]
-    ) -> list[Any]:
-        """The batch as one write on this batcher's own connection, then its replies in order.
-
-        One batch is on its way at a time, so one connection serves them all; this skips
-        redis-py's pipeline machinery (pool lock, command stack, per-command packing in
-        Python), which was a sixth of the receiver's CPU per request. An error reply is that
-        command's result; a broken connection fails the whole batch (what Redis ran of it
-        cannot be known) and is closed; the next batch connects again. The client's
-        ``aclose`` closes this connection with the rest of its pool.
-
-        A connection that died while idle (Redis restarted, the master moved) is found before
-        the batch is written (it reads as closed) and replaced: nothing of the batch was sent
-        on it, so nothing is lost or doubled, and the requests get their answers.
-        """
-        if self._connection is None:
-            self._connection = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        connection = self._connection
-        if connection.is_connected and await _closed(connection):
-            await connection.disconnect()
-        if not connection.is_connected:
-            await connection.connect()  # a new socket (with the client's retry)
-        sha = self.script.sha
-        commands = [_pack(("EVALSHA", sha, len(keys), *keys, *args)) for keys, args, _ in batch]
-        if self.replicas:
-            # WAIT counts the replicas that have every write this connection made so far:
-            # after the batch, that is the batch's writes.
-            commands.append(_pack(("WAIT", self.replicas, self.replica_timeout_ms)))
-        results: list[Any] = []
-        try:
-            # One time limit for the whole batch, its write and its replies, not one per read
-            # (math.inf: no per-read limit of redis-py's own). The batch is written on the
-            # connection's stream itself: redis-py's send_packed_command bounds a write with
-            # asyncio.wait_for, a task and a timer for every batch.
-            limit = (connection.socket_timeout or 0) + self.replica_timeout_ms / 1000
-            async with asyncio.timeout(limit or None):
-                writer = connection._writer
-                if writer is None:  # closed meanwhile
-                    raise RedisConnectionError("the connection closed before the batch")
-                writer.writelines(commands)
-                await writer.drain()
-                for _ in batch:
-                    try:
-                        results.append(await connection.read_response(timeout=math.inf))
-                    except (ResponseError, BusyLoadingError) as exc:  # the next reply is intact
-                        results.append(exc)
-                if self.replicas:
-                    acked = int(await connection.read_response(timeout=math.inf))
-        except BaseException:
-            await connection.disconnect()
-            raise
-        if self.replicas and acked < self.replicas:
-            # Stored on the master, not known to survive its loss: not acknowledged (the
-            # sender sends again, and a repeat is recognised as the same delivery).
-            failure = NotReplicated(
-                f"the write reached {acked} of {self.replicas} replicas within "
-                f"{self.replica_timeout_ms} ms"
-            )
-            return [r if isinstance(r, Exception) else failure for r in results]
-        return results
+        """One script on a cluster, loaded again where the node lost it."""
+        for pause in _AGAIN_AFTER:
+            try:
+                return await self.redis.evalsha(self.script.sha, len(keys), *keys, *args)
+            except _NOT_RUN as exc:
+                if isinstance(exc, BusyLoadingError):
+                    await asyncio.sleep(pause)
+                with contextlib.suppress(BusyLoadingError):
+                    self.script.sha = await self.redis.script_load(self.script.script)
+        return await self.redis.evalsha(self.script.sha, len(keys), *keys, *args)
 
 
-async def _closed(connection: AbstractConnection) -> bool:
-    """Whether the server closed this idle connection. Nothing is ever left unread on it, so
-    anything to read means it was closed."""
+async def _reply(connection: AbstractConnection) -> Any:
+    """The next reply; an error reply is that command's result (the next one is intact)."""
     try:
-        return await connection.can_read()
-    except (RedisError, OSError):
+        return await connection.read_response(timeout=math.inf)
+    except (ResponseError, BusyLoadingError) as exc:
+        return exc
+
+
+def _dead(connection: AbstractConnection) -> bool:
+    """Whether the server closed this connection (seen by the event loop already)."""
+    reader, writer = connection._reader, connection._writer
+    if reader is None or writer is None:
         return True
+    return reader.at_eof() or reader.exception() is not None or writer.is_closing()
+
+
+def _fail(calls: list[_Call], exc: BaseException) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(exc)
 
 
 _NOT_RUN = (NoScriptError, BusyLoadingError)
+"""Error replies that say the script did not run: safe to run it again."""
 _AGAIN_AFTER = (0.1, 0.2, 0.4, 0.8)
 """Waits before running again scripts Redis did not run because it was loading its data."""
-"""Error replies that say the script did not run: safe to run it again."""
 
 
 def _pack(command: tuple[Any, ...]) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +15,7 @@ from service.dev.redis_server import RedisServer
 from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
 from service.queue import DeliveryKey, Queue
-from service.queue.batching import ScriptBatcher
+from service.queue.batching import NotReplicated, ScriptBatcher
 from service.queue.lua import Script
 
 
@@ -40,23 +39,17 @@ class Word:
     word: str
 
 
-class CountingBatcher(ScriptBatcher[Any, Any]):
-    round_trips = 0
-
-    async def _run(self, batch: list[tuple[Any, Any, Any]]) -> list[Any]:
-        type(self).round_trips += 1
-        return await super()._run(batch)
-
-
-async def test_concurrent_enqueues_share_round_trips_and_each_is_stored(
+async def test_concurrent_enqueues_share_writes_and_each_is_stored(
     queue: Queue, redis: Redis, keys: Keys
 ) -> None:
-    queue.intake._store = CountingBatcher(queue.redis, queue.intake._store.bound)
+    store = queue.intake._store
+    await queue.intake.enqueue(envelope(-1))  # connected
+    before = store.writes
     envelopes = [envelope(n) for n in range(200)]
     results = await asyncio.gather(*(queue.intake.enqueue(e) for e in envelopes))
     assert results == [(e.id, True) for e in envelopes]
-    assert await redis.xlen(keys.stream) == 200
-    assert CountingBatcher.round_trips < 20  # far fewer than one per request
+    assert await redis.xlen(keys.stream) == 201
+    assert store.writes - before == 200 // store.chunk  # one per chunk, not one per request
     records = await queue.index.records([e.id for e in envelopes])
     assert all(r is not None and r.state == "queued" for r in records)
 
@@ -118,3 +111,86 @@ async def test_redis_gone_fails_every_waiting_request() -> None:
 async def test_small_batches_work(queue: Queue, size: int) -> None:
     results = await asyncio.gather(*(queue.intake.enqueue(envelope(n)) for n in range(size)))
     assert all(stored for _, stored in results)
+
+
+def echo_batcher(redis: Redis, chunk: int) -> ScriptBatcher[NoKeys, Word]:
+    return ScriptBatcher(redis, Script(NoKeys, Word, "return A.word").bind(redis), chunk=chunk)
+
+
+async def test_a_full_chunk_is_written_before_the_loops_turn_ends(redis: Redis) -> None:
+    batcher = echo_batcher(redis, chunk=4)
+    assert await batcher(NoKeys(), Word("warm")) == "warm"  # connected, script loaded
+    before = batcher.writes
+    futures = [batcher(NoKeys(), Word(str(n))) for n in range(10)]
+    assert batcher.writes - before == 2  # 4 + 4 at once; the last 2 wait for the turn's end
+    assert await asyncio.gather(*futures) == [str(n) for n in range(10)]
+    assert batcher.writes - before == 3
+
+
+async def test_replies_stay_in_order_with_many_writes_in_flight(redis: Redis) -> None:
+    batcher = echo_batcher(redis, chunk=1)
+    assert await batcher(NoKeys(), Word("warm")) == "warm"
+    before = batcher.writes
+    words = [f"w{n}" for n in range(300)]
+    assert await asyncio.gather(*(batcher(NoKeys(), Word(w)) for w in words)) == words
+    assert batcher.writes - before == 300
+
+
+async def test_a_connection_closed_while_idle_is_replaced_before_writing(
+    redis: Redis, redis_server: RedisServer
+) -> None:
+    """Redis closed it (a restart, a timeout): the next write goes on a new connection and
+    nobody gets an error."""
+    client: Redis = Redis.from_url(redis_server.url, decode_responses=True, client_name="idle")
+    batcher = echo_batcher(client, chunk=8)
+    try:
+        assert await batcher(NoKeys(), Word("first")) == "first"
+        own = [c["id"] for c in await redis.client_list() if c["name"] == "idle"]
+        assert len(own) == 1
+        assert await redis.client_kill_filter(_id=own[0]) == 1
+        await asyncio.sleep(0.05)  # the loop sees the close
+        words = await asyncio.gather(*(batcher(NoKeys(), Word(w)) for w in "abc"))
+        assert words == ["a", "b", "c"]
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_lost_with_replies_pending_fails_those_and_recovers(
+    redis: Redis,
+) -> None:
+    """What was written on a connection that broke may or may not have run: each of those
+    callers gets the error (the sender retries; the delivery key tells a repeat), and the next
+    script goes on a new connection."""
+    batcher = echo_batcher(redis, chunk=3)
+    assert await batcher(NoKeys(), Word("warm")) == "warm"
+    pending = [batcher(NoKeys(), Word(w)) for w in "xyz"]  # a full chunk: written at once
+    assert batcher.writes == 2 and batcher._connection is not None
+    writer = batcher._connection._writer
+    assert writer is not None
+    writer.transport.abort()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(r, (RedisConnectionError, OSError)) for r in results), results
+    assert await batcher(NoKeys(), Word("after")) == "after"
+
+
+async def test_unreplicated_writes_are_not_acknowledged(redis: Redis) -> None:
+    """``WAIT 1`` with no replica: the script ran (stored on the master) but every caller of
+    the write is told it was not acknowledged."""
+    script = Script(Word, NoKeys, "return redis.call('INCR', K.word)")
+    batcher = ScriptBatcher(redis, script.bind(redis), chunk=8)
+    batcher.wait_for_replicas(1, 0.05)
+    results = await asyncio.gather(
+        *(batcher(Word("{t}:acks"), NoKeys()) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, NotReplicated) for r in results), results
+    assert await redis.get("{t}:acks") == "3"
+
+
+async def test_a_script_cache_lost_under_writes_in_flight_runs_each_once(redis: Redis) -> None:
+    script = Script(Word, NoKeys, "return redis.call('INCR', K.word)")
+    batcher = ScriptBatcher(redis, script.bind(redis), chunk=2)
+    assert await batcher(Word("{t}:runs"), NoKeys()) == 1
+    await redis.script_flush()
+    results = await asyncio.gather(*(batcher(Word("{t}:runs"), NoKeys()) for _ in range(10)))
+    assert sorted(results) == list(range(2, 12))  # each ran once, after the reload
+    await redis.delete("{t}:runs")
