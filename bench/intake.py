@@ -114,7 +114,7 @@ def _rounds(
             )
             if result["exhausted"]:
                 # wrk's main thread sleeps out -d: the rate it reports is then too low.
-                print(f"  (!) {label}: every distinct request was used before {span} s")
+                print(f"  (!) {label}: every distinct request was used before {span} s", flush=True)
             result["warm_up"] = turn == 0
             if kind is not None:
                 result["body_bytes"] = size
@@ -186,8 +186,7 @@ def intake(
     with Procs(logdir) as procs:
         redis_url = procs.redis()
         base_count = int((seconds + warmup) * FILE_RATE // 4)
-        base_file, size = request_file(stack, "baseline", "json", base_count, "base")
-        out["json_body_bytes"] = size
+        base_file, _ = request_file(stack, "baseline", "json", base_count, "base")
         # The ceiling, and the naive handler on asyncio's own loop (what a naive handler
         # usually runs on), each in one run, for reference; the targets' comparison (the naive
         # handler on the receiver's loop against the receiver) in rounds, below.

@@ -136,7 +136,8 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
     async def _connect(self) -> None:
         """Open (or reopen) the connection, then write what waits. A connection that died
         while idle (Redis restarted, the master moved) is found here, before anything is
-        written on it: nothing of it was sent, so nothing is lost or doubled."""
+        written on it: nothing of it was sent, so nothing is lost or doubled. The connection
+        stays out of the pool for good; the client's ``aclose`` closes it with the rest."""
         try:
             if self._reader is not None:  # a broken connection's reader still closing it
                 await asyncio.wait([self._reader])
@@ -161,12 +162,12 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
     async def _read(self, connection: AbstractConnection) -> None:
         """Read the replies of every write, in order; a broken connection fails every script
         written on it (what Redis ran of them cannot be known) and is closed."""
+        # One time limit for a write's replies, not one per read (math.inf: no per-read limit
+        # of redis-py's own).
+        limit = (connection.socket_timeout or 0) + self.replica_timeout_ms / 1000
         try:
             while self._sent:
                 calls = self._sent[0]
-                # One time limit for a write's replies, not one per read (math.inf: no
-                # per-read limit of redis-py's own).
-                limit = (connection.socket_timeout or 0) + self.replica_timeout_ms / 1000
                 async with asyncio.timeout(limit or None):
                     results = [await _reply(connection) for _ in calls]
                     acked = int(await _reply(connection)) if self.replicas else 0
