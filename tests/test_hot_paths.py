@@ -180,12 +180,16 @@ def test_event_loop_choice() -> None:
 def test_the_startup_heap_is_frozen_out_of_collections() -> None:
     import gc  # noqa: PLC0415
 
-    from service.loops import freeze_startup_heap  # noqa: PLC0415
+    from service.loops import GC_THRESHOLDS, freeze_startup_heap  # noqa: PLC0415
 
     kept = [object() for _ in range(10)]
+    thresholds = gc.get_threshold()
     try:
         freeze_startup_heap()
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > thresholds[0]  # young collections less often than Python's
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     assert kept

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Generic
@@ -23,7 +22,8 @@ from typing import Any, Generic
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import BusyLoadingError, InvalidResponse, NoScriptError, RedisError
+from redis.exceptions import ConnectionError as ConnectionLost
 
 from service.queue.connection import RedisClient
 from service.queue.lua import ArgsT, BoundScript, KeysT
@@ -38,15 +38,9 @@ class NotReplicated(RedisError):
     """The batch's writes did not reach the replicas asked for in time: not acknowledged."""
 
 
-class _Call:
-    """One caller's script: the packed command, its future, and how often it was sent."""
-
-    __slots__ = ("command", "future", "sent")
-
-    def __init__(self, command: bytes, future: asyncio.Future[Any]) -> None:
-        self.command = command
-        self.future = future
-        self.sent = 0
+_Call = tuple[bytes, "asyncio.Future[Any]", int]
+"""One caller's script: the packed command, its future, and which sending of it this is (1:
+the first). A tuple, not an object: one is made per request."""
 
 
 class ScriptBatcher(Generic[KeysT, ArgsT]):
@@ -60,6 +54,8 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         self.bound = script
         self.script = script.runner
         self.chunk = chunk
+        self._pipelined = isinstance(redis, Redis)
+        """One server (or Sentinel's master): pipelined on a connection of our own."""
         self.writes = 0
         """Socket writes made so far (each one or more scripts): what group commit saves."""
         self._waiting: list[_Call] = []
@@ -71,6 +67,8 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         self._connecting: asyncio.Task[None] | None = None
         self._retrying: set[asyncio.Task[None]] = set()
         self._connection: AbstractConnection | None = None
+        self._replies: hiredis.Reader | None = None
+        """The connection's reply parser, made at each connect (``_read`` feeds it)."""
         self._usable = False
         """The connection is open and in step: everything written on it is read in order."""
         self.replicas = 0
@@ -92,18 +90,17 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
     ) -> asyncio.Future[Any]:
         """The script's answer, to await: a future, not a coroutine (one frame less for each
         request to pass on its way in and out)."""
-        key_list, arg_list = self.bound.script.pack(keys, args, more_keys, more_args)
-        if not isinstance(self.redis, Redis):
+        if not self._pipelined:
+            key_list, arg_list = self.bound.script.pack(keys, args, more_keys, more_args)
             return asyncio.ensure_future(self._call(key_list, arg_list))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append(
-            _Call(_pack(("EVALSHA", self.script.sha, len(key_list), *key_list, *arg_list)), future)
-        )
-        if len(self._waiting) >= self.chunk:
+        command = self.bound.script.command(self.script.sha, keys, args, more_keys, more_args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting
+        waiting.append((_pack(command), future, 1))
+        if len(waiting) >= self.chunk:
             self._write()
         elif self._turn_end is None:
-            self._turn_end = loop.call_soon(self._write)
+            self._turn_end = future.get_loop().call_soon(self._write)
         return future
 
     def _write(self) -> None:
@@ -120,13 +117,11 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
                 self._connecting = asyncio.create_task(self._connect())
             return
         calls, self._waiting = self._waiting, []
-        commands = [call.command for call in calls]
+        commands = [call[0] for call in calls]
         if self.replicas:
             # WAIT counts the replicas that have every write this connection made so far: at
             # this point in the stream, that includes these scripts' writes.
             commands.append(_pack(("WAIT", self.replicas, self.replica_timeout_ms)))
-        for call in calls:
-            call.sent += 1
         connection._writer.writelines(commands)  # type: ignore[union-attr]
         self.writes += 1
         self._sent.append(calls)
@@ -148,6 +143,7 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
                 await connection.disconnect()
             if not connection.is_connected:
                 await connection.connect()  # a new socket (with the client's retry)
+            self._replies = _reply_parser(connection)
         except BaseException as exc:  # nobody waiting may wait forever
             calls, self._waiting = self._waiting, []
             _fail(calls, exc)
@@ -162,15 +158,17 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
     async def _read(self, connection: AbstractConnection) -> None:
         """Read the replies of every write, in order; a broken connection fails every script
         written on it (what Redis ran of them cannot be known) and is closed."""
-        # One time limit for a write's replies, not one per read (math.inf: no per-read limit
-        # of redis-py's own).
+        # One time limit for a write's replies, not one per socket read.
         limit = (connection.socket_timeout or 0) + self.replica_timeout_ms / 1000
         try:
+            stream, parser = connection._reader, self._replies
+            if stream is None or parser is None:
+                raise ConnectionLost("the connection closed before its replies were read")
             while self._sent:
                 calls = self._sent[0]
                 async with asyncio.timeout(limit or None):
-                    results = [await _reply(connection) for _ in calls]
-                    acked = int(await _reply(connection)) if self.replicas else 0
+                    results = await _replies(stream, parser, len(calls) + bool(self.replicas))
+                acked = int(results.pop()) if self.replicas else 0
                 self._sent.popleft()
                 self._settle(calls, results, acked)
         except BaseException as exc:
@@ -187,25 +185,26 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
     def _settle(self, calls: list[_Call], results: list[Any], acked: int) -> None:
         again: list[_Call] = []
         for call, result in zip(calls, results, strict=True):
-            if isinstance(result, _NOT_RUN) and call.sent <= len(_AGAIN_AFTER):
-                again.append(call)
-            elif call.future.done():
+            command, future, sent = call
+            if isinstance(result, _NOT_RUN) and sent <= len(_AGAIN_AFTER):
+                again.append((command, future, sent + 1))
+            elif future.done():
                 continue
             elif isinstance(result, Exception):
-                call.future.set_exception(result)
+                future.set_exception(result)
             elif self.replicas and acked < self.replicas:
                 # Stored on the master, not known to survive its loss: not acknowledged (the
                 # sender sends again, and a repeat is recognised as the same delivery).
-                call.future.set_exception(
+                future.set_exception(
                     NotReplicated(
                         f"the write reached {acked} of {self.replicas} replicas within "
                         f"{self.replica_timeout_ms} ms"
                     )
                 )
             else:
-                call.future.set_result(result)
+                future.set_result(result)
         if again:
-            pause = _AGAIN_AFTER[max(call.sent for call in again) - 1]
+            pause = _AGAIN_AFTER[max(sent for _, _, sent in again) - 2]
             busy = any(isinstance(r, BusyLoadingError) for r in results)
             task = asyncio.create_task(self._again(again, pause if busy else 0.0))
             self._retrying.add(task)
@@ -242,12 +241,45 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         return await self.redis.evalsha(self.script.sha, len(keys), *keys, *args)
 
 
-async def _reply(connection: AbstractConnection) -> Any:
-    """The next reply; an error reply is that command's result (the next one is intact)."""
-    try:
-        return await connection.read_response(timeout=math.inf)
-    except (ResponseError, BusyLoadingError) as exc:
-        return exc
+def _reply_parser(connection: AbstractConnection) -> hiredis.Reader:
+    """A parser of the connection's replies, as redis-py's own would parse them (its error
+    classes, its decoding), for ``_replies`` to read many replies per socket read with: redis-py
+    reads one reply per call, through three coroutines, each time."""
+    encoder = connection.encoder
+    options: dict[str, Any] = {}
+    if encoder.decode_responses:
+        options = {"encoding": encoder.encoding, "errors": encoder.encoding_errors}
+    return hiredis.Reader(
+        protocolError=InvalidResponse,
+        replyError=connection._parser.parse_error,
+        notEnoughData=_MORE,
+        **options,
+    )
+
+
+async def _replies(stream: asyncio.StreamReader, parser: hiredis.Reader, count: int) -> list[Any]:
+    """The next ``count`` replies. An error reply is that command's result (the next one is
+    intact), but one that says the connection is unusable (redis-py's ``ConnectionError``
+    replies, but for LOADING, which says the script did not run) breaks it, as in redis-py."""
+    replies: list[Any] = []
+    while True:
+        reply = parser.gets()
+        while reply is _MORE:
+            data = await stream.read(READ_SIZE)
+            if not data:
+                raise ConnectionLost("Redis closed the connection")
+            parser.feed(data)
+            reply = parser.gets()
+        if isinstance(reply, ConnectionLost) and not isinstance(reply, BusyLoadingError):
+            raise reply
+        replies.append(reply)
+        if len(replies) == count:
+            return replies
+
+
+_MORE = object()
+"""What the reply parser gives while the next reply has not arrived whole."""
+READ_SIZE = 65536
 
 
 def _dead(connection: AbstractConnection) -> bool:
@@ -260,8 +292,8 @@ def _dead(connection: AbstractConnection) -> bool:
 
 def _fail(calls: list[_Call], exc: BaseException) -> None:
     for call in calls:
-        if not call.future.done():
-            call.future.set_exception(exc)
+        if not call[1].done():
+            call[1].set_exception(exc)
 
 
 _NOT_RUN = (NoScriptError, BusyLoadingError)

@@ -1,6 +1,7 @@
 """The state index: one sorted set per state, of the ids of the submissions in that state, scored
 by receipt time. It is what listing and counting read; every script that changes a record's
-state moves the id between the sets in the same step (:data:`INDEX_LUA`).
+state moves the id between the sets in the same step (:data:`INDEX_LUA`; the door's script,
+which only adds a new record to one set, is passed that set alone).
 
 Members whose record expired are pruned by the workers' maintenance loop (:meth:`prune`).
 """

@@ -27,7 +27,6 @@ from service.keys import Keys
 from service.queue.batching import ScriptBatcher
 from service.queue.buckets import BUCKET_LUA
 from service.queue.connection import RedisClient
-from service.queue.index import INDEX_LUA, index_keys
 from service.queue.lua import Script
 from service.queue.records import State, history_event
 
@@ -82,6 +81,9 @@ class _StoreKeys(_LimitKeys):
     record: str
     idem: str
     """The delivery's idempotency key (a placeholder when there is none)."""
+    index: str
+    """The state index the record joins (``queued`` or ``rejected``): the one of
+    ``queue/index.py``'s sets a new record is in, passed alone rather than all of them."""
 
 
 @dataclass(slots=True)
@@ -142,14 +144,15 @@ end
 if A.reason ~= '' then fields[#fields + 1] = 'reason'; fields[#fields + 1] = A.reason end
 redis.call('HSET', K.record, unpack(fields))
 redis.call('EXPIRE', K.record, tonumber(A.record_ttl))
-move_in_index(A.sub_id, nil, A.state, tonumber(A.received_at), tonumber(A.record_ttl))
+redis.call('ZADD', K.index, A.received_at, A.sub_id)
+redis.call('EXPIRE', K.index, tonumber(A.record_ttl))
 local entry = ''
 if A.state == 'queued' then
   entry = redis.call('XADD', K.stream, '*', 'sub', A.sub_id, 'source', A.source)
 end
 return {1, entry}
 """,
-    helpers=[INDEX_LUA, BUCKET_LUA, _DOOR_TOKENS_LUA],
+    helpers=[BUCKET_LUA, _DOOR_TOKENS_LUA],
 )
 
 # Returns {1} when every token was taken, {2, ms to wait, whose limit} otherwise.
@@ -175,7 +178,7 @@ class Intake:
         self.record_ttl = record_ttl
         self.refusal: str | None = None
         """Set while nothing may be stored (a Redis without persistence in production)."""
-        self._index = index_keys(keys)
+        self._index = {state: keys.state(state) for state in ("queued", "rejected")}
         self._stream = keys.stream
         self._no_bucket = keys.throttle("-")
         self._store = ScriptBatcher(redis, _STORE.bind(redis))
@@ -258,6 +261,7 @@ class Intake:
             stream=self._stream,
             record=self.keys.sub(envelope.id),
             idem=self.keys.idem(envelope.source, delivery.digest if delivery else "-"),
+            index=self._index[state],
         )
         args = _StoreArgs(
             now_ms=int(envelope.received_at * 1000),
@@ -276,7 +280,7 @@ class Intake:
             state=state,
             reason=reason,
         )
-        reply = await self._store(keys, args, self._index)
+        reply = await self._store(keys, args)
         _raise_if_limited(reply)
         stored, value = reply
         return (envelope.id, True) if int(stored) else (str(value), False)

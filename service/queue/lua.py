@@ -100,6 +100,24 @@ class Script(Generic[KeysT, ArgsT]):
         arg_list.extend(_encode(value) for value in more_args)
         return key_list, arg_list
 
+    def command(
+        self,
+        sha: str,
+        keys: KeysT,
+        args: ArgsT,
+        more_keys: Sequence[str | bytes] = (),
+        more_args: Sequence[Any] = (),
+    ) -> tuple[Any, ...]:
+        """The whole ``EVALSHA`` command of one call, with what :meth:`pack` gives, as one tuple
+        (the door packs one per request: no lists of its own to copy)."""
+        named = self._keys_of(keys)
+        return (
+            "EVALSHA", sha, len(named) + len(more_keys), *named, *more_keys,
+            *[value if type(value) in _PLAIN else "" if value is None else _encode(value)
+              for value in self._args_of(args)],
+            *map(_encode, more_args),
+        )  # fmt: skip
+
     def bind(self, redis: RedisClient) -> BoundScript[KeysT, ArgsT]:
         return BoundScript(self, redis.register_script(self.text))
 

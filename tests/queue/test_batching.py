@@ -15,7 +15,7 @@ from service.dev.redis_server import RedisServer
 from service.envelope import Envelope, new_submission_id
 from service.keys import Keys
 from service.queue import DeliveryKey, Queue
-from service.queue.batching import NotReplicated, ScriptBatcher
+from service.queue.batching import READ_SIZE, NotReplicated, ScriptBatcher
 from service.queue.lua import Script
 
 
@@ -88,6 +88,62 @@ async def test_an_error_reply_fails_only_its_own_caller(redis: Redis) -> None:
     assert results[0::2] == ["a", "c"]
     assert isinstance(results[1], ResponseError) and "refused" in str(results[1])
     assert await batcher(NoKeys(), Word("next")) == "next"  # the replies stay in step
+
+
+@dataclass(frozen=True)
+class Counter:
+    count: str
+
+
+async def test_a_loading_reply_is_sent_again_and_answered(redis: Redis) -> None:
+    """Redis answered LOADING (still reading its data after a restart): the script did not
+    run, so it is sent again after a pause, and the caller gets the second answer."""
+    script = Script(
+        Counter,
+        Word,
+        "if redis.call('INCR', K.count) == 1 then\n"
+        "  return redis.error_reply('LOADING Redis is loading the dataset in memory')\n"
+        "end\n"
+        "return A.word",
+    )
+    await redis.delete("batching-test:loading")
+    await redis.script_load(script.text)  # so that only LOADING makes it send again
+    batcher = ScriptBatcher(redis, script.bind(redis))
+    try:
+        assert await batcher(Counter("batching-test:loading"), Word("after")) == "after"
+        assert await redis.get("batching-test:loading") == "2"  # refused once, then run
+        assert batcher.writes == 2
+    finally:
+        await redis.delete("batching-test:loading")
+
+
+async def test_replies_larger_than_a_socket_read_and_many_in_one_read(redis: Redis) -> None:
+    """Replies are parsed from whatever the socket gives: a reply split over several reads,
+    and many small ones in one, each reach their own caller."""
+    batcher = echo_batcher(redis, chunk=64)
+    big = "x" * (3 * READ_SIZE + 17)
+    words = [big if n % 10 == 0 else f"w{n}" for n in range(50)]
+    assert await asyncio.gather(*(batcher(NoKeys(), Word(w)) for w in words)) == words
+
+
+@dataclass(slots=True)
+class Mixed:
+    text: str
+    raw: bytes
+    number: int
+    real: float
+    flag: bool
+    missing: str | None
+
+
+def test_a_scripts_command_is_its_packed_keys_and_arguments() -> None:
+    script = Script(Word, Mixed, "return 1")
+    keys, args = Word("k:1"), Mixed("t", b"\x00b", 7, 0.1, True, None)
+    key_list, arg_list = script.pack(keys, args, ["k:2"], [False, 2.5])
+    assert key_list == ["k:1", "k:2"]
+    assert arg_list == ["t", b"\x00b", 7, "0.1", "1", "", "", "2.5"]
+    command = script.command("abc", keys, args, ["k:2"], [False, 2.5])
+    assert command == ("EVALSHA", "abc", 2, *key_list, *arg_list)
 
 
 async def test_redis_gone_fails_every_waiting_request() -> None:

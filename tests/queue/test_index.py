@@ -94,3 +94,22 @@ async def test_prune_drops_only_expired_records(queue: Queue, redis: Redis, keys
     assert await queue.index.prune() == 1
     remaining = await redis.zrange(keys.state("queued"), 0, -1)
     assert remaining == [kept]
+
+
+async def test_the_door_puts_a_new_record_in_its_states_index_alone(
+    queue: Queue, redis: Redis, keys: Keys
+) -> None:
+    at = time.time()
+    queued = await add(queue, "website", at)
+    spam = Envelope(
+        id=new_submission_id(at),
+        source="website",
+        received_at=at,
+        content_type="application/json",
+        body={"email": "spam@example.com"},
+    )
+    await queue.intake.store_rejected(spam, "spam")
+    assert await redis.zscore(keys.state("queued"), queued) == at  # scored by receipt, exactly
+    assert await redis.zscore(keys.state("rejected"), spam.id) == at
+    assert await redis.zscore(keys.state("queued"), spam.id) is None
+    assert 0 < await redis.ttl(keys.state("queued")) <= queue.intake.record_ttl
