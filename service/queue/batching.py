@@ -67,7 +67,7 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         self._connecting: asyncio.Task[None] | None = None
         self._retrying: set[asyncio.Task[None]] = set()
         self._connection: AbstractConnection | None = None
-        self._replies: hiredis.Reader | None = None
+        self._parser: hiredis.Reader | None = None
         """The connection's reply parser, made at each connect (``_read`` feeds it)."""
         self._usable = False
         """The connection is open and in step: everything written on it is read in order."""
@@ -94,13 +94,14 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
             key_list, arg_list = self.bound.script.pack(keys, args, more_keys, more_args)
             return asyncio.ensure_future(self._call(key_list, arg_list))
         command = self.bound.script.command(self.script.sha, keys, args, more_keys, more_args)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         waiting = self._waiting
         waiting.append((_pack(command), future, 1))
         if len(waiting) >= self.chunk:
             self._write()
         elif self._turn_end is None:
-            self._turn_end = future.get_loop().call_soon(self._write)
+            self._turn_end = loop.call_soon(self._write)
         return future
 
     def _write(self) -> None:
@@ -143,7 +144,7 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
                 await connection.disconnect()
             if not connection.is_connected:
                 await connection.connect()  # a new socket (with the client's retry)
-            self._replies = _reply_parser(connection)
+            self._parser = _reply_parser(connection)
         except BaseException as exc:  # nobody waiting may wait forever
             calls, self._waiting = self._waiting, []
             _fail(calls, exc)
@@ -161,7 +162,7 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
         # One time limit for a write's replies, not one per socket read.
         limit = (connection.socket_timeout or 0) + self.replica_timeout_ms / 1000
         try:
-            stream, parser = connection._reader, self._replies
+            stream, parser = connection._reader, self._parser
             if stream is None or parser is None:
                 raise ConnectionLost("the connection closed before its replies were read")
             while self._sent:
@@ -291,9 +292,9 @@ def _dead(connection: AbstractConnection) -> bool:
 
 
 def _fail(calls: list[_Call], exc: BaseException) -> None:
-    for call in calls:
-        if not call[1].done():
-            call[1].set_exception(exc)
+    for _, future, _ in calls:
+        if not future.done():
+            future.set_exception(exc)
 
 
 _NOT_RUN = (NoScriptError, BusyLoadingError)

@@ -1,7 +1,8 @@
 """The state index: one sorted set per state, of the ids of the submissions in that state, scored
 by receipt time. It is what listing and counting read; every script that changes a record's
 state moves the id between the sets in the same step (:data:`INDEX_LUA`; the door's script,
-which only adds a new record to one set, is passed that set alone).
+which only adds a new record to one set, is passed that set alone and uses
+:data:`INDEX_ADD_LUA`).
 
 Members whose record expired are pruned by the workers' maintenance loop (:meth:`prune`).
 """
@@ -17,8 +18,19 @@ from service.keys import Keys
 from service.queue.connection import RedisClient
 from service.queue.records import STATES, Record, State
 
+INDEX_ADD_LUA = """
+-- A record joins a state's index: scored by receipt, the set kept as long as its records.
+local function add_to_index(key, id, score, ttl)
+  redis.call('ZADD', key, score, id)
+  redis.call('EXPIRE', key, ttl)
+end
+"""
+"""The one Lua helper for a record joining an index set, for a script given that set's key
+(the door's, which only adds a new record) as well as for :data:`INDEX_LUA`."""
+
 INDEX_LUA = (
-    "local STATE_INDEX = {"
+    INDEX_ADD_LUA
+    + "local STATE_INDEX = {"
     + ", ".join(f"{state} = {i}" for i, state in enumerate(STATES, 1))
     + "}\n"
     + f"local NSTATES = {len(STATES)}\n"
@@ -34,10 +46,7 @@ local function move_in_index(id, from, to, score, ttl)
   local old = index_key(from)
   if old then redis.call('ZREM', old, id) end
   local new = index_key(to)
-  if new then
-    redis.call('ZADD', new, score, id)
-    redis.call('EXPIRE', new, ttl)
-  end
+  if new then add_to_index(new, id, score, ttl) end
 end
 """
 )

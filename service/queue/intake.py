@@ -27,6 +27,7 @@ from service.keys import Keys
 from service.queue.batching import ScriptBatcher
 from service.queue.buckets import BUCKET_LUA
 from service.queue.connection import RedisClient
+from service.queue.index import INDEX_ADD_LUA
 from service.queue.lua import Script
 from service.queue.records import State, history_event
 
@@ -144,15 +145,14 @@ end
 if A.reason ~= '' then fields[#fields + 1] = 'reason'; fields[#fields + 1] = A.reason end
 redis.call('HSET', K.record, unpack(fields))
 redis.call('EXPIRE', K.record, tonumber(A.record_ttl))
-redis.call('ZADD', K.index, A.received_at, A.sub_id)
-redis.call('EXPIRE', K.index, tonumber(A.record_ttl))
+add_to_index(K.index, A.sub_id, A.received_at, tonumber(A.record_ttl))
 local entry = ''
 if A.state == 'queued' then
   entry = redis.call('XADD', K.stream, '*', 'sub', A.sub_id, 'source', A.source)
 end
 return {1, entry}
 """,
-    helpers=[BUCKET_LUA, _DOOR_TOKENS_LUA],
+    helpers=[INDEX_ADD_LUA, BUCKET_LUA, _DOOR_TOKENS_LUA],
 )
 
 # Returns {1} when every token was taken, {2, ms to wait, whose limit} otherwise.

@@ -93,12 +93,7 @@ class Script(Generic[KeysT, ArgsT]):
         """``(KEYS, ARGV)`` for one call."""
         key_list: list[Any] = list(self._keys_of(keys))
         key_list.extend(more_keys)
-        arg_list: list[Any] = [
-            value if type(value) in _PLAIN else "" if value is None else _encode(value)
-            for value in self._args_of(args)
-        ]
-        arg_list.extend(_encode(value) for value in more_args)
-        return key_list, arg_list
+        return key_list, self._arguments(args, more_args)
 
     def command(
         self,
@@ -113,10 +108,19 @@ class Script(Generic[KeysT, ArgsT]):
         named = self._keys_of(keys)
         return (
             "EVALSHA", sha, len(named) + len(more_keys), *named, *more_keys,
-            *[value if type(value) in _PLAIN else "" if value is None else _encode(value)
-              for value in self._args_of(args)],
-            *map(_encode, more_args),
+            *self._arguments(args, more_args),
         )  # fmt: skip
+
+    def _arguments(self, args: ArgsT, more_args: Sequence[Any]) -> list[Any]:
+        """ARGV: the named arguments, then ``more_args``, each as :func:`_encode` gives it
+        (a str, bytes or int as it is, without the call)."""
+        arg_list: list[Any] = [
+            value if type(value) in _PLAIN else "" if value is None else _encode(value)
+            for value in self._args_of(args)
+        ]
+        if more_args:
+            arg_list.extend(_encode(value) for value in more_args)
+        return arg_list
 
     def bind(self, redis: RedisClient) -> BoundScript[KeysT, ArgsT]:
         return BoundScript(self, redis.register_script(self.text))

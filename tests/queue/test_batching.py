@@ -91,7 +91,7 @@ async def test_an_error_reply_fails_only_its_own_caller(redis: Redis) -> None:
 
 
 @dataclass(frozen=True)
-class Counter:
+class CountKey:
     count: str
 
 
@@ -99,7 +99,7 @@ async def test_a_loading_reply_is_sent_again_and_answered(redis: Redis) -> None:
     """Redis answered LOADING (still reading its data after a restart): the script did not
     run, so it is sent again after a pause, and the caller gets the second answer."""
     script = Script(
-        Counter,
+        CountKey,
         Word,
         "if redis.call('INCR', K.count) == 1 then\n"
         "  return redis.error_reply('LOADING Redis is loading the dataset in memory')\n"
@@ -110,11 +110,35 @@ async def test_a_loading_reply_is_sent_again_and_answered(redis: Redis) -> None:
     await redis.script_load(script.text)  # so that only LOADING makes it send again
     batcher = ScriptBatcher(redis, script.bind(redis))
     try:
-        assert await batcher(Counter("batching-test:loading"), Word("after")) == "after"
+        assert await batcher(CountKey("batching-test:loading"), Word("after")) == "after"
         assert await redis.get("batching-test:loading") == "2"  # refused once, then run
         assert batcher.writes == 2
     finally:
         await redis.delete("batching-test:loading")
+
+
+async def test_an_error_reply_that_says_the_connection_is_unusable_breaks_it(
+    redis: Redis,
+) -> None:
+    """An error reply redis-py reads as a ConnectionError (here: the server's client limit)
+    fails every script written with it, as a lost connection does, and the next call gets a
+    new connection."""
+    script = Script(
+        NoKeys,
+        Word,
+        "if A.word == 'full' then return redis.error_reply('ERR max number of clients "
+        "reached') end return A.word",
+    )
+    await redis.script_load(script.text)
+    batcher = ScriptBatcher(redis, script.bind(redis))
+    assert await batcher(NoKeys(), Word("warm")) == "warm"
+    first = batcher._connection
+    results = await asyncio.gather(
+        *(batcher(NoKeys(), Word(w)) for w in ("a", "full", "c")), return_exceptions=True
+    )
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    assert await batcher(NoKeys(), Word("next")) == "next"  # reconnected, in step
+    assert first is not None and batcher._connection is first and first.is_connected
 
 
 async def test_replies_larger_than_a_socket_read_and_many_in_one_read(redis: Redis) -> None:
