@@ -23,8 +23,6 @@ from close_emulator.team import ConnectedAccount, Group
 
 TASK_TYPES = ("lead", "outgoing_call")
 """The only task types the API creates (D:tasks)."""
-ALREADY_SUBSCRIBED = "Contact is already subscribed to this sequence."  # Close's text: UNKNOWN
-EMAIL_UNSUBSCRIBED = "This email address is unsubscribed."  # Close's text: UNKNOWN
 
 
 def _state(request: web.Request) -> EmulatorState:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from service.errors import CloseRefused
 from service.worker.bodies import (
     Skip,
     activity_body,
@@ -195,7 +196,8 @@ class TaskStep(FollowupStep):
 
 class SequenceStep(FollowupStep):
     """The submitting contact subscribed to the sequence, sent from the owner's (or a fixed
-    user's) connected account; skipped when already subscribed or the email is unsubscribed."""
+    user's) connected account; skipped when already subscribed (also when Close refuses the
+    subscription because it was made since the look) or the email is unsubscribed."""
 
     name = "sequence"
 
@@ -221,11 +223,7 @@ class SequenceStep(FollowupStep):
             return Done(skipped="the email address is unsubscribed")
         existing = await ctx.close.subscriptions_of(str(contact["id"]), plan.sequence.sequence_id)
         if existing:
-            first = existing[0]
-            return Done(
-                skipped=f"already subscribed to {plan.sequence.name!r} ({first.get('status')})",
-                detail={"subscription": first.get("id")},
-            )
+            return self._subscribed(plan, existing[0])
         sender = plan.sequence.sender or owner_of(ctx)
         if sender is None:
             return Done(skipped="no owner to send the sequence as")
@@ -235,9 +233,28 @@ class SequenceStep(FollowupStep):
         body = subscription_body(
             plan.sequence.sequence_id, contact, str(entry["email"]), accounts[0]
         )
-        made = await ctx.close.subscribe(body)
+        try:
+            made = await ctx.close.subscribe(body)
+        except CloseRefused:
+            # Subscribed between the look and the send (by a rep, a workflow, another
+            # integration): Close refuses a second subscription, and the contact is where the
+            # step wanted it. A refusal for any other reason stays this step's failure.
+            raced = await ctx.close.subscriptions_of(str(contact["id"]), plan.sequence.sequence_id)
+            if not raced:
+                raise
+            return self._subscribed(plan, raced[0])
         detail = {"sequence": plan.sequence.name, "sender_account_id": accounts[0].id}
         return Done(close_id=str(made.get("id") or "") or None, detail=detail)
+
+    @staticmethod
+    def _subscribed(plan: Plan, subscription: Mapping[str, Any]) -> Done:
+        assert plan.sequence is not None
+        return Done(
+            skipped=(
+                f"already subscribed to {plan.sequence.name!r} ({subscription.get('status')})"
+            ),
+            detail={"subscription": subscription.get("id")},
+        )
 
     async def find(self, ctx: StepContext) -> Done | None:
         plan = self.plan(ctx)

@@ -21,6 +21,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from service.errors import TransientError
 from service.keys import Keys
 from service.keys import identity_keys as person_keys
@@ -245,11 +247,14 @@ class _Refresher:
     """Extends a holder's locks every third of their ttl while they are held.
 
     Nothing runs until the first third has passed (most submissions are done by then): a timer,
-    then one task per round. Stopping cancels the timer and any round in flight, and waits for
-    that round a bounded time: a cancellation can get lost inside a Redis call (Python 3.11's
-    ``wait_for``, which redis-py uses, may swallow one), so a round also checks ``stopped``
-    before scheduling the next one, and a lock is never held on forever because one cancellation
-    went missing.
+    then one task per round. A round that fails on Redis (restarting, say) is logged and the next
+    one is scheduled all the same: the locks still have two thirds of their ttl, and a refresher
+    that gave up after one error would let them expire under a holder still at work, so another
+    worker could take the person and run the same follow-up beside it. Stopping cancels the
+    timer and any round in flight, and waits for that round a bounded time: a cancellation can
+    get lost inside a Redis call (Python 3.11's ``wait_for``, which redis-py uses, may swallow
+    one), so a round also checks ``stopped`` before scheduling the next one, and a lock is never
+    held on forever because one cancellation went missing.
     """
 
     def __init__(self, locks: IdentityLocks, names: list[str], token: str) -> None:
@@ -266,7 +271,12 @@ class _Refresher:
             self.task = asyncio.get_running_loop().create_task(self._round())
 
     async def _round(self) -> None:
-        await self.locks.extend(self.names, self.token)
+        # How many it extended says little: the outcome's script may have released the locks
+        # while this round was on its way, so a short count is no sign of an expired lock.
+        try:
+            await self.locks.extend(self.names, self.token)
+        except (RedisError, OSError) as exc:
+            logger.warning("refreshing a person's lock failed, trying again: %r", exc)
         if not self.stopped:
             self.timer = asyncio.get_running_loop().call_later(self.every, self._due)
 
@@ -275,24 +285,11 @@ class _Refresher:
         self.timer.cancel()
         task = self.task
         if task is None or task.done():
-            self._report(task)
             return
         task.cancel()
         await asyncio.wait({task}, timeout=self.locks.ttl_ms / 1000)
         if not task.done():
             logger.warning("a lock refresher did not stop in time; it stops at its next round")
-        else:
-            self._report(task)
-
-    @staticmethod
-    def _report(task: asyncio.Task[None] | None) -> None:
-        if (
-            task is not None
-            and task.done()
-            and not task.cancelled()
-            and task.exception() is not None
-        ):
-            logger.warning("refreshing a person's lock failed: %r", task.exception())
 
 
 class LeadCache:

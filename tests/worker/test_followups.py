@@ -7,9 +7,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from close_emulator.sales import accounts
+from close_emulator.sequences import create_subscription
+from service.close.client import CloseClient
 from service.metrics import Metrics
 from service.queue import Queue
 from tests.conftest import emulator_state, enqueue, running_worker, sources_from, wait_for_record
@@ -132,3 +136,49 @@ async def test_an_unsubscribed_email_skips_the_sequence_with_the_reason(
     assert record.progress.steps["task"].state == "done"
     public = record.to_public()["steps"]["sequence"]
     assert public["reason"] == "the email address is unsubscribed"
+
+
+async def test_a_subscription_made_between_the_look_and_the_send_skips_the_sequence(
+    queue: Queue,
+    make_settings: Any,
+    redis: Redis,
+    emulator: TestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Someone else (a rep, a workflow) subscribes the contact right after the step looked:
+    # Close refuses the second subscription, and the step ends skipped with the one there is.
+    state = emulator_state(emulator)
+    use_team(state)
+    sources = sources_from({"sources": {"web": followup_source()}})
+    looked = CloseClient.subscriptions_of
+    outside: list[dict[str, Any]] = []
+
+    async def look_then_someone_subscribes(
+        self: CloseClient, contact_id: str, sequence_id: str
+    ) -> list[dict[str, Any]]:
+        found = await looked(self, contact_id, sequence_id)
+        if not outside:
+            contact = state.contacts[contact_id]
+            account, user = accounts(state.options)[0]
+            body = {
+                "sequence_id": sequence_id,
+                "contact_id": contact_id,
+                "contact_email": contact["emails"][0]["email"],
+                "sender_account_id": account.id,
+                "sender_name": "A rep",
+                "sender_email": account.email or user.email,
+            }
+            outside.append(create_subscription(body, state))
+        return found
+
+    monkeypatch.setattr(CloseClient, "subscriptions_of", look_then_someone_subscribes)
+    async with running_worker(make_settings(), sources, redis):
+        record = await wait_for_record(queue, await enqueue(queue, person(3), source="web"))
+    mark = record.progress.steps["sequence"]
+    assert mark.state == "skipped" and "already subscribed" in (mark.reason or "")
+    assert mark.detail == {"subscription": outside[0]["id"]}
+    assert [s["id"] for s in state.subscriptions.values()] == [outside[0]["id"]]
+    refused = [
+        r for r in state.requests if r.method == "POST" and "sequence_subscription" in r.path
+    ]
+    assert len(refused) == 1  # the one Close refused; nothing sent again

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.keys import Keys
 from service.queue import PersonUpdate, Queue, Transition
@@ -106,6 +108,30 @@ async def test_held_locks_are_refreshed_until_released(redis: Redis, keys: Keys)
         ]
     await asyncio.sleep(0.15)  # a refresh that was due does not bring them back
     assert await redis.exists(keys.lock("e:slow"), keys.lock("p:slow")) == 0
+
+
+async def test_a_failed_refresh_does_not_end_the_refreshing(
+    redis: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis gone for one round (restarting, say): the next round extends the locks again, so
+    # they do not expire under a holder still at work.
+    locks = locks_for(redis, keys, ttl=0.3)
+    extend = locks._extend
+    failures: list[int] = []
+
+    async def flaky(*args: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise RedisConnectionError("Connection refused")
+        return await extend(*args)
+
+    locks._extend = flaky  # type: ignore[assignment]
+    async with locks.hold(["e:busy"]) as held:
+        await asyncio.sleep(0.9)  # three ttls: the failed round, then two that must succeed
+        assert failures == [1]
+        assert await redis.get(keys.lock("e:busy")) == held.token
+    assert "refreshing a person's lock failed" in caplog.text
+    assert await redis.exists(keys.lock("e:busy")) == 0
 
 
 async def test_a_refresh_never_extends_someone_elses_lock(redis: Redis, keys: Keys) -> None:
