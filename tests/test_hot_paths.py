@@ -131,6 +131,18 @@ def test_a_deep_document_with_a_big_integer_parses_like_the_standard_library() -
     assert parse_body("application/json", raw, ParseLimits(json_depth=512)).body == expected
 
 
+def test_the_door_counts_opening_brackets_in_the_pass_that_looks_for_big_integers() -> None:
+    # Both kinds of bracket count toward the depth bound, also inside strings (a bound, not
+    # the depth); the digits' rewriting does not make brackets of them, nor them of brackets.
+    raw = b'{"a": [{"b": 1234567890123456789}], "s": "{[x"}'
+    value, brackets = jsoncodec.fast_loads_counted(raw)
+    assert value == json.loads(raw) and brackets == 5
+    assert jsoncodec.fast_loads_counted(raw.decode()) == (value, 5)
+    assert jsoncodec.fast_loads_counted(b"[1,") == (jsoncodec.UNPARSED, 0)
+    big = b'{"n": 123456789012345678901234567890}'
+    assert jsoncodec.fast_loads_counted(big) == (jsoncodec.UNPARSED, 0)  # json's, exactly
+
+
 @pytest.mark.parametrize("raw", [b'{"a": NaN}', b"[Infinity]", b'{"a": -1e400}'])
 def test_the_door_refuses_numbers_json_does_not_have(raw: bytes) -> None:
     with pytest.raises(BodyError) as caught:

@@ -58,7 +58,9 @@ class Throttle:
 
 
 # The scripts' keys and arguments: built once per request, on the door's hot path, so not
-# frozen (a frozen dataclass's __init__ costs a microsecond more for these many fields).
+# frozen (a frozen dataclass's __init__ costs a microsecond more for these many fields), and
+# filled by position (``Intake._write``, ``take_tokens``): a field added or moved here is
+# added or moved there too.
 @dataclass(slots=True)
 class _LimitKeys:
     client_bucket: str
@@ -255,30 +257,33 @@ class Intake:
         if self.refusal is not None:
             raise WritesRefused(self.refusal)
         client, source = _by_kind(throttles) if throttles else (None, None)
+        # By position, in the fields' order (a keyword call of a class builds a dict of the
+        # keywords on every request); the tests of the record, its TTLs and both limits read
+        # back each value.
         keys = _StoreKeys(
-            client_bucket=self._bucket(client),
-            source_bucket=self._bucket(source),
-            stream=self._stream,
-            record=self.keys.sub(envelope.id),
-            idem=self.keys.idem(envelope.source, delivery.digest if delivery else "-"),
-            index=self._index[state],
+            self._bucket(client),
+            self._bucket(source),
+            self._stream,
+            self.keys.sub(envelope.id),
+            self.keys.idem(envelope.source, delivery.digest if delivery else "-"),
+            self._index[state],
         )
         args = _StoreArgs(
-            now_ms=int(envelope.received_at * 1000),
-            client_rate=client.rate if client else None,
-            client_capacity=client.capacity if client else None,
-            source_rate=source.rate if source else None,
-            source_capacity=source.capacity if source else None,
-            sub_id=envelope.id,
-            source=envelope.source,
-            envelope=envelope.to_json(),
-            received_at=envelope.received_at,
-            record_ttl=self.record_ttl,
-            history=history,
-            idem_ttl=delivery.ttl if delivery else None,
-            delivery_kind=delivery.kind if delivery else "",
-            state=state,
-            reason=reason,
+            int(envelope.received_at * 1000),
+            client.rate if client else None,
+            client.capacity if client else None,
+            source.rate if source else None,
+            source.capacity if source else None,
+            envelope.id,
+            envelope.source,
+            envelope.to_json(),
+            envelope.received_at,
+            self.record_ttl,
+            history,
+            delivery.ttl if delivery else None,
+            delivery.kind if delivery else "",
+            state,
+            reason,
         )
         reply = await self._store(keys, args)
         _raise_if_limited(reply)

@@ -163,12 +163,12 @@ def _too_many(limits: ParseLimits) -> BodyError:
 def _parse_json(raw: bytes, limits: ParseLimits) -> Any:
     """JSON within ``limits``: orjson when it reads the document as :mod:`json` would, else
     :mod:`json` with its keys counted while parsing."""
-    value = jsoncodec.fast_loads(raw)
+    value, brackets = jsoncodec.fast_loads_counted(raw)
     if value is jsoncodec.UNPARSED:
         return _parse_json_text(decode_text(raw, None, "JSON body"), limits)
     # The walk is needed only when the text could break a limit: nesting is at most the
     # count of brackets, keys and items at most the count of bytes.
-    if raw.count(b"[") + raw.count(b"{") > limits.json_depth or len(raw) > limits.json_keys:
+    if brackets > limits.json_depth or len(raw) > limits.json_keys:
         _check_shape(value, limits, keys=0, count_objects=True)
     return value
 
