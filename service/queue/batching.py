@@ -205,6 +205,8 @@ class ScriptBatcher(Generic[KeysT, ArgsT]):
             else:
                 future.set_result(result)
         if again:
+            # ``again`` holds each call's next sending (2 or more): the pause before the nth
+            # sending is _AGAIN_AFTER[n - 2].
             pause = _AGAIN_AFTER[max(sent for _, _, sent in again) - 2]
             busy = any(isinstance(r, BusyLoadingError) for r in results)
             task = asyncio.create_task(self._again(again, pause if busy else 0.0))

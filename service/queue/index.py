@@ -25,8 +25,9 @@ local function add_to_index(key, id, score, ttl)
   redis.call('EXPIRE', key, ttl)
 end
 """
-"""The one Lua helper for a record joining an index set, for a script given that set's key
-(the door's, which only adds a new record) as well as for :data:`INDEX_LUA`."""
+"""The one Lua helper for a record joining an index set: for a script given that set's key (the
+door's, which only adds a new record), for :data:`INDEX_LUA`, and for the person's and the
+lead's submissions sets (``queue/transitions.py``)."""
 
 INDEX_LUA = (
     INDEX_ADD_LUA

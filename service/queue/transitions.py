@@ -144,13 +144,13 @@ class _TransitionArgs:
     """Index members received before this (their records have expired) are pruned."""
 
 
-# A person's or a lead's submissions (the dashboard's search): the id scored by its receipt
-# time, members older than the records' retention pruned, the key kept as long as a record.
-_ADD_TO_INDEX_LUA = """
-local function add_to_index(key, received)
-  redis.call('ZADD', key, received, A.sub_id)
+# A person's or a lead's submissions (the dashboard's search): the id joins the set as a record
+# joins a state's index (``INDEX_LUA``'s ``add_to_index``), and members older than the records'
+# retention are pruned.
+_SUBMISSIONS_LUA = """
+local function index_submission(key, received)
+  add_to_index(key, A.sub_id, received, tonumber(A.ttl))
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. A.index_since)
-  redis.call('EXPIRE', key, tonumber(A.ttl))
 end
 """
 
@@ -177,7 +177,7 @@ if old and old ~= 'erased' then
   redis.call('EXPIRE', K.record, tonumber(A.ttl))
   score = tonumber(redis.call('HGET', K.record, 'received_at')) or 0
   move_in_index(redis.call('HGET', K.record, 'id'), old, A.state, score, tonumber(A.ttl))
-  if A.index_lead == '1' then add_to_index(K.lead_submissions, score) end
+  if A.index_lead == '1' then index_submission(K.lead_submissions, score) end
   if A.retry_at ~= '' then
     redis.call('ZADD', K.retry, tonumber(A.retry_at), A.retry_member)
   end
@@ -195,7 +195,7 @@ local people = tonumber(A.people)
 for i = 0, people - 1 do
   local at = NK + NSTATES + i * 4
   local lock, lead, mark = KEYS[at + 1], KEYS[at + 2], KEYS[at + 3]
-  if score then add_to_index(KEYS[at + 4], score) end
+  if score then index_submission(KEYS[at + 4], score) end
   if A.cache_lead ~= '' then redis.call('SET', lead, A.cache_lead, 'EX', tonumber(A.cache_ttl)) end
   if A.mark_creating ~= '' then
     redis.call('SET', mark, A.mark_creating, 'PX', tonumber(A.mark_ttl_ms))
@@ -208,7 +208,7 @@ for i = 0, people - 1 do
 end
 return attempts
 """,
-    helpers=[INDEX_LUA, _ADD_TO_INDEX_LUA],
+    helpers=[INDEX_LUA, _SUBMISSIONS_LUA],
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -174,3 +175,26 @@ async def test_a_transition_without_person_leaves_the_persons_keys_alone(
     await queue.steps.apply(Transition(entry.sub_id, "processing", person=PersonUpdate([])))
     await queue.steps.apply(Transition(entry.sub_id, "processing", lead_id="lead_2"))
     assert await redis.get(keys.lock("e:x")) == "tok"
+
+
+async def test_a_transition_indexes_the_submission_by_person_and_lead_and_prunes_old_ones(
+    queue: Queue, redis: Redis, keys: Keys
+) -> None:
+    # The dashboard's search sets: the id scored by receipt, kept as long as a record, and
+    # members received before the records' retention dropped in the same step.
+    entry = await queued(queue)
+    await queue.steps.claim(entry)
+    person, lead = keys.person("e:one"), keys.lead_submissions("lead_7")
+    for key in (person, lead):
+        await redis.zadd(key, {"sub_long_gone": 1.0, "sub_recent": time.time() - 60})
+    await queue.steps.apply(
+        Transition(entry.sub_id, "created", lead_id="lead_7", person=PersonUpdate(["e:one"]))
+    )
+    record = await queue.records.get(entry.sub_id)
+    assert record is not None
+    for key in (person, lead):
+        rows: Any = await redis.zrange(key, 0, -1, withscores=True)
+        members = dict(rows)
+        assert set(members) == {"sub_recent", entry.sub_id}
+        assert members[entry.sub_id] == record.received_at
+        assert 0 < await redis.ttl(key) <= queue.record_ttl

@@ -5,6 +5,7 @@ why it is skipped), the opportunity and the custom activity, each recorded with 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -138,6 +139,26 @@ async def test_an_unsubscribed_email_skips_the_sequence_with_the_reason(
     assert public["reason"] == "the email address is unsubscribed"
 
 
+def after_the_first_look(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[str, str], None]
+) -> list[str]:
+    """The step's look at the contact's subscriptions, with ``then(contact id, sequence id)``
+    run right after the first one (what happens in Close before the step's POST); the
+    contacts looked at, one per look."""
+    looked = CloseClient.subscriptions_of
+    looks: list[str] = []
+
+    async def look(self: CloseClient, contact_id: str, sequence_id: str) -> list[dict[str, Any]]:
+        found = await looked(self, contact_id, sequence_id)
+        looks.append(contact_id)
+        if len(looks) == 1:
+            then(contact_id, sequence_id)
+        return found
+
+    monkeypatch.setattr(CloseClient, "subscriptions_of", look)
+    return looks
+
+
 async def test_a_subscription_made_between_the_look_and_the_send_skips_the_sequence(
     queue: Queue,
     make_settings: Any,
@@ -150,28 +171,21 @@ async def test_a_subscription_made_between_the_look_and_the_send_skips_the_seque
     state = emulator_state(emulator)
     use_team(state)
     sources = sources_from({"sources": {"web": followup_source()}})
-    looked = CloseClient.subscriptions_of
     outside: list[dict[str, Any]] = []
 
-    async def look_then_someone_subscribes(
-        self: CloseClient, contact_id: str, sequence_id: str
-    ) -> list[dict[str, Any]]:
-        found = await looked(self, contact_id, sequence_id)
-        if not outside:
-            contact = state.contacts[contact_id]
-            account, user = accounts(state.options)[0]
-            body = {
-                "sequence_id": sequence_id,
-                "contact_id": contact_id,
-                "contact_email": contact["emails"][0]["email"],
-                "sender_account_id": account.id,
-                "sender_name": "A rep",
-                "sender_email": account.email or user.email,
-            }
-            outside.append(create_subscription(body, state))
-        return found
+    def someone_subscribes(contact_id: str, sequence_id: str) -> None:
+        account, user = accounts(state.options)[0]
+        body = {
+            "sequence_id": sequence_id,
+            "contact_id": contact_id,
+            "contact_email": state.contacts[contact_id]["emails"][0]["email"],
+            "sender_account_id": account.id,
+            "sender_name": "A rep",
+            "sender_email": account.email or user.email,
+        }
+        outside.append(create_subscription(body, state))
 
-    monkeypatch.setattr(CloseClient, "subscriptions_of", look_then_someone_subscribes)
+    looks = after_the_first_look(monkeypatch, someone_subscribes)
     async with running_worker(make_settings(), sources, redis):
         record = await wait_for_record(queue, await enqueue(queue, person(3), source="web"))
     mark = record.progress.steps["sequence"]
@@ -181,4 +195,30 @@ async def test_a_subscription_made_between_the_look_and_the_send_skips_the_seque
     refused = [
         r for r in state.requests if r.method == "POST" and "sequence_subscription" in r.path
     ]
-    assert len(refused) == 1  # the one Close refused; nothing sent again
+    assert len(refused) == 1 and len(looks) == 2  # the one Close refused, then a second look
+
+
+async def test_a_subscription_refused_for_another_reason_stays_the_steps_failure(
+    queue: Queue,
+    make_settings: Any,
+    redis: Redis,
+    emulator: TestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The email is unsubscribed right after the look, and Close refuses the subscription for
+    # that: no subscription is found on the second look, so Close's answer is the failure.
+    state = emulator_state(emulator)
+    use_team(state)
+    state.configure(unsubscribed_subscriptions="reject")
+    sources = sources_from({"sources": {"web": followup_source()}})
+    looks = after_the_first_look(
+        monkeypatch, lambda _contact, _sequence: state.unsubscribed.add("p4@buyer.example")
+    )
+    async with running_worker(make_settings(), sources, redis):
+        record = await wait_for_record(
+            queue, await enqueue(queue, person(4), source="web"), ("attached", "created")
+        )
+    mark = record.progress.steps["sequence"]
+    assert mark.state == "failed" and mark.error is not None
+    assert "This email address is unsubscribed." in str(mark.error["close_response"])
+    assert len(looks) == 2 and not state.subscriptions  # looked again, nothing made
