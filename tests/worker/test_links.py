@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from close_emulator.merge import merge_leads
 from service.config.settings import Settings
 from service.config.sources import Sources
+from service.keys import Keys
 from service.mapping.note import has_marker
 from service.metrics import Metrics
 from service.queue import Queue
@@ -32,6 +34,19 @@ from tests.conftest import (
 )
 
 MERGE = "/api/v1/lead/merge/"
+HELD = {"retry_base_seconds": 3600.0, "retry_max_seconds": 3600.0}
+"""Settings whose retries wait (up to) an hour: a test that must act while a submission waits
+makes its retry due itself (:func:`retry_now`). A short backoff's full jitter can make a retry
+nearly immediate, and it then ran before the test had acted."""
+
+
+async def retry_now(redis: Redis, keys: Keys) -> None:
+    """Every scheduled retry due now (there is exactly one)."""
+    scheduled: Any = await redis.zrange(keys.retry, 0, -1)
+    assert len(scheduled) == 1
+    await redis.zadd(keys.retry, {scheduled[0]: time.time()})
+
+
 SOURCES = yaml.safe_load((Path(__file__).parents[1] / "sources.yaml").read_text())
 
 E1, E2 = "mia@example.com", "mia.work@example.com"
@@ -171,13 +186,12 @@ async def test_a_lost_merge_answer_merges_once_and_is_found_on_the_retry(
 
 
 async def test_a_submission_whose_created_lead_is_merged_away_while_retrying_ends_on_the_kept(
-    queue: Queue, make_settings: Any, redis: Redis, emulator: TestServer
+    queue: Queue, make_settings: Any, redis: Redis, keys: Keys, emulator: TestServer
 ) -> None:
     sources = with_link("merge")
     state = emulator_state(emulator)
-    # Retries wait long enough for another submission to merge the lead in between.
-    settings = make_settings(retry_base_seconds=2.0, retry_max_seconds=2.0)
-    async with running_worker(settings, sources, redis):
+    # B's retry waits until another submission has merged the lead in between.
+    async with running_worker(make_settings(**HELD), sources, redis):
         first = await enqueue(queue, body(E1, P2, "first"))
         a = await wait_for_record(queue, first, ("created",))
         # Lead B is created, then its note fails before Close applies it: B's submission waits.
@@ -189,6 +203,7 @@ async def test_a_submission_whose_created_lead_is_merged_away_while_retrying_end
         third = await enqueue(queue, body(E1, P1, "third"))
         linked = await wait_for_record(queue, third, ("attached",))
         assert state.live_object("lead", str(b_lead)) is None  # merged while B's one waits
+        await retry_now(redis, keys)
         after = await wait_for_record(queue, second, ("created", "attached", "dead"), within=15)
     assert linked.lead_id == a.lead_id
     assert after.state in ("created", "attached") and after.lead_id == a.lead_id
@@ -320,14 +335,19 @@ async def test_a_link_whose_matched_lead_close_merged_already_follows_the_kept_o
 
 
 async def test_a_note_whose_answer_was_lost_before_a_merge_is_found_on_the_kept_lead(
-    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+    queue: Queue,
+    settings: Settings,
+    make_settings: Any,
+    redis: Redis,
+    keys: Keys,
+    emulator: TestServer,
 ) -> None:
     # The note reached lead B, its answer lost; B is merged into A before the retry, seconds
     # later. The retry looks on B (nothing: the note moved), posts there (B is gone), follows
     # the merge to A and looks there from the step's first start: one note, not two.
     sources = with_link("merge")
     state = emulator_state(emulator)
-    async with running_worker(settings, sources, redis):
+    async with running_worker(make_settings(**HELD), sources, redis):
         a = await wait_for_record(queue, await enqueue(queue, body(E1, P1, "first")))
         b = await wait_for_record(queue, await enqueue(queue, body(E2, P2, "second")))
         state.add_fault(method="POST", path="/api/v1/activity/note/", status=502, after_apply=True)
@@ -338,6 +358,7 @@ async def test_a_note_whose_answer_was_lost_before_a_merge_is_found_on_the_kept_
     await queue.links.merged(str(b.lead_id), str(a.lead_id), identities, cache_ttl=3600)
     # The retry's own start is later than the note by more than the clock skew allowed (5 s).
     await asyncio.sleep(6.0)
+    await retry_now(redis, keys)
     async with running_worker(settings, sources, redis):
         record = await wait_for_record(queue, third, ("attached",), within=15)
     assert record.lead_id == a.lead_id
@@ -347,14 +368,19 @@ async def test_a_note_whose_answer_was_lost_before_a_merge_is_found_on_the_kept_
 
 
 async def test_a_created_lead_merged_away_unrecorded_is_followed_through_the_event_log(
-    queue: Queue, settings: Settings, redis: Redis, emulator: TestServer
+    queue: Queue,
+    settings: Settings,
+    make_settings: Any,
+    redis: Redis,
+    keys: Keys,
+    emulator: TestServer,
 ) -> None:
     # The submission made B; before its note's retry, B was merged into A by a submission that
     # has not recorded it (no merge map). Close's event log names A: the steps go on there,
     # instead of the submission ending dead on "lead does not exist".
     sources = with_link("merge")
     state = emulator_state(emulator)
-    async with running_worker(settings, sources, redis):
+    async with running_worker(make_settings(**HELD), sources, redis):
         a = await wait_for_record(queue, await enqueue(queue, body(E1, P1, "first")))
         state.add_fault(method="POST", path="/api/v1/activity/note/", status=502)
         made = await enqueue(queue, body(E2, P2, "second"))
@@ -362,6 +388,7 @@ async def test_a_created_lead_merged_away_unrecorded_is_followed_through_the_eve
     b = await queue.records.get(made)
     assert b is not None and b.lead_id and b.progress.lead_created
     merge_leads(str(b.lead_id), str(a.lead_id), state)
+    await retry_now(redis, keys)
     async with running_worker(settings, sources, redis):
         record = await wait_for_record(queue, made, ("created", "dead"), within=15)
     assert record.state == "created" and record.lead_id == a.lead_id
